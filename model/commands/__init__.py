@@ -1,0 +1,1 @@
+"""Subcommands of `hapvr` that drive the model: each module has `register(subparsers)`."""
