@@ -1,0 +1,88 @@
+"""Matched time ranges from a frame-to-frame similarity matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Largest step in target frames between two consecutive matched query frames that still
+# continues one segment; allows speed changes up to 3x and one dropped frame.
+MAX_TARGET_STEP = 3
+
+
+@dataclass(frozen=True)
+class Segment:
+    query_start: float
+    query_end: float
+    target_start: float
+    target_end: float
+    score: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "query_start": round(self.query_start, 3),
+            "query_end": round(self.query_end, 3),
+            "target_start": round(self.target_start, 3),
+            "target_end": round(self.target_end, 3),
+            "score": round(self.score, 4),
+        }
+
+
+def matched_segments(
+    frame_sim: np.ndarray,
+    query_times: np.ndarray,
+    target_times: np.ndarray,
+    threshold: float,
+    min_frames: int = 1,
+) -> list[Segment]:
+    """Runs of query frames whose best target frames move forward together, above `threshold`.
+
+    frame_sim [Tq, Tt]; times in seconds per row / column. Each query frame is matched to its
+    best target frame; consecutive matched query frames whose targets advance by 0 to
+    MAX_TARGET_STEP frames form one segment. Ends are extended by one frame interval so a
+    single matched frame covers the second it stands for. Sorted by score, best first.
+    """
+    if frame_sim.ndim != 2 or frame_sim.shape != (len(query_times), len(target_times)):
+        raise ValueError(f"frame_sim {frame_sim.shape} does not match {len(query_times)}x{len(target_times)} times")
+    if frame_sim.size == 0:
+        return []
+    best_target = frame_sim.argmax(axis=1)
+    best_value = frame_sim[np.arange(frame_sim.shape[0]), best_target]
+    query_step = _frame_interval(query_times)
+    target_step = _frame_interval(target_times)
+
+    segments: list[Segment] = []
+    run: list[int] = []
+
+    def close_run() -> None:
+        if len(run) >= min_frames:
+            first, last = run[0], run[-1]
+            segments.append(
+                Segment(
+                    query_start=float(query_times[first]),
+                    query_end=float(query_times[last] + query_step),
+                    target_start=float(target_times[best_target[first]]),
+                    target_end=float(target_times[best_target[last]] + target_step),
+                    score=float(best_value[run].mean()),
+                )
+            )
+        run.clear()
+
+    for row in range(frame_sim.shape[0]):
+        if best_value[row] < threshold:
+            close_run()
+            continue
+        if run:
+            step = int(best_target[row]) - int(best_target[run[-1]])
+            if row - run[-1] > 1 or not 0 <= step <= MAX_TARGET_STEP:
+                close_run()
+        run.append(row)
+    close_run()
+    return sorted(segments, key=lambda segment: segment.score, reverse=True)
+
+
+def _frame_interval(times: np.ndarray) -> float:
+    if len(times) < 2:
+        return 1.0
+    return float(np.median(np.diff(times)))
