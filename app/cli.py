@@ -1,0 +1,45 @@
+"""The `hapvr` command: one entry point whose subcommands live beside the code they drive.
+
+Each subcommand module exposes `register(subparsers)`, adding its parser and setting
+`func` to a callable that takes the parsed namespace and returns an exit code. Modules are
+imported when the CLI starts, so they keep heavy imports (torch, faiss) inside their `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order `hapvr --help` lists them.
+COMMAND_MODULES = (
+    "app.commands.serve",
+    "app.commands.worker",
+    "model.commands.compare",
+    "model.commands.fit_pca",
+    "model.train.command",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hapvr", description="Near-duplicate video search.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            # Only skip modules that do not exist yet in this tree, never a broken import inside one.
+            if error.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
