@@ -57,13 +57,14 @@ def teacher_pseudo_labels(
     n_bottom = torch.minimum(n_bottom, n_valid - n_top)
 
     # Rank valid target frames by teacher similarity, best first; masked ones sort last.
-    keys = torch.where(t_mask[:, None, :], teacher_sims.float(), torch.tensor(float("-inf"), device=teacher_sims.device))
+    minus_inf = torch.tensor(float("-inf"), device=teacher_sims.device)
+    keys = torch.where(t_mask[:, None, :], teacher_sims.float(), minus_inf)
     order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
     rank = torch.argsort(order, dim=-1)  # rank[p, i, j] = position of frame j, 0 = most similar
 
     usable = (n_valid >= 2)[:, None, None] & q_mask[:, :, None] & t_mask[:, None, :]
     positives = usable & (rank < n_top[:, None, None])
-    negatives = usable & (rank >= (n_valid - n_bottom)[:, None, None]) & (rank < n_valid[:, None, None])
+    negatives = usable & (rank >= (n_valid - n_bottom)[:, None, None])  # masked ranks: cut by usable
     return positives, negatives
 
 

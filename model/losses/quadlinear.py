@@ -7,6 +7,8 @@ gradient for badly mis-ranked pairs (its linear branch), so hard mistakes still 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -32,6 +34,7 @@ def quadlinear_ap(
     sigma: float = 0.05,
     rho: float = 0.1,
     valid: Tensor | None = None,
+    surrogate: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-row smooth AP of sims [N, M] against bool labels [N, M]; returns (ap [N], has_positive [N]).
 
@@ -42,6 +45,12 @@ def quadlinear_ap(
         AP_q = mean_i rank_pos(i) / rank_all(i)
     H is the strict step (no gradient), so gradients flow only through positive-negative pairs.
     Rows without a valid positive get ap = 0 and has_positive = False; callers skip them.
+    surrogate replaces g (default quadlinear with this sigma), e.g. an exact step for evaluation.
+
+    Note: g grows linearly above 0 (2x/sigma + 1), so a negative ranked above a positive counts
+    more than 1 and counts more as sigma shrinks. With rho = 1 the result is a lower bound of the
+    exact AP (ties counted against the positive); it equals it in the limit only where no negative
+    is strictly above a positive. That extra weight is the point: mis-ranked pairs keep a gradient.
 
     Computed in float32 in one shot over an [N, M, M] tensor: memory O(N * M^2) (a few such
     tensors are kept for backward), fine for 2B x 2B video batches and frame rows of ~32 frames.
@@ -69,7 +78,8 @@ def quadlinear_ap(
 
     zero = torch.zeros((), dtype=sims.dtype, device=sims.device)
     above_pos = torch.where(pos_pairs, rho * heaviside(diff), zero).sum(-1)
-    above_neg = torch.where(neg_pairs, quadlinear(diff, sigma), zero).sum(-1)
+    step = surrogate(diff) if surrogate is not None else quadlinear(diff, sigma)
+    above_neg = torch.where(neg_pairs, step, zero).sum(-1)
     rank_pos = 1.0 + above_pos
     rank_all = rank_pos + above_neg
     ratio = torch.where(positive, rank_pos / rank_all, zero)
