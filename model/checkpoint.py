@@ -53,7 +53,7 @@ class ModelBundle:
 
     @classmethod
     def training_free(cls, pca: PCAWhitening, backbone: str = "efficientnet_lite0", **kwargs: Any) -> ModelBundle:
-        config = SimilarityConfig.training_free(dim=pca.projection.shape[1])
+        config = SimilarityConfig.training_free(dim=pca.dim)
         return cls(backbone=backbone, pca=pca, similarity=HapVRSimilarity(config).eval(), **kwargs)
 
     def frame_encoder(self, **options: Any):  # -> FrameEncoder; imported late: onnxruntime is heavy
@@ -76,10 +76,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle) -> Path:
     """Write atomically: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        "pca.mean": bundle.pca.mean.detach().float().contiguous().cpu(),
-        "pca.projection": bundle.pca.projection.detach().float().contiguous().cpu(),
-    }
+    tensors = {name: value.cpu() for name, value in bundle.pca.state_tensors().items()}
     for name, value in bundle.similarity.state_dict().items():
         tensors[f"similarity.{name}"] = value.detach().contiguous().cpu()
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -121,19 +118,23 @@ def load_checkpoint(path: str | Path, backbone_weights: str | None = None) -> Mo
         raise CheckpointError(f"{path} needs backbone {backbone!r}, which this code does not know")
 
     try:
-        mean, projection = tensors.pop("pca.mean"), tensors.pop("pca.projection")
-    except KeyError as error:
-        raise CheckpointError(f"{path} lacks the PCA tensor {error}") from None
-    expected_channels = sum(BACKBONES[backbone].stage_channels)
-    if projection.shape != (expected_channels, config.dim) or mean.shape != (expected_channels,):
+        pca = PCAWhitening.from_state_tensors(tensors)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    expected_channels = BACKBONES[backbone].channels
+    if (pca.in_dim, pca.dim) != (expected_channels, config.dim):
         raise CheckpointError(
-            f"{path}: PCA of shape {tuple(projection.shape)} does not fit backbone {backbone!r} "
+            f"{path}: PCA of shape {(pca.in_dim, pca.dim)} does not fit backbone {backbone!r} "
             f"({expected_channels} channels) and dim {config.dim}"
         )
-    pca = PCAWhitening(mean, projection)
+    state = {
+        name.removeprefix("similarity."): value for name, value in tensors.items() if name.startswith("similarity.")
+    }
+    unexpected = [name for name in tensors if not name.startswith(("similarity.", "pca."))]
+    if unexpected:
+        raise CheckpointError(f"{path} holds tensors this code does not know: {unexpected[:5]}")
 
     similarity = HapVRSimilarity(config)
-    state = {name.removeprefix("similarity."): value for name, value in tensors.items()}
     try:
         similarity.load_state_dict(state, strict=True)
     except RuntimeError as error:
