@@ -1,0 +1,75 @@
+"""What the indexer keeps per video: region features for the exact re-rank, one vector per frame for FAISS.
+
+Region features are stored in float16 (ARCHITECTURE section 11: they dominate storage, 9 KB a
+frame instead of 18 KB); frame vectors stay float32 because they are small (2 KB a frame) and
+the vector index must be rebuilt from the store to exactly what it held before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class VideoFeatures:
+    """One video after the encoder and the similarity network's `index()` step.
+
+    regions: float16 [T, R, D], frame_vectors: float32 [T, D] (L2-normalised), timestamps:
+    float64 [T] seconds of each sampled frame. duration / fps / source_fps describe the decode
+    (seconds of the source, sampling rate used, the source's own frame rate when known).
+    Arrays are converted to those dtypes on construction so every consumer can rely on them.
+    """
+
+    regions: np.ndarray
+    frame_vectors: np.ndarray
+    timestamps: np.ndarray
+    duration: float | None = None
+    fps: float | None = None
+    source_fps: float | None = None
+
+    def __post_init__(self) -> None:
+        self.regions = np.ascontiguousarray(self.regions, dtype=np.float16)
+        self.frame_vectors = np.ascontiguousarray(self.frame_vectors, dtype=np.float32)
+        self.timestamps = np.ascontiguousarray(self.timestamps, dtype=np.float64)
+        if self.regions.ndim != 3:
+            raise ValueError(f"regions must be [T, R, D], got shape {self.regions.shape}")
+        frames, _, dim = self.regions.shape
+        if frames == 0:
+            raise ValueError("a video needs at least one frame")
+        if self.frame_vectors.shape != (frames, dim):
+            raise ValueError(
+                f"frame_vectors must be [{frames}, {dim}] to match regions, got {self.frame_vectors.shape}"
+            )
+        if self.timestamps.shape != (frames,):
+            raise ValueError(f"timestamps must be [{frames}], got {self.timestamps.shape}")
+        if not (np.isfinite(self.regions).all() and np.isfinite(self.frame_vectors).all()):
+            raise ValueError("features contain NaN or infinite values")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.regions.shape[0])
+
+    @property
+    def num_regions(self) -> int:
+        return int(self.regions.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.regions.shape[2])
+
+    @property
+    def nbytes(self) -> int:
+        return self.regions.nbytes + self.frame_vectors.nbytes + self.timestamps.nbytes
+
+
+def mean_frame_vectors(regions: np.ndarray) -> np.ndarray:
+    """[T, R, D] -> float32 [T, D]: L2-normalised mean of a frame's regions (the FAISS vector).
+
+    The same rule as model.similarity's `frame_vectors`; kept here in numpy for synthetic
+    features in tests and benchmarks, where no network is involved.
+    """
+    means = np.asarray(regions, dtype=np.float32).mean(axis=1)
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    return (means / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,189 @@
+"""Feature store: round trip, layout, idempotent delete, corruption and crash safety."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.feature_store import (
+    CorruptFeaturesError,
+    FeatureStorage,
+    FeatureStore,
+    MissingFeaturesError,
+)
+from indexer.features import VideoFeatures
+from indexer.synthetic import synthetic_video
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FeatureStore:
+    return FeatureStore(tmp_path / "features")
+
+
+def _video(seed: int = 0, frames: int = 7, dim: int = 32) -> VideoFeatures:
+    features = synthetic_video(np.random.default_rng(seed), frames, dim=dim)
+    features.source_fps = 29.97
+    return features
+
+
+def test_round_trip_keeps_values_dtypes_and_decode_info(store: FeatureStore) -> None:
+    original = _video()
+    store.put(42, original)
+    loaded = store.get(42)
+    assert loaded.regions.dtype == np.float16 and loaded.frame_vectors.dtype == np.float32
+    assert loaded.timestamps.dtype == np.float64
+    np.testing.assert_array_equal(loaded.regions, original.regions)
+    np.testing.assert_array_equal(loaded.frame_vectors, original.frame_vectors)
+    np.testing.assert_array_equal(loaded.timestamps, original.timestamps)
+    assert (loaded.duration, loaded.fps, loaded.source_fps) == (original.duration, original.fps, 29.97)
+
+
+def test_optional_decode_info_may_be_absent(store: FeatureStore) -> None:
+    original = _video()
+    original.duration = original.fps = original.source_fps = None
+    store.put(1, original)
+    loaded = store.get(1)
+    assert (loaded.duration, loaded.fps, loaded.source_fps) == (None, None, None)
+
+
+def test_layout_is_sharded_and_ids_are_sorted(store: FeatureStore) -> None:
+    ids = [5, 999, 1000, 1_234_567, 3]
+    for video_id in ids:
+        store.put(video_id, _video(video_id, frames=2))
+    assert store.path_for(1_234_567).relative_to(store.root) == Path("000001/234/1234567.safetensors")
+    assert store.path_for(5).relative_to(store.root) == Path("000000/000/5.safetensors")
+    assert list(store.ids()) == sorted(ids)
+    assert len(store) == len(ids)
+    assert 999 in store and 998 not in store and "x" not in store and -1 not in store
+
+
+def test_put_replaces(store: FeatureStore) -> None:
+    store.put(7, _video(1))
+    replacement = _video(2, frames=3)
+    store.put(7, replacement)
+    np.testing.assert_array_equal(store.get(7).regions, replacement.regions)
+
+
+def test_delete_is_idempotent(store: FeatureStore) -> None:
+    store.put(7, _video())
+    store.delete(7)
+    store.delete(7)
+    store.delete(123456)
+    assert 7 not in store
+    with pytest.raises(MissingFeaturesError, match="no features stored for video 7"):
+        store.get(7)
+    with pytest.raises(KeyError):  # callers may treat it as a mapping miss
+        store.get(7)
+
+
+def test_empty_store_lists_nothing(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "does-not-exist")
+    assert list(store.ids()) == []
+    assert store.remove_partial_writes() == 0
+
+
+def test_rejects_bad_ids(store: FeatureStore) -> None:
+    with pytest.raises(ValueError):
+        store.put(-1, _video())
+    with pytest.raises(TypeError):
+        store.put("3", _video())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # torn write
+        lambda data: b"",  # empty file
+        lambda data: b"not a features file at all, just some text",
+        lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),  # one flipped byte in the payload
+    ],
+    ids=["truncated", "empty", "garbage", "bit-flip"],
+)
+def test_corrupted_file_gives_a_clear_error(store: FeatureStore, damage) -> None:
+    store.put(9, _video())
+    path = store.path_for(9)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CorruptFeaturesError, match=r"video 9 .*9\.safetensors"):
+        store.get(9)
+
+
+def test_file_of_another_video_is_rejected(store: FeatureStore) -> None:
+    store.put(1, _video())
+    store.path_for(2).parent.mkdir(parents=True, exist_ok=True)
+    store.path_for(2).write_bytes(store.path_for(1).read_bytes())
+    with pytest.raises(CorruptFeaturesError, match="belong to video 1"):
+        store.get(2)
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(store: FeatureStore, monkeypatch) -> None:
+    old = _video(1)
+    store.put(3, old)
+
+    def broken_replace(src, dst):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        store.put(3, _video(2))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(store.get(3).regions, old.regions)
+    assert sorted(p.name for p in store.path_for(3).parent.iterdir()) == ["3.safetensors"]
+
+
+def test_crash_mid_write_leaves_the_old_file(store: FeatureStore) -> None:
+    """A process killed after writing the temp file but before the rename changes nothing visible."""
+    old = _video(1)
+    store.put(3, old)
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        import numpy as np
+        sys.path.insert(0, {str(REPO)!r})
+        from indexer.feature_store import FeatureStore
+        from indexer.synthetic import synthetic_video
+        os.replace = lambda src, dst: os._exit(17)  # die exactly between fsync and rename
+        FeatureStore({str(store.root)!r}).put(3, synthetic_video(np.random.default_rng(2), 9, dim=32))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == 17, result.stderr.decode()
+    leftovers = [p.name for p in store.path_for(3).parent.iterdir() if p.name != "3.safetensors"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-")
+    np.testing.assert_array_equal(store.get(3).regions, old.regions)
+    assert list(store.ids()) == [3]
+    assert store.remove_partial_writes() == 1
+    assert [p.name for p in store.path_for(3).parent.iterdir()] == ["3.safetensors"]
+
+
+def test_unverified_reads_skip_the_checksum(store: FeatureStore) -> None:
+    store.put(4, _video())
+    path = store.path_for(4)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # last byte of the timestamps: still a valid float
+    path.write_bytes(bytes(data))
+    FeatureStore(store.root, verify=False).get(4)
+    with pytest.raises(CorruptFeaturesError):
+        store.get(4)
+
+
+def test_local_store_satisfies_the_interface(store: FeatureStore) -> None:
+    assert isinstance(store, FeatureStorage)
+
+
+def test_features_validate_shapes() -> None:
+    with pytest.raises(ValueError, match="frame_vectors"):
+        VideoFeatures(np.zeros((3, 9, 8)), np.zeros((2, 8)), np.zeros(3))
+    with pytest.raises(ValueError, match="timestamps"):
+        VideoFeatures(np.zeros((3, 9, 8)), np.zeros((3, 8)), np.zeros(4))
+    with pytest.raises(ValueError, match="at least one frame"):
+        VideoFeatures(np.zeros((0, 9, 8)), np.zeros((0, 8)), np.zeros(0))
+    with pytest.raises(ValueError, match="NaN"):
+        VideoFeatures(np.full((1, 9, 8), np.nan), np.zeros((1, 8)), np.zeros(1))
