@@ -1,0 +1,230 @@
+"""Catalog operations: the one way the service reads and writes video rows.
+
+Each function takes its session as a keyword argument and leaves committing to the caller
+(see app.db.session_scope), except where a state change must be atomic on its own (claiming a
+job), which the function documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Video, VideoStatus, utcnow
+
+QUEUED = VideoStatus.queued.value
+PROCESSING = VideoStatus.processing.value
+READY = VideoStatus.ready.value
+FAILED = VideoStatus.failed.value
+
+
+@dataclass(frozen=True)
+class NewVideo:
+    sha256: str
+    storage_path: str
+    size_bytes: int
+    title: str | None = None
+    external_id: str | None = None
+    meta: dict[str, Any] | None = None
+    content_type: str | None = None
+    filename: str | None = None
+
+
+def add_video(new: NewVideo, *, session: Session) -> Video:
+    """Insert a queued row; raises IntegrityError when the sha256 is already catalogued."""
+    video = Video(
+        sha256=new.sha256,
+        storage_path=new.storage_path,
+        size_bytes=new.size_bytes,
+        title=new.title,
+        external_id=new.external_id,
+        meta=new.meta,
+        content_type=new.content_type,
+        filename=new.filename,
+        status=QUEUED,
+        attempts=0,
+    )
+    session.add(video)
+    session.flush()
+    return video
+
+
+def get_video(video_id: int, *, session: Session) -> Video | None:
+    return session.get(Video, video_id)
+
+
+def get_by_sha256(sha256: str, *, session: Session) -> Video | None:
+    return session.scalar(select(Video).where(Video.sha256 == sha256))
+
+
+def list_videos(
+    *,
+    session: Session,
+    status: str | None = None,
+    external_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Video], int]:
+    """One page of videos (oldest first) and the total count under the same filters."""
+    conditions = []
+    if status is not None:
+        conditions.append(Video.status == status)
+    if external_id is not None:
+        conditions.append(Video.external_id == external_id)
+    count = session.scalar(select(func.count()).select_from(Video).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Video).where(*conditions).order_by(Video.id).limit(limit).offset(offset)
+    ).all()
+    return list(rows), int(count)
+
+
+def count_by_status(*, session: Session) -> dict[str, int]:
+    counts = {state.value: 0 for state in VideoStatus}
+    for state, number in session.execute(select(Video.status, func.count()).group_by(Video.status)):
+        counts[state] = int(number)
+    return counts
+
+
+def ids_with_status(state: str, *, session: Session) -> set[int]:
+    return set(session.scalars(select(Video.id).where(Video.status == state)))
+
+
+def ready_among(video_ids: Iterable[int], *, session: Session) -> set[int]:
+    """The subset of `video_ids` that exist and are ready (searchable)."""
+    wanted = list({int(v) for v in video_ids})
+    found: set[int] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(
+            session.scalars(select(Video.id).where(Video.id.in_(chunk), Video.status == READY))
+        )
+    return found
+
+
+def videos_by_ids(video_ids: Iterable[int], *, session: Session) -> dict[int, Video]:
+    wanted = list({int(v) for v in video_ids})
+    rows: dict[int, Video] = {}
+    for start in range(0, len(wanted), 500):
+        for video in session.scalars(select(Video).where(Video.id.in_(wanted[start : start + 500]))):
+            rows[video.id] = video
+    return rows
+
+
+def claim_next(*, session: Session) -> int | None:
+    """Atomically move the oldest queued video to processing and return its id (commits).
+
+    The conditional UPDATE is the lock: of several workers racing for one row, exactly one
+    sees its WHERE status='queued' still true.
+    """
+    for _ in range(16):
+        candidate = session.scalar(
+            select(Video.id).where(Video.status == QUEUED).order_by(Video.id).limit(1)
+        )
+        if candidate is None:
+            session.commit()
+            return None
+        result = session.execute(
+            update(Video)
+            .where(Video.id == candidate, Video.status == QUEUED)
+            .values(status=PROCESSING, attempts=Video.attempts + 1, updated_at=utcnow())
+        )
+        session.commit()
+        if result.rowcount == 1:
+            return int(candidate)
+    return None
+
+
+def mark_ready(
+    video_id: int,
+    *,
+    session: Session,
+    duration: float | None,
+    fps: float | None,
+    frames_indexed: int,
+) -> bool:
+    """processing -> ready; False when the row is gone or no longer processing (deleted meanwhile)."""
+    now = utcnow()
+    result = session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status == PROCESSING)
+        .values(
+            status=READY,
+            failure_reason=None,
+            duration=duration,
+            fps=fps,
+            frames_indexed=frames_indexed,
+            indexed_at=now,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def mark_failed(video_id: int, reason: str, *, session: Session) -> bool:
+    result = session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status == PROCESSING)
+        .values(status=FAILED, failure_reason=reason, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+def requeue(video_id: int, *, session: Session, reset_attempts: bool = False, reason: str | None = None) -> bool:
+    """Put a processing or failed video back on the queue."""
+    values: dict[str, Any] = {"status": QUEUED, "failure_reason": reason, "updated_at": utcnow()}
+    if reset_attempts:
+        values["attempts"] = 0
+    result = session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status.in_([PROCESSING, FAILED, READY]))
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class Recovery:
+    requeued: list[int]
+    failed: list[int]
+
+
+def recover_interrupted(*, session: Session, max_attempts: int) -> Recovery:
+    """Jobs left `processing` by a crash go back to the queue; those out of attempts fail.
+
+    The attempt limit is what stops a video that kills the process every time from doing so forever.
+    """
+    requeued: list[int] = []
+    failed: list[int] = []
+    for video in session.scalars(select(Video).where(Video.status == PROCESSING)):
+        if video.attempts >= max_attempts:
+            video.status = FAILED
+            video.failure_reason = (
+                f"indexing was interrupted {video.attempts} times (the process stopped mid-job); giving up"
+            )
+            failed.append(video.id)
+        else:
+            video.status = QUEUED
+            requeued.append(video.id)
+        video.updated_at = utcnow()
+    session.flush()
+    return Recovery(requeued=requeued, failed=failed)
+
+
+def delete_video(video_id: int, *, session: Session) -> Video | None:
+    """Remove the row; returns what it held (the caller cleans up files), or None if absent."""
+    video = session.get(Video, video_id)
+    if video is None:
+        return None
+    session.delete(video)
+    session.flush()
+    return video
+
+
+def storage_path_in_use(storage_path: str, *, session: Session) -> bool:
+    return bool(
+        session.scalar(select(func.count()).select_from(Video).where(Video.storage_path == storage_path))
+    )

@@ -1,0 +1,1 @@
+"""Service-side `hapvr` subcommands (serve, worker)."""

@@ -1,0 +1,46 @@
+"""`hapvr serve`: the embedded service (API, catalog, index and indexer workers in one process)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the search service (embedded: SQLite, local index, in-process workers)",
+        description="Run the REST API with its indexer workers. Flags override HAPVR_* settings.",
+    )
+    parser.add_argument("--host", help="address to listen on (HAPVR_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (HAPVR_PORT, default 8000)")
+    parser.add_argument("--data-dir", type=Path, help="catalog, uploads, features, index (HAPVR_DATA_DIR, default ./data)")
+    parser.add_argument("--workers", type=int, help="indexer threads (HAPVR_WORKERS, default 1)")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (HAPVR_CHECKPOINT, default: the shipped one)")
+    parser.set_defaults(func=run)
+
+
+def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, object]:
+    """The flags the user actually gave, as settings keyword arguments."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(**overrides(args, ("host", "port", "data_dir", "workers", "checkpoint")))
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.checkpoint is not None and not settings.checkpoint.is_file():
+        # Fail before listening: a service that can never become ready is worse than none.
+        logging.getLogger("hapvr").error("checkpoint not found: %s", settings.checkpoint)
+        return 2
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    return 0

@@ -1,0 +1,114 @@
+"""The indexing machinery the service drives, behind the narrow interfaces it needs.
+
+`Components` is wired in one place (`build_components`, from the settings); tests hand in
+their own. The service never touches FAISS, torch or the decoder except through these.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from indexer.feature_store import FeatureStorage
+    from indexer.features import VideoFeatures
+
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """A video file to features; raises model.video.VideoDecodeError for unusable input."""
+
+    def embed(self, path: str | Path) -> VideoFeatures: ...
+
+
+class VectorIndex(Protocol):
+    """Frame vectors of ready videos (derived data: rebuilt from the feature store at will)."""
+
+    def add(self, video_id: int, vectors: np.ndarray) -> None: ...
+
+    def remove(self, video_id: int) -> Any: ...
+
+    def video_ids(self) -> Iterable[int]: ...
+
+    def rebuild(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> int: ...
+
+    def save(self, path: str | Path) -> Any: ...
+
+    @property
+    def num_videos(self) -> int: ...
+
+    @property
+    def num_frames(self) -> int: ...
+
+
+class Searcher(Protocol):
+    def search(
+        self,
+        query: VideoFeatures,
+        *,
+        k: int,
+        min_score: float | None,
+        candidates: int,
+        exclude: set[int],
+        is_allowed: Callable[[Iterable[int]], set[int]],
+    ) -> list[Any]: ...
+
+
+@dataclass
+class Components:
+    """What the service needs beside its catalog: embedder, feature store, vector index, searcher.
+
+    `load_index(path)` returns the persisted index, or None when the file is missing or
+    unreadable (the caller then rebuilds it from the store); `new_index()` an empty one.
+    `probe(path)` checks a file's header cheaply so junk is refused at upload time.
+    """
+
+    embedder: Embedder
+    store: FeatureStorage
+    new_index: Callable[[], VectorIndex]
+    load_index: Callable[[Path], VectorIndex | None]
+    make_searcher: Callable[[VectorIndex], Searcher]
+    probe: Callable[[Path], None]
+    description: str = ""
+
+
+def decode_limits(settings: Settings):  # -> model.video.DecodeLimits
+    from model.video import DecodeLimits
+
+    return DecodeLimits(
+        max_frames=settings.max_frames, max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s
+    )
+
+
+def make_probe(settings: Settings) -> Callable[[Path], None]:
+    """A cheap upload-time check (container header only): raises VideoDecodeError for files that
+    are not video, have no video stream, or break the resolution or duration limits."""
+    from model.video import VideoDecodeError, probe_video
+
+    limits = decode_limits(settings)
+
+    def probe(path: Path) -> None:
+        info = probe_video(path)
+        if info.width * info.height > limits.max_pixels:
+            raise VideoDecodeError(
+                f"resolution {info.width}x{info.height} is over the limit of {limits.max_pixels} pixels"
+            )
+        if info.duration is not None and info.duration > limits.max_duration_s:
+            raise VideoDecodeError(
+                f"duration {info.duration:.0f} s is over the limit of {limits.max_duration_s:.0f} s"
+            )
+
+    return probe
+
+
+def build_components(settings: Settings) -> Components:
+    """The real machinery: checkpoint, frame encoder, feature store, FAISS index, search engine."""
+    raise NotImplementedError("wired once indexer/ lands")

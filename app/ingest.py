@@ -1,0 +1,168 @@
+"""Accepting uploads into the catalog and deleting videos: the write side of the API.
+
+Uploads are deduplicated by sha256. The file is committed to the content-addressed store
+before its row is written, and a delete removes the row before the file; one lock orders the
+two inside this process, so a file in use is never removed under a fresh upload of the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import catalog
+from app.db import session_scope
+from app.errors import NotFound, Unprocessable
+from app.library import Library
+from app.metrics import Metrics
+from app.models import Video
+from app.queue import JobQueue
+from app.storage import UploadStore
+from app.uploads import ReceivedForm
+
+log = logging.getLogger(__name__)
+
+FORM_FIELDS = frozenset({"title", "external_id", "metadata"})
+_MAX_TITLE = 500
+_MAX_EXTERNAL_ID = 255
+
+
+@dataclass(frozen=True)
+class Accepted:
+    video: Video
+    duplicate: bool
+
+
+def parse_form_fields(fields: dict[str, str]) -> dict[str, Any]:
+    """Validate the optional text fields of an upload (422 with a message when wrong)."""
+    title = fields.get("title") or None
+    external_id = fields.get("external_id") or None
+    if title is not None and len(title) > _MAX_TITLE:
+        raise Unprocessable(f"title is longer than {_MAX_TITLE} characters")
+    if external_id is not None and len(external_id) > _MAX_EXTERNAL_ID:
+        raise Unprocessable(f"external_id is longer than {_MAX_EXTERNAL_ID} characters")
+    meta = None
+    raw = fields.get("metadata")
+    if raw:
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise Unprocessable(f"metadata is not valid JSON: {error}") from None
+        if not isinstance(meta, dict):
+            raise Unprocessable("metadata must be a JSON object")
+    return {"title": title, "external_id": external_id, "meta": meta}
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        uploads: UploadStore,
+        queue: JobQueue,
+        metrics: Metrics,
+        probe: Callable[[Path], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._uploads = uploads
+        self._queue = queue
+        self._metrics = metrics
+        self._probe = probe
+        self._files = threading.Lock()
+
+    def set_probe(self, probe: Callable[[Path], None]) -> None:
+        """Install the header check once the decoder is loaded (uploads before that skip it)."""
+        self._probe = probe
+
+    def accept(self, form: ReceivedForm) -> Accepted:
+        """Catalog an upload (or find its twin); the scratch file is consumed either way."""
+        received = form.file
+        try:
+            details = parse_form_fields(form.fields)
+            if self._probe is not None:
+                try:
+                    self._probe(received.path)
+                except ValueError as error:  # model.video.VideoDecodeError: a reason for the user
+                    raise Unprocessable(f"not a usable video: {error}") from None
+        except Exception:
+            received.discard()
+            self._metrics.uploads.labels("rejected").inc()
+            raise
+
+        with self._files:
+            with session_scope(self._sessions) as session:
+                existing = catalog.get_by_sha256(received.sha256, session=session)
+                if existing is not None:
+                    return self._twin(existing, form, session=session)
+            final = self._uploads.commit(received.path, received.sha256, received.suffix)
+            try:
+                with session_scope(self._sessions) as session:
+                    video = catalog.add_video(
+                        catalog.NewVideo(
+                            sha256=received.sha256,
+                            storage_path=self._uploads.relative(final),
+                            size_bytes=received.size,
+                            content_type=received.content_type,
+                            filename=received.filename,
+                            **details,
+                        ),
+                        session=session,
+                    )
+            except IntegrityError:
+                # Another process catalogued the same bytes a moment ago: answer with its row.
+                with session_scope(self._sessions) as session:
+                    existing = catalog.get_by_sha256(received.sha256, session=session)
+                    if existing is None:
+                        raise
+                    return self._twin(existing, form, session=session)
+        self._queue.enqueue(video.id)
+        self._metrics.uploads.labels("accepted").inc()
+        log.info("video %d queued (%s, %d bytes)", video.id, received.filename, received.size)
+        return Accepted(video=video, duplicate=False)
+
+    def _twin(self, existing: Video, form: ReceivedForm, *, session: Session) -> Accepted:
+        """The same bytes again: a failed video gets another try, anything else is returned as is."""
+        received = form.file
+        if existing.status == catalog.FAILED:
+            # The stored copy may have been what broke (or gone): keep the fresh bytes.
+            final = self._uploads.commit(received.path, received.sha256, received.suffix)
+            previous, existing.storage_path = existing.storage_path, self._uploads.relative(final)
+            if previous != existing.storage_path:
+                self._uploads.remove(previous)
+            catalog.requeue(existing.id, session=session, reset_attempts=True)
+            session.flush()
+            session.refresh(existing)
+            self._queue.enqueue(existing.id)
+            self._metrics.uploads.labels("requeued").inc()
+        else:
+            received.discard()
+            self._metrics.uploads.labels("duplicate").inc()
+        return Accepted(video=existing, duplicate=True)
+
+    def delete(self, video_id: int, *, library: Library) -> None:
+        """Remove a video from catalog, index, feature store and (if unshared) the upload store.
+
+        The row goes first: once it is gone no search returns the video, and whatever a crash
+        leaves behind in the store or index is dropped by the next start's reconciliation.
+        """
+        with self._files:
+            with session_scope(self._sessions) as session:
+                video = catalog.delete_video(video_id, session=session)
+                if video is None:
+                    raise NotFound(f"video {video_id} not found")
+                stored = video.storage_path
+            library.remove(video_id)
+            with session_scope(self._sessions) as session:
+                if not catalog.storage_path_in_use(stored, session=session):
+                    self._uploads.remove(stored)
+        library.persist()
+        log.info("video %d deleted", video_id)

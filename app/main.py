@@ -1,0 +1,40 @@
+"""The FastAPI application: settings, runtime, error handlers and routers, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from app.errors import install_error_handlers
+from app.routes import health, search, videos
+from app.runtime import ComponentsFactory, Runtime
+from app.settings import Settings
+
+DESCRIPTION = """Near-duplicate video search. Upload videos; find, for any indexed video or
+uploaded clip, the other videos that contain the same footage, ranked, with the matching time
+ranges. Errors are JSON objects with a `detail` message."""
+
+
+def create_app(settings: Settings | None = None, components_factory: ComponentsFactory | None = None) -> FastAPI:
+    """Build the app; the runtime starts with the app's lifespan (model and index load in the background)."""
+    settings = settings or Settings()
+    runtime = Runtime(settings) if components_factory is None else Runtime(settings, components_factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(runtime.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.close)
+
+    app = FastAPI(title="hapvr-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(videos.router)
+    app.include_router(search.router)
+    app.include_router(health.router)
+    return app

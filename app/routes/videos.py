@@ -1,0 +1,111 @@
+"""/videos: upload, inspect, list and delete videos."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from app import catalog
+from app.deps import LibraryDep, RuntimeDep, SessionDep
+from app.errors import NotFound
+from app.ingest import FORM_FIELDS
+from app.models import VideoStatus
+from app.schemas import Message, VideoAccepted, VideoPublic, VideosPublic
+from app.uploads import receive_video_form
+
+router = APIRouter(prefix="/videos", tags=["videos"])
+
+# The upload body is parsed by hand (streamed to disk, size-limited), so its schema is declared here.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "the video"},
+                        "title": {"type": "string", "maxLength": 500},
+                        "external_id": {"type": "string", "maxLength": 255},
+                        "metadata": {"type": "string", "description": "a JSON object, kept as is"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+ERRORS = {
+    400: {"model": Message, "description": "malformed or empty upload"},
+    413: {"model": Message, "description": "upload over the size limit"},
+    415: {"model": Message, "description": "not multipart, or the file is declared as something other than video"},
+    422: {"model": Message, "description": "invalid fields, or the file is not a usable video"},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=VideoAccepted,
+    openapi_extra=UPLOAD_BODY,
+    responses={200: {"model": VideoAccepted, "description": "these bytes are already indexed"}, **ERRORS},
+    summary="Upload a video to index",
+)
+async def upload_video(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """Store the upload and queue it for indexing; identical bytes return the existing video."""
+    settings = runtime.settings
+    form = await receive_video_form(
+        request,
+        store=runtime.uploads,
+        max_file_bytes=settings.max_upload_bytes,
+        max_field_bytes=settings.max_field_bytes,
+        text_fields=FORM_FIELDS,
+    )
+    accepted = await run_in_threadpool(runtime.ingest.accept, form)
+    video = accepted.video
+    status_url = str(request.url_for("get_video", video_id=video.id).path)
+    body = VideoAccepted(id=video.id, status=video.status, status_url=status_url, duplicate=accepted.duplicate)
+    code = status.HTTP_200_OK if video.status == catalog.READY else status.HTTP_202_ACCEPTED
+    return JSONResponse(body.model_dump(mode="json"), status_code=code, headers={"Location": status_url})
+
+
+@router.get("/{video_id}", response_model=VideoPublic, responses={404: {"model": Message}})
+def get_video(video_id: int, session: SessionDep) -> VideoPublic:
+    video = catalog.get_video(video_id, session=session)
+    if video is None:
+        raise NotFound(f"video {video_id} not found")
+    return VideoPublic.model_validate(video)
+
+
+@router.get("", response_model=VideosPublic)
+def list_videos(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: VideoStatus | None = None,
+    external_id: str | None = None,
+) -> VideosPublic:
+    """Videos oldest first; `count` is the total under the filters, for pagination."""
+    rows, count = catalog.list_videos(
+        session=session,
+        status=status.value if status else None,
+        external_id=external_id,
+        limit=limit,
+        offset=offset,
+    )
+    return VideosPublic(data=[VideoPublic.model_validate(v) for v in rows], count=count, limit=limit, offset=offset)
+
+
+@router.delete(
+    "/{video_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"model": Message}, 503: {"model": Message}},
+)
+def delete_video(video_id: int, runtime: RuntimeDep, library: LibraryDep) -> Response:
+    """Remove the video from the index, the feature store, the catalog and (if unshared) the upload store."""
+    runtime.ingest.delete(video_id, library=library)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

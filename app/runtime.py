@@ -1,0 +1,209 @@
+"""One running service instance: everything built from the settings, wired in one place.
+
+Start-up has a fast half and a slow half. `open()` (data-directory lock, migrations, crash
+recovery of the job queue) runs before the API answers. `load()` (model, saved index,
+reconciliation with the catalog and the feature store, then the worker threads) runs in the
+background, so /healthz answers at once and /readyz says 503 until the index is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from app import catalog
+from app.components import Components, build_components
+from app.db import make_engine, make_session_factory, migrate, session_scope
+from app.errors import NotReady
+from app.ingest import Ingest
+from app.jobs import JobContext, index_video
+from app.library import Library, ReconcileReport
+from app.metrics import Metrics
+from app.queue import CatalogQueue
+from app.search import SearchLimits, SearchService
+from app.settings import Settings
+from app.storage import UploadStore
+from app.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+ComponentsFactory = Callable[[Settings], Components]
+
+# Seconds `close()` waits for running jobs before leaving them to the next start's recovery.
+SHUTDOWN_GRACE_S = 30.0
+
+
+class DataDirLocked(RuntimeError):
+    """Another process already serves this data directory."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings, components_factory: ComponentsFactory = build_components) -> None:
+        self.settings = settings
+        self._factory = components_factory
+        self.metrics = Metrics()
+        self.engine = make_engine(settings.catalog_url)
+        self.sessions = make_session_factory(self.engine)
+        self.uploads = UploadStore(settings.uploads_dir, settings.tmp_dir)
+        self.queue = CatalogQueue(self.sessions)
+        self.ingest = Ingest(sessions=self.sessions, uploads=self.uploads, queue=self.queue, metrics=self.metrics)
+        self.search = SearchService(
+            sessions=self.sessions,
+            metrics=self.metrics,
+            limits=SearchLimits(candidates=settings.candidates, max_k=settings.max_k),
+            clip_slots=settings.search_concurrency,
+        )
+        self.components: Components | None = None
+        self.library: Library | None = None
+        self.pool: WorkerPool | None = None
+        self.reconcile_report: ReconcileReport | None = None
+        self.startup_error: str | None = None
+        self._ready = threading.Event()
+        self._loader: threading.Thread | None = None
+        self._lock_file: IO[str] | None = None
+        self.metrics.watch_state(self._status_counts, self._index_size)
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def open(self) -> None:
+        """The fast half of start-up: after it, uploads can be accepted and queued."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        migrate(self.engine)
+        self.uploads.prepare()
+        with session_scope(self.sessions) as session:
+            recovery = catalog.recover_interrupted(session=session, max_attempts=self.settings.max_attempts)
+        if recovery.requeued or recovery.failed:
+            log.warning(
+                "recovered interrupted jobs: %d re-queued %s, %d failed %s",
+                len(recovery.requeued), recovery.requeued, len(recovery.failed), recovery.failed,
+            )
+
+    def load(self, *, start_workers: bool = True) -> None:
+        """The slow half: model, index, reconciliation, then workers. Sets ready when done."""
+        try:
+            components = self._factory(self.settings)
+            library = Library(components, self.settings.index_dir / "frames.faiss")
+            loaded = library.load()
+            with session_scope(self.sessions) as session:
+                ready = catalog.ids_with_status(catalog.READY, session=session)
+            report = library.reconcile(ready, loaded=loaded)
+            for video_id in report.missing_features:
+                with session_scope(self.sessions) as session:
+                    catalog.requeue(video_id, session=session, reason="features were missing at start-up; re-indexing")
+            if report.repaired:
+                log.warning("reconciled index and store with the catalog: %s", report)
+            self.components, self.library, self.reconcile_report = components, library, report
+            self.ingest.set_probe(components.probe)
+        except Exception as error:
+            self.startup_error = f"{type(error).__name__}: {error}"
+            log.exception("start-up failed; the service will not become ready")
+            raise
+        if start_workers and self.settings.workers > 0:
+            self.pool = WorkerPool(self.queue, self.run_job, self.settings.workers)
+            self.pool.start()
+        self._ready.set()
+        log.info(
+            "ready: %d videos indexed (%s)",
+            len(ready) - len(report.missing_features), components.description or "model loaded",
+        )
+
+    def start(self) -> None:
+        """open() now, load() in the background (what `hapvr serve` does)."""
+        self.open()
+        self._loader = threading.Thread(target=self._load_quietly, name="hapvr-startup", daemon=True)
+        self._loader.start()
+
+    def _load_quietly(self) -> None:
+        try:
+            self.load()
+        except Exception:  # noqa: BLE001 - recorded in startup_error, reported by /readyz
+            pass
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        if self._loader is not None:
+            self._loader.join(SHUTDOWN_GRACE_S)
+        if self.pool is not None:
+            self.pool.stop(SHUTDOWN_GRACE_S)
+            self.pool = None
+        if self.library is not None:
+            try:
+                self.library.persist()
+            except Exception:  # noqa: BLE001 - the next start rebuilds from the store
+                log.exception("could not save the index at shutdown")
+        self._ready.clear()
+        self.engine.dispose()
+        self._unlock_data_dir()
+
+    # -- work ----------------------------------------------------------------------------------
+    def job_context(self) -> JobContext:
+        library, components = self.require_library(), self.components
+        assert components is not None
+        return JobContext(
+            sessions=self.sessions,
+            uploads=self.uploads,
+            embedder=components.embedder,
+            library=library,
+            metrics=self.metrics,
+            max_attempts=self.settings.max_attempts,
+        )
+
+    def run_job(self, video_id: int) -> str:
+        return index_video(video_id, ctx=self.job_context())
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def require_library(self) -> Library:
+        if self.library is None or not self._ready.is_set():
+            if self.startup_error:
+                raise NotReady(f"the service failed to start: {self.startup_error}")
+            raise NotReady("the index is still loading; retry shortly")
+        return self.library
+
+    def require_components(self) -> Components:
+        self.require_library()
+        assert self.components is not None
+        return self.components
+
+    def _status_counts(self) -> dict[str, int]:
+        with session_scope(self.sessions) as session:
+            return catalog.count_by_status(session=session)
+
+    def _index_size(self) -> tuple[int, int] | None:
+        return self.library.size() if self.library is not None else None
+
+    # -- one process per data directory (embedded mode) ----------------------------------------
+    def _lock_data_dir(self) -> None:
+        """The in-memory index belongs to one process: refuse a second on the same directory."""
+        import fcntl
+
+        path: Path = self.settings.data_dir / ".lock"
+        handle = open(path, "a+")  # noqa: SIM115 - held for the life of the runtime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise DataDirLocked(
+                f"{self.settings.data_dir} is in use by {owner}; stop it or choose another --data-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_file = handle
+
+    def _unlock_data_dir(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None

@@ -1,0 +1,91 @@
+"""API schemas (pydantic), apart from the ORM models they are read from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import VideoStatus
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class VideoPublic(BaseModel):
+    """A catalogued video as clients see it."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    id: int
+    status: VideoStatus
+    sha256: str
+    title: str | None = None
+    external_id: str | None = None
+    metadata: dict[str, Any] | None = Field(None, validation_alias="meta")
+    failure_reason: str | None = None
+    attempts: int
+    duration: float | None = Field(None, description="seconds")
+    fps: float | None = Field(None, description="frame rate of the source")
+    frames_indexed: int | None = None
+    size_bytes: int
+    filename: str | None = None
+    content_type: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    indexed_at: datetime | None = None
+
+
+class VideosPublic(BaseModel):
+    data: list[VideoPublic]
+    count: int = Field(description="videos matching the filters, all pages together")
+    limit: int
+    offset: int
+
+
+class VideoAccepted(BaseModel):
+    """Answer to an upload: where to watch the indexing job."""
+
+    id: int
+    status: VideoStatus
+    status_url: str
+    duplicate: bool = Field(description="the same bytes were already uploaded; this is that video")
+
+
+class Segment(BaseModel):
+    """A matching time range, in seconds of the query and of the result."""
+
+    query_start: float
+    query_end: float
+    target_start: float
+    target_end: float
+
+
+class SearchHit(BaseModel):
+    video_id: int
+    score: float
+    rank: int
+    title: str | None = None
+    external_id: str | None = None
+    segments: list[Segment]
+
+
+class SearchResults(BaseModel):
+    query_video_id: int | None = Field(None, description="the indexed query video, if any")
+    k: int
+    min_score: float | None
+    count: int
+    data: list[SearchHit]
+    took_ms: float
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    indexed_videos: int
+    indexed_vectors: int

@@ -1,0 +1,132 @@
+"""Search: by an indexed video or by an uploaded clip, filtered through the catalog.
+
+The engine proposes hits from the index; the catalog has the last word, so a video that is
+deleted, not ready, or the query itself is never returned, whatever the index still holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import catalog
+from app.db import session_scope
+from app.errors import Conflict, NotFound, Unprocessable
+from app.library import Library
+from app.metrics import Metrics
+from app.schemas import SearchHit, SearchResults, Segment
+
+if TYPE_CHECKING:
+    from app.components import Embedder, Searcher
+    from indexer.features import VideoFeatures
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    candidates: int
+    max_k: int
+
+
+class SearchService:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        metrics: Metrics,
+        limits: SearchLimits,
+        clip_slots: int,
+    ) -> None:
+        self._sessions = sessions
+        self._metrics = metrics
+        self._limits = limits
+        # Embedding a clip is CPU-heavy: bound how many run at once beside the workers.
+        self._clip_slots = threading.BoundedSemaphore(clip_slots)
+
+    def ready_among(self, video_ids: Any) -> set[int]:
+        with session_scope(self._sessions) as session:
+            return catalog.ready_among(video_ids, session=session)
+
+    def by_video(self, video_id: int, *, k: int, min_score: float | None, library: Library) -> SearchResults:
+        started = time.perf_counter()
+        with session_scope(self._sessions) as session:
+            video = catalog.get_video(video_id, session=session)
+            if video is None:
+                raise NotFound(f"video {video_id} not found")
+            if video.status != catalog.READY:
+                raise Conflict(f"video {video_id} is {video.status}, not ready; search once it is indexed")
+        from indexer.feature_store import MissingFeaturesError
+
+        try:
+            raw = library.read(lambda searcher, features: self._run(searcher, features, k, min_score, {video_id}), video_id)
+        except MissingFeaturesError:
+            raise Conflict(f"video {video_id} was deleted or is being re-indexed") from None
+        hits = self._present(raw, k=k, exclude={video_id})
+        took = time.perf_counter() - started
+        self._metrics.search_latency.labels("video").observe(took)
+        return SearchResults(query_video_id=video_id, k=k, min_score=min_score, count=len(hits), data=hits, took_ms=took * 1000)
+
+    def by_clip(
+        self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder
+    ) -> SearchResults:
+        from model.video import VideoDecodeError
+
+        started = time.perf_counter()
+        with self._clip_slots:
+            try:
+                features = embedder.embed(path)
+            except VideoDecodeError as error:
+                raise Unprocessable(f"the uploaded clip cannot be used: {error}") from None
+        raw = library.read(lambda searcher, _: self._run(searcher, features, k, min_score, set()))
+        hits = self._present(raw, k=k, exclude=set())
+        took = time.perf_counter() - started
+        self._metrics.search_latency.labels("upload").observe(took)
+        return SearchResults(query_video_id=None, k=k, min_score=min_score, count=len(hits), data=hits, took_ms=took * 1000)
+
+    def _run(
+        self, searcher: Searcher, features: VideoFeatures | None, k: int, min_score: float | None, exclude: set[int]
+    ) -> list[Any]:
+        assert features is not None
+        return searcher.search(
+            features,
+            k=k,
+            min_score=min_score,
+            candidates=max(self._limits.candidates, k),
+            exclude=exclude,
+            is_allowed=self.ready_among,
+        )
+
+    def _present(self, raw: list[Any], *, k: int, exclude: set[int]) -> list[SearchHit]:
+        """Catalog-checked, re-ranked hits with their titles."""
+        with session_scope(self._sessions) as session:
+            rows = catalog.videos_by_ids([hit.video_id for hit in raw], session=session)
+        hits: list[SearchHit] = []
+        for hit in sorted(raw, key=lambda h: (-float(h.score), int(h.video_id))):
+            row = rows.get(int(hit.video_id))
+            if row is None or row.status != catalog.READY or row.id in exclude:
+                continue
+            hits.append(
+                SearchHit(
+                    video_id=row.id,
+                    score=float(hit.score),
+                    rank=len(hits) + 1,
+                    title=row.title,
+                    external_id=row.external_id,
+                    segments=[
+                        Segment(
+                            query_start=float(s.query_start),
+                            query_end=float(s.query_end),
+                            target_start=float(s.target_start),
+                            target_end=float(s.target_end),
+                        )
+                        for s in hit.segments
+                    ],
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits

@@ -1,0 +1,89 @@
+"""The one settings object of the service.
+
+Every knob comes from here: environment variables with the `HAPVR_` prefix, overridden by
+keyword arguments (the CLI flags). Nothing else in the project reads the environment, so a
+component's behaviour is fully described by the `Settings` it was handed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Configuration of the embedded service (and, later, of API replicas and workers)."""
+
+    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="forbid", validate_default=True)
+
+    # Where and how to listen.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    # Storage. Everything the service writes lives under data_dir unless a URL says otherwise.
+    data_dir: Path = Path("./data")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the catalog; default: a SQLite file in data_dir"
+    )
+
+    # Uploads.
+    max_upload_bytes: int = Field(2048 * MiB, gt=0, description="larger uploads are refused with 413")
+    max_field_bytes: int = Field(64 * 1024, gt=0, description="limit of each text form field")
+
+    # Decoding (see model.video.DecodeLimits).
+    fps: float = Field(1.0, gt=0, description="frames sampled per second of video")
+    max_frames: int = Field(7200, gt=0)
+    max_pixels: int = Field(8192 * 8192, gt=0, description="width * height of the source")
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+
+    # Indexing.
+    workers: int = Field(1, ge=0, description="in-process indexer threads (0: queue only)")
+    max_attempts: int = Field(3, ge=1, description="attempts before an interrupted job is failed")
+    checkpoint: Path | None = Field(
+        None, description="model checkpoint; default: the shipped one, else the training-free model"
+    )
+    runtime: str = Field("auto", description="frame encoder runtime: auto, onnx or torch")
+    index_threshold: int = Field(
+        1_000_000, gt=0, description="frame vectors past which the index turns approximate"
+    )
+
+    # Search.
+    candidates: int = Field(100, gt=0, description="videos re-ranked exactly per query (C)")
+    default_k: int = Field(20, gt=0)
+    max_k: int = Field(1000, gt=0)
+    search_concurrency: int = Field(2, gt=0, description="uploaded-clip searches embedded at once")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolved once so that a later chdir never moves the data.
+        return value.expanduser().resolve()
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog URL in use: the configured one, or SQLite inside data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Scratch space on the same file system as uploads, so finished files move atomically."""
+        return self.data_dir / "tmp"
