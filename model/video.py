@@ -1,0 +1,366 @@
+"""Video decoding: frames sampled at a fixed rate, resized and upright, with hard limits.
+
+Every video that enters the service passes through `decode_video`, so it is written to
+fail cleanly (one-line `VideoDecodeError`, never a raw PyAV exception) and to keep
+per-frame work minimal: all frames must be decoded, but only the sampled ones are
+colour-converted and resized (in libswscale, one call per sampled frame).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["DecodeLimits", "DecodedVideo", "VideoDecodeError", "decode_video", "probe_video"]
+
+# Frames whose timestamp falls this little before a sample time still count as "at" it,
+# so that rounding of integer timestamps (1/1000 time bases at 29.97 fps) does not push
+# every sample one frame late.
+_TIME_EPS = 1e-3
+
+
+class VideoDecodeError(ValueError):
+    """A file that cannot be turned into frames; `str(err)` is a one-line reason for users."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds that keep one hostile or huge upload from exhausting memory or time."""
+
+    max_frames: int = 7200
+    max_pixels: int = 8192 * 8192
+    max_duration_s: float = 4 * 3600
+
+
+@dataclass
+class DecodedVideo:
+    """Sampled RGB frames (short side resized, rotation applied) and their times."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    timestamps: np.ndarray  # float64 [T], seconds from the start of the video stream
+    duration: float  # seconds
+    source_fps: float | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about its first video stream, before any decoding."""
+
+    width: int
+    height: int
+    duration: float | None
+    source_fps: float | None
+    codec: str
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read the container header only; raises VideoDecodeError like `decode_video`."""
+    with _open(Path(path)) as container:
+        stream = _video_stream(container)
+        width, height = _display_size(stream)
+        return VideoInfo(
+            width=width,
+            height=height,
+            duration=_metadata_duration(container, stream),
+            source_fps=_source_fps(stream),
+            codec=stream.codec_context.name,
+        )
+
+
+def decode_video(
+    path: str | os.PathLike[str],
+    fps: float = 1.0,
+    short_side: int = 256,
+    limits: DecodeLimits = DecodeLimits(),
+    *,
+    fast: bool = True,
+) -> DecodedVideo:
+    """Decode `path`, keeping the first frame at or after each time k / fps (k = 0, 1, ...).
+
+    Sampling follows presentation timestamps, so variable-frame-rate files are sampled
+    evenly in time; a frame is used at most once, so timestamps strictly increase (a gap
+    in the source leaves a gap in the samples rather than repeated frames). Frames are
+    resized so the short side of the displayed picture is `short_side` (sample aspect
+    ratio honoured), then turned upright per the display matrix. A file that breaks off
+    part-way returns the frames decoded before the damage.
+
+    `fast` lets the decoder drop non-reference frames and skip the deblocking filter:
+    about a third less CPU on H.264, while a sample may land up to a few source frames
+    later (under 0.1 s) and pixels move by about one grey level on average. Every video
+    is decoded the same way, so copies and originals see the same treatment.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if short_side < 1:
+        raise ValueError(f"short_side must be positive, got {short_side}")
+    path = Path(path)
+    result = _decode(path, fps, short_side, limits, fast)
+    if fast and isinstance(result, str):
+        # Some streams mark every frame as disposable; decode them in full before giving up.
+        result = _decode(path, fps, short_side, limits, False)
+    if isinstance(result, str):
+        raise VideoDecodeError(result)
+    return result
+
+
+def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits,
+            fast: bool) -> DecodedVideo | str:
+    """One pass over the file; a string is the reason when no frame came out."""
+    with _open(path) as container:
+        stream = _video_stream(container)
+        width, height = _display_size(stream)
+        if width * height > limits.max_pixels:
+            raise VideoDecodeError(
+                f"resolution {width}x{height} is over the limit of {limits.max_pixels} pixels"
+            )
+        duration = _metadata_duration(container, stream)
+        if duration is not None:
+            _check_duration(duration, fps, limits)
+        source_fps = _source_fps(stream)
+        if fast:
+            stream.codec_context.skip_frame = "NONREF"
+            stream.codec_context.options = {"skip_loop_filter": "all"}
+        sampler = _Sampler(stream, fps, short_side, limits)
+        error = sampler.run(container)
+    if not sampler.frames:
+        reason = f": {error}" if error else ""
+        return f"no decodable video frames (truncated or corrupt file){reason}"
+    span = sampler.last_time + (1.0 / source_fps if source_fps else 0.0)
+    if error is not None or duration is None:
+        duration = span
+    else:
+        duration = max(duration, sampler.last_time)
+    return DecodedVideo(
+        frames=np.stack(sampler.frames),
+        timestamps=np.asarray(sampler.times, dtype=np.float64),
+        duration=float(duration),
+        source_fps=source_fps,
+    )
+
+
+class _Sampler:
+    """The decode loop: picks frames by timestamp, converts only the picked ones."""
+
+    def __init__(self, stream: av.video.stream.VideoStream, fps: float, short_side: int,
+                 limits: DecodeLimits) -> None:
+        self.stream = stream
+        self.fps = fps
+        self.short_side = short_side
+        self.limits = limits
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.last_time = 0.0
+        self._origin: float | None = None
+        if stream.start_time is not None and stream.time_base is not None:
+            self._origin = float(stream.start_time * stream.time_base)
+        self._frame_step = 1.0 / (_source_fps(stream) or 25.0)
+        self._sar = _sar(stream)
+        self._size: tuple[int, int] | None = None
+        self._orient: tuple[int, bool, bool] | None = None
+
+    def run(self, container: av.container.InputContainer) -> str | None:
+        """Decode to the end; return a reason if decoding stopped on damage, else None."""
+        stream = self.stream
+        stream.thread_type = "AUTO"
+        next_sample = 0.0
+        previous: float | None = None
+        try:
+            for frame in container.decode(stream):
+                t = self._frame_time(frame, previous)
+                previous = t
+                self.last_time = max(self.last_time, t)
+                if t > self.limits.max_duration_s:
+                    raise VideoDecodeError(
+                        f"video runs past the duration limit of {self.limits.max_duration_s:g} s"
+                    )
+                if t + _TIME_EPS < next_sample:
+                    continue
+                if len(self.frames) >= self.limits.max_frames:
+                    raise VideoDecodeError(
+                        f"more than {self.limits.max_frames} frames at {self.fps:g} fps "
+                        "(frame limit)"
+                    )
+                self.frames.append(self._convert(frame))
+                self.times.append(t)
+                next_sample = (math.floor((t + _TIME_EPS) * self.fps) + 1) / self.fps
+        except VideoDecodeError:
+            raise
+        except (av.error.FFmpegError, EOFError, OSError, ValueError) as exc:
+            return _reason(exc)
+        return None
+
+    def _frame_time(self, frame: av.VideoFrame, previous: float | None) -> float:
+        """Seconds since the stream start; frames without a timestamp follow the previous one."""
+        if frame.pts is None or frame.time_base is None:
+            return 0.0 if previous is None else previous + self._frame_step
+        t = float(frame.pts * frame.time_base)
+        if self._origin is None or t < self._origin:
+            # First timestamp decides the origin when the header has none; earlier frames
+            # (negative composition offsets) move it back so times stay non-negative.
+            self._origin = t if self._origin is None else min(self._origin, t)
+        return t - self._origin
+
+    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
+        if frame.width * frame.height > self.limits.max_pixels:
+            raise VideoDecodeError(
+                f"resolution {frame.width}x{frame.height} is over the limit of "
+                f"{self.limits.max_pixels} pixels"
+            )
+        if self._size is None:
+            self._size = _target_size(frame.width, frame.height, self._sar, self.short_side)
+            self._orient = _orientation(frame)
+        width, height = self._size
+        rgb = frame.reformat(width, height, format="rgb24", threads=1).to_ndarray()
+        return _apply_orientation(rgb, self._orient)
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise VideoDecodeError(f"no such file: {path.name}")
+    if path.is_dir():
+        raise VideoDecodeError(f"is a directory, not a video file: {path.name}")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError("empty file (0 bytes)")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise VideoDecodeError("not a video file: no known container format found") from exc
+    except (av.error.FFmpegError, OSError, UnicodeError, ValueError) as exc:
+        raise VideoDecodeError(f"cannot open as a video: {_reason(exc)}") from exc
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    streams = [s for s in container.streams.video if not _is_cover_art(s)]
+    if not streams:
+        if container.streams.video:
+            raise VideoDecodeError("no video stream (only a still cover image)")
+        if container.streams.audio:
+            raise VideoDecodeError("no video stream: the file has audio only")
+        raise VideoDecodeError("no video stream in the file")
+    stream = streams[0]
+    if stream.codec_context is None:
+        raise VideoDecodeError(f"unsupported video codec in stream {stream.index}")
+    return stream
+
+
+def _is_cover_art(stream: av.video.stream.VideoStream) -> bool:
+    """Attached pictures (album art in audio files) are not video."""
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except (AttributeError, TypeError):
+        return False
+
+
+def _display_size(stream: av.video.stream.VideoStream) -> tuple[int, int]:
+    ctx = stream.codec_context
+    width, height = int(ctx.width or 0), int(ctx.height or 0)
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError("video stream has no frame size (corrupt header)")
+    return width, height
+
+
+def _metadata_duration(container: av.container.InputContainer,
+                       stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _source_fps(stream: av.video.stream.VideoStream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0 and rate.denominator != 0:
+            value = float(rate)
+            if 0 < value < 1000:
+                return value
+    return None
+
+
+def _check_duration(duration: float, fps: float, limits: DecodeLimits) -> None:
+    if duration > limits.max_duration_s:
+        raise VideoDecodeError(
+            f"duration {duration:.1f} s is over the limit of {limits.max_duration_s:g} s"
+        )
+    expected = math.floor(duration * fps + _TIME_EPS)
+    if expected > limits.max_frames:
+        raise VideoDecodeError(
+            f"{duration:.1f} s at {fps:g} fps gives {expected} frames, over the limit of "
+            f"{limits.max_frames}"
+        )
+
+
+def _sar(stream: av.video.stream.VideoStream) -> float:
+    """Pixel aspect ratio (anamorphic DVD/broadcast files); 1.0 when absent or absurd."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if sar is None or sar.denominator == 0 or not 0.1 < float(sar) < 10:
+        return 1.0
+    return float(sar)
+
+
+def _target_size(width: int, height: int, sar: float, short_side: int) -> tuple[int, int]:
+    """Output (width, height) before rotation: displayed short side -> `short_side`."""
+    display_w = width * sar
+    scale = short_side / min(display_w, height)
+    return max(1, round(display_w * scale)), max(1, round(height * scale))
+
+
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    for side in frame.side_data:
+        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            data = bytes(side)
+            if len(data) >= 36:
+                return struct.unpack("<9i", data[:36])
+    return None
+
+
+def _orientation(frame: av.VideoFrame) -> tuple[int, bool, bool]:
+    """(k, hflip, vflip): turn k quarter turns counter-clockwise, then mirror.
+
+    Follows the ffmpeg command line's autorotate rules (transpose / hflip / vflip chosen by
+    the display matrix signs), so a file looks upright here exactly when it does in a
+    player. Angles off a multiple of 90 degrees round to the nearest quarter turn.
+    """
+    matrix = _display_matrix(frame)
+    if matrix is None:
+        return (0, False, False)
+    rotation = frame.rotation  # counter-clockwise degrees
+    theta = -round(rotation)  # clockwise, as ffmpeg's get_rotation
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    quarter = round(theta / 90) % 4  # clockwise quarter turns
+    if quarter == 1:
+        # ffmpeg: transpose=cclock_flip if m[3] > 0 else clock
+        return (1, False, True) if matrix[3] > 0 else (3, False, False)
+    if quarter == 3:
+        # ffmpeg: transpose=clock_flip if m[3] < 0 else cclock
+        return (3, False, True) if matrix[3] < 0 else (1, False, False)
+    if quarter == 2:
+        return (0, matrix[0] < 0, matrix[4] < 0)
+    return (0, False, matrix[4] < 0)
+
+
+def _apply_orientation(rgb: np.ndarray, orient: tuple[int, bool, bool] | None) -> np.ndarray:
+    if orient is None or orient == (0, False, False):
+        return rgb
+    turns, hflip, vflip = orient
+    out = np.rot90(rgb, k=turns) if turns else rgb
+    if hflip:
+        out = out[:, ::-1]
+    if vflip:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line cause from a PyAV / OS error, without file paths or tracebacks."""
+    if isinstance(exc, av.error.FFmpegError):
+        text = exc.strerror or type(exc).__name__
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
