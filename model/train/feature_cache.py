@@ -1,0 +1,194 @@
+"""The fast CPU mode: train from cached features of many pre-augmented views per clip.
+
+Only the similarity network trains; the backbone, PCA and teacher are frozen. On a 2-core CPU
+the backbone and teacher cost far more per step than the network itself, and they would see
+each frame of each view again at every visit. So this mode runs them once: for every clip it
+renders `views_per_clip` spatially augmented views of the whole clip (the first half weak:
+crop + flip; the second half strong: RandAugment, overlays, blur, video-in-video with a fixed
+partner clip) and stores their region features (float16 [V, L, R, D]) and teacher vectors
+(float16 [V, L, Dt]). Training then draws a weak and a strong cached view per clip and applies
+the temporal augmentations (window, temporal crop, shuffle-dropout, fast-forward, slow motion,
+reverse, pause) to the cached per-frame features on the fly, which is exact, because features
+are per frame.
+
+What it gives up against on-the-fly augmentation:
+- Spatial diversity is finite: each clip has V fixed spatial augmentations (V/2 weak, V/2
+  strong) instead of fresh ones at every visit, so over a long run the network can start to
+  memorise the specific views; more views cost cache time and disk linearly.
+- Video-in-video partners are fixed when the cache is built (one partner per strong view);
+  the merged label only comes into play when that partner is drawn into the same batch, so
+  mixed positives are rarer than on the fly, where the partner is always in the batch.
+- The spatial augmentation of a view is the same for all of its frames and all of its windows;
+  changing the augmentation settings, the backbone, the PCA or the teacher means rebuilding
+  the cache (its key covers all of them, so a stale cache is never reused by mistake).
+- Disk: about 9 KB per view frame for the regions plus 2.5 KB for an EfficientNet-Lite2 teacher.
+
+What it keeps: all temporal augmentations stay fresh at every step, labels and losses are the
+same, and the features are those the service computes (same graph, uint8 pixels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.train import augment
+from model.train.augment import AugmentConfig
+from model.train.batch import TrainBatch, View, ViewEncoder, collate, plan_sample
+from model.train.data import ClipSet
+
+logger = logging.getLogger("hapvr.train")
+
+
+def cache_key(clips: ClipSet, encoder_fingerprint: str, teacher: str, config: AugmentConfig, views: int, seed: int) -> str:
+    """Hash of everything a cached feature depends on."""
+    digest = hashlib.sha256()
+    for clip in clips.clips:
+        stat = clip.video.stat()
+        digest.update(f"{clip.video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{clip.start}|{clip.stop}\n".encode())
+    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    digest.update(f"{encoder_fingerprint}|{teacher}|{views}|{seed}".encode())
+    return digest.hexdigest()[:16]
+
+
+def encoder_fingerprint(encoder: ViewEncoder, backbone: str) -> str:
+    """Backbone name + a hash of the PCA tensors (the frozen part that shapes the features)."""
+    digest = hashlib.sha256(backbone.encode())
+    digest.update(encoder.pca.mean.detach().cpu().numpy().tobytes())
+    digest.update(encoder.pca.projection.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class FeatureCache:
+    """Per-clip files under root/<key>/: clip-NNNNN.regions.npy, .teacher.npy, .json."""
+
+    def __init__(self, root: str | Path, key: str, views_per_clip: int) -> None:
+        self.root = Path(root) / key
+        self.views = views_per_clip
+        self.weak_views = max(1, views_per_clip // 2)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._loaded: dict[int, tuple[np.ndarray, np.ndarray | None, list[int]]] = {}
+
+    def _paths(self, clip_index: int) -> tuple[Path, Path, Path]:
+        stem = self.root / f"clip-{clip_index:05d}"
+        return stem.with_suffix(".regions.npy"), stem.with_suffix(".teacher.npy"), stem.with_suffix(".json")
+
+    def has(self, clip_index: int) -> bool:
+        return self._paths(clip_index)[2].is_file()  # the JSON is written last
+
+    def build(self, clips: ClipSet, encoder: ViewEncoder, config: AugmentConfig, seed: int,
+              rank: int = 0, world: int = 1, progress: bool = False) -> None:
+        """Render and encode the views of every clip this process owns (index % world == rank).
+
+        Resumable: clips already on disk are skipped. Each view's randomness depends only on
+        (seed, clip, view), so the cache is the same however the work is split.
+        """
+        todo = [c for c in clips.clips if c.index % world == rank and not self.has(c.index)]
+        if not todo:
+            return
+        iterator = todo
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(todo, desc="feature cache", unit="clip")
+        for clip in iterator:
+            frames = augment.to_float_frames(clips.frames(clip), encoder.device)
+            regions, teacher, partners = [], [], []
+            for view in range(self.views):
+                rng = np.random.default_rng([seed, clip.index, view])
+                if view < self.weak_views:
+                    image = augment.weak_spatial(frames, config, rng)
+                    partner = -1
+                else:
+                    partner, other = -1, None
+                    if len(clips) > 1 and rng.random() < config.video_in_video_p:
+                        partner = int((clip.index + rng.integers(1, len(clips))) % len(clips))
+                        other_clip = clips.clips[partner]
+                        other = augment.to_float_frames(clips.frames(other_clip)[: clip.length], encoder.device)
+                    image = augment.strong_spatial(frames, config, rng, other=other)
+                features, vectors = encoder.encode_views(image)
+                regions.append(features.half().cpu().numpy())
+                if vectors is not None:
+                    teacher.append(vectors.half().cpu().numpy())
+                partners.append(partner)
+            regions_path, teacher_path, meta_path = self._paths(clip.index)
+            _save(regions_path, np.stack(regions))
+            if teacher:
+                _save(teacher_path, np.stack(teacher))
+            meta = {"clip": clip.name, "length": clip.length, "views": self.views, "partners": partners}
+            _save_text(meta_path, json.dumps(meta))
+
+    def load(self, clip_index: int) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+        """(regions [V, L, R, D] f16, teacher [V, L, Dt] f16 or None, partner per view), memory-mapped."""
+        if clip_index not in self._loaded:
+            regions_path, teacher_path, meta_path = self._paths(clip_index)
+            meta = json.loads(meta_path.read_text())
+            teacher = np.load(teacher_path, mmap_mode="r") if teacher_path.is_file() else None
+            self._loaded[clip_index] = (np.load(regions_path, mmap_mode="r"), teacher, meta["partners"])
+        return self._loaded[clip_index]
+
+
+class CachedBatcher:
+    """Draws a cached weak and strong view per clip and applies fresh temporal augmentations."""
+
+    def __init__(self, cache: FeatureCache, clips: ClipSet, config: AugmentConfig, clip_frames: int,
+                 device: torch.device, use_teacher: bool = True) -> None:
+        self.cache = cache
+        self.clips = clips
+        self.config = config
+        self.clip_frames = clip_frames
+        self.device = device
+        self.use_teacher = use_teacher
+
+    def batch(self, clip_indices: list[int], rng: np.random.Generator) -> TrainBatch:
+        views: list[View] = []
+        for clip_index in clip_indices:
+            regions, teacher, partners = self.cache.load(clip_index)
+            weak_plan, strong_plan = plan_sample(regions.shape[1], self.clip_frames, self.config, rng)
+            weak_view = int(rng.integers(0, self.cache.weak_views))
+            strong_view = int(rng.integers(self.cache.weak_views, self.cache.views))
+            for view, plan in ((weak_view, weak_plan), (strong_view, strong_plan)):
+                members = {clip_index}
+                if partners[view] >= 0:
+                    members.add(partners[view])
+                views.append(View(
+                    _take(regions, view, plan),
+                    _take(teacher, view, plan) if (teacher is not None and self.use_teacher) else None,
+                    frozenset(members),
+                ))
+        return collate(views, self.device)
+
+
+def _take(array: np.ndarray, view: int, plan: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.asarray(array[view][plan], dtype=np.float32))
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.save(file, array)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _save_text(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
