@@ -1,0 +1,505 @@
+"""The FAISS frame index: one vector per indexed frame, used to find candidate videos for the re-rank.
+
+It is derived data (ARCHITECTURE section 1): the feature store holds every frame vector, so the
+index can always be rebuilt (`rebuild`) or brought back in line with the catalog (`reconcile`).
+
+Ids. FAISS stores one int64 per vector; we pack ``(video_id << FRAME_BITS) | frame_index`` with
+FRAME_BITS = 20: up to 1,048,575 frames per video (291 hours at 1 fps, far past the decoder's
+7,200-frame default) and 43 bits of video id (8.8e12 videos), the sign bit left at 0 so the -1
+FAISS uses for "no result" never collides with a real id. All frames of one video occupy one
+contiguous id range, so `remove(video_id)` is a single IDSelectorRange.
+
+Kinds. Exact inner product (IndexIDMap2 over IndexFlatIP) while the index holds fewer than
+`approximate_threshold` frames; past it, an IVF index trained on the vectors present at that
+moment. IVF-PQ is the default approximate kind: 64 bytes a vector instead of 2 KB (section 11:
+3 M frames are 6 GB flat, 0.2 GB as PQ64), it supports remove_ids (HNSW does not, and deletes
+are part of the API), and its coarse scores are enough because every candidate is re-scored
+exactly from the feature store. IVF-Flat is available for collections that fit in RAM and want
+exact scores from the candidate stage.
+
+Threading. One lock around every FAISS call: searches from request threads and adds or removes
+from worker threads never overlap inside FAISS. The switch to IVF trains on a snapshot without
+holding the lock; changes made meanwhile are logged and replayed before the swap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+import faiss
+import numpy as np
+
+from indexer.feature_store import write_atomic
+
+if TYPE_CHECKING:
+    from indexer.feature_store import FeatureStorage
+
+log = logging.getLogger(__name__)
+
+FRAME_BITS = 20
+MAX_FRAMES_PER_VIDEO = 1 << FRAME_BITS
+MAX_VIDEO_ID = (1 << (63 - FRAME_BITS)) - 1
+FORMAT_TAG = "hapvr-index/1"
+
+IndexKind = Literal["flat", "ivfpq", "ivfflat"]
+
+
+class IndexLoadError(RuntimeError):
+    """A persisted index is missing, unreadable or disagrees with its sidecar: rebuild it from the store."""
+
+
+def pack_ids(video_id: int, frame_indices: np.ndarray) -> np.ndarray:
+    """(video, frame) -> int64 FAISS ids; see the module docstring for the bit split."""
+    if not 0 <= video_id <= MAX_VIDEO_ID:
+        raise ValueError(f"video id {video_id} outside [0, {MAX_VIDEO_ID}]")
+    frames = np.asarray(frame_indices, dtype=np.int64)
+    if frames.size and (frames.min() < 0 or frames.max() >= MAX_FRAMES_PER_VIDEO):
+        raise ValueError(f"frame indices must lie in [0, {MAX_FRAMES_PER_VIDEO})")
+    return (np.int64(video_id) << FRAME_BITS) | frames
+
+
+def unpack_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 FAISS ids -> (video_ids, frame_indices); FAISS's -1 (no result) stays -1 in both."""
+    ids = np.asarray(ids, dtype=np.int64)
+    missing = ids < 0
+    videos = np.where(missing, -1, ids >> FRAME_BITS)
+    frames = np.where(missing, -1, ids & (MAX_FRAMES_PER_VIDEO - 1))
+    return videos, frames
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the frame index is built. Sizes are in frames (one vector per frame at 1 fps)."""
+
+    dim: int = 512
+    # Exact search costs frames x dim per query frame: 100k frames (about 28 hours of video)
+    # keep a 60-frame query around 25 ms on two cores; past that, switch to IVF.
+    approximate_threshold: int = 100_000
+    approximate_kind: Literal["ivfpq", "ivfflat"] = "ivfpq"
+    nlist: int | None = None  # IVF cells; None: about 4 * sqrt(frames) at training time
+    pq_bytes: int = 64  # PQ code size per vector (dim must be divisible by it), 8 bits per sub-quantiser
+    nprobe: int = 32  # IVF cells visited per query vector
+    max_training_vectors: int = 262_144
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.approximate_threshold <= 0 or self.nprobe <= 0:
+            raise ValueError("dim, approximate_threshold and nprobe must be positive")
+        if self.approximate_kind == "ivfpq" and self.dim % self.pq_bytes:
+            raise ValueError(f"dim {self.dim} is not divisible by pq_bytes {self.pq_bytes}")
+
+
+@runtime_checkable
+class FrameIndex(Protocol):
+    """What search and ingest need from a frame index; a sharded or remote engine can provide it."""
+
+    def add(self, video_id: int, vectors: np.ndarray) -> None: ...
+
+    def remove(self, video_id: int) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def __contains__(self, video_id: object) -> bool: ...
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """The sidecar's content: enough to tell, without reading the index, whether it is current."""
+
+    kind: str
+    dim: int
+    frames: int
+    videos: int
+    generation: int
+    updated_at: float
+
+
+def _new_flat(dim: int):
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _choose_nlist(config: IndexConfig, frames: int) -> int:
+    if config.nlist is not None:
+        return config.nlist
+    # ~4 sqrt(n) cells, at least 39 training points each (FAISS's minimum for k-means).
+    return int(max(16, min(4 * math.sqrt(frames), frames // 39, 65536)))
+
+
+def _train_approximate(config: IndexConfig, vectors: np.ndarray):
+    """A trained, empty IVF index for `vectors` (trained on a random sample of at most max_training_vectors)."""
+    nlist = _choose_nlist(config, len(vectors))
+    if config.approximate_kind == "ivfpq":
+        description = f"IVF{nlist},PQ{config.pq_bytes}x8"
+    else:
+        description = f"IVF{nlist},Flat"
+    index = faiss.index_factory(config.dim, description, faiss.METRIC_INNER_PRODUCT)
+    sample = vectors
+    if len(vectors) > config.max_training_vectors:
+        picks = np.random.default_rng(0).choice(len(vectors), config.max_training_vectors, replace=False)
+        sample = vectors[np.sort(picks)]
+    started = time.perf_counter()
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    faiss.extract_index_ivf(index).nprobe = config.nprobe
+    log.info("trained %s on %d vectors in %.1f s", description, len(sample), time.perf_counter() - started)
+    return index
+
+
+def _kind_of(index) -> IndexKind:
+    if isinstance(index, faiss.IndexIDMap2):
+        return "flat"
+    return "ivfpq" if isinstance(faiss.downcast_index(index), faiss.IndexIVFPQ) else "ivfflat"
+
+
+def _all_ids(index) -> np.ndarray:
+    if isinstance(index, faiss.IndexIDMap2):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = faiss.extract_index_ivf(index).invlists
+    parts = []
+    for cell in range(invlists.nlist):
+        size = invlists.list_size(cell)
+        if size:
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(cell), size).copy())
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+def _flat_contents(index) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of an IndexIDMap2 over IndexFlatIP, copied."""
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+    flat = faiss.downcast_index(index.index)
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d).copy()
+    return ids, vectors
+
+
+def _counts(ids: np.ndarray) -> dict[int, int]:
+    videos, _ = unpack_ids(ids)
+    values, counts = np.unique(videos, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+class VectorIndex:
+    """FAISS frame index; see the module docstring. Thread-safe."""
+
+    def __init__(self, config: IndexConfig | None = None) -> None:
+        self.config = config or IndexConfig()
+        self._lock = threading.RLock()
+        self._save_lock = threading.Lock()
+        self._index = _new_flat(self.config.dim)
+        self._videos: dict[int, int] = {}  # video id -> frames indexed
+        self._generation = 0
+        self._saved_generation = 0
+        self._updated_at = time.time()
+        # While an IVF index trains off-lock, changes are applied to the live index and logged here.
+        self._pending: list[tuple[str, int, np.ndarray | None]] | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def kind(self) -> IndexKind:
+        with self._lock:
+            return _kind_of(self._index)
+
+    @property
+    def num_frames(self) -> int:
+        with self._lock:
+            return int(self._index.ntotal)
+
+    @property
+    def num_videos(self) -> int:
+        with self._lock:
+            return len(self._videos)
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def __contains__(self, video_id: object) -> bool:
+        with self._lock:
+            return video_id in self._videos
+
+    def video_ids(self) -> set[int]:
+        with self._lock:
+            return set(self._videos)
+
+    def frames_of(self, video_id: int) -> int:
+        with self._lock:
+            return self._videos.get(video_id, 0)
+
+    @property
+    def generation(self) -> int:
+        """Increases with every change; equal to the saved generation when nothing is unsaved."""
+        with self._lock:
+            return self._generation
+
+    @property
+    def dirty(self) -> bool:
+        with self._lock:
+            return self._generation != self._saved_generation
+
+    def info(self) -> IndexInfo:
+        with self._lock:
+            return IndexInfo(
+                kind=_kind_of(self._index),
+                dim=self.config.dim,
+                frames=int(self._index.ntotal),
+                videos=len(self._videos),
+                generation=self._generation,
+                updated_at=self._updated_at,
+            )
+
+    # -- changes -------------------------------------------------------------------------------
+    def add(self, video_id: int, vectors: np.ndarray) -> None:
+        """Index a video's frame vectors [T, D]; a video already present is replaced (re-ingest is idempotent)."""
+        vectors = self._check_vectors(vectors)
+        ids = pack_ids(int(video_id), np.arange(len(vectors)))
+        with self._lock:
+            self._remove_locked(int(video_id))
+            self._index.add_with_ids(vectors, ids)
+            self._videos[int(video_id)] = len(vectors)
+            self._touch()
+            if self._pending is not None:
+                self._pending.append(("add", int(video_id), vectors))
+            switch = (
+                self._pending is None
+                and isinstance(self._index, faiss.IndexIDMap2)
+                and self._index.ntotal >= self.config.approximate_threshold
+            )
+            if switch:
+                self._pending = []
+                ids_snapshot, vectors_snapshot = _flat_contents(self._index)
+        if switch:
+            self._switch_to_approximate(ids_snapshot, vectors_snapshot)
+
+    def remove(self, video_id: int) -> int:
+        """Remove every frame of a video; returns how many were removed (0 if it was absent)."""
+        with self._lock:
+            removed = self._remove_locked(int(video_id))
+            if removed:
+                self._touch()
+                if self._pending is not None:
+                    self._pending.append(("remove", int(video_id), None))
+            return removed
+
+    def _remove_locked(self, video_id: int) -> int:
+        if video_id not in self._videos:
+            return 0
+        start = video_id << FRAME_BITS
+        selector = faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO)
+        removed = int(self._index.remove_ids(selector))
+        del self._videos[video_id]
+        return removed
+
+    def _touch(self) -> None:
+        self._generation += 1
+        self._updated_at = time.time()
+
+    def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.config.dim:
+            raise ValueError(f"vectors must be [N, {self.config.dim}], got {vectors.shape}")
+        if len(vectors) > MAX_FRAMES_PER_VIDEO:
+            raise ValueError(f"a video may index at most {MAX_FRAMES_PER_VIDEO} frames, got {len(vectors)}")
+        return vectors
+
+    def _switch_to_approximate(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Train IVF off-lock on the snapshot, fill it, replay what changed meanwhile, swap."""
+        try:
+            index = _train_approximate(self.config, vectors)
+            index.add_with_ids(vectors, ids)
+            del vectors
+            with self._lock:
+                pending, self._pending = self._pending or [], None
+                for op, video_id, new_vectors in pending:
+                    start = video_id << FRAME_BITS
+                    index.remove_ids(faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO))
+                    if op == "add":
+                        index.add_with_ids(new_vectors, pack_ids(video_id, np.arange(len(new_vectors))))
+                self._index = index
+                self._touch()
+            log.info("frame index switched to %s at %d frames", _kind_of(index), index.ntotal)
+        except BaseException:
+            with self._lock:
+                self._pending = None
+            raise
+
+    # -- queries -------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """k nearest frames of each query vector [N, D] -> (scores, video_ids, frame_ids), each [N, k].
+
+        Scores are inner products (cosine for unit vectors; approximate under IVF-PQ). Slots
+        without a result hold video and frame -1 and score -inf.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.config.dim:
+            raise ValueError(f"queries must be [N, {self.config.dim}], got {queries.shape}")
+        if k <= 0:
+            raise ValueError("k must be positive")
+        with self._lock:
+            if self._index.ntotal == 0 or len(queries) == 0:
+                scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+                labels = np.full((len(queries), k), -1, dtype=np.int64)
+            else:
+                scores, labels = self._index.search(queries, k)
+        scores = np.where(labels < 0, -np.inf, scores).astype(np.float32)
+        videos, frames = unpack_ids(labels)
+        return scores, videos, frames
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> IndexInfo:
+        """Write the index and its JSON sidecar (`<path>.json`) atomically; returns what was saved.
+
+        The index is serialised under the lock (a memory copy) and written outside it, so
+        searches and adds wait only for the copy. The sidecar is written last and carries the
+        index file's CRC-32, so a crash between the two files is detected at load.
+        """
+        path = Path(path)
+        with self._save_lock:
+            with self._lock:
+                data = faiss.serialize_index(self._index)
+                info = self.info()
+            write_atomic(path, memoryview(data))
+            sidecar = {
+                "format": FORMAT_TAG,
+                "kind": info.kind,
+                "dim": info.dim,
+                "frames": info.frames,
+                "videos": info.videos,
+                "generation": info.generation,
+                "updated_at": info.updated_at,
+                "saved_at": time.time(),
+                "frame_bits": FRAME_BITS,
+                "crc32": f"{zlib.crc32(memoryview(data)):08x}",
+            }
+            write_atomic(_sidecar_path(path), json.dumps(sidecar, indent=1).encode())
+            with self._lock:
+                self._saved_generation = max(self._saved_generation, info.generation)
+        return info
+
+    @classmethod
+    def load(cls, path: str | Path, config: IndexConfig | None = None) -> VectorIndex:
+        """Read an index saved by `save`; IndexLoadError when it is missing, torn or inconsistent."""
+        path = Path(path)
+        sidecar_path = _sidecar_path(path)
+        try:
+            sidecar = json.loads(sidecar_path.read_text())
+            data = np.fromfile(path, dtype=np.uint8)
+        except FileNotFoundError as error:
+            raise IndexLoadError(f"no saved index at {path}: {error.filename} is missing") from None
+        except (ValueError, OSError) as error:
+            raise IndexLoadError(f"saved index at {path} is unreadable: {error}") from None
+        if sidecar.get("format") != FORMAT_TAG or sidecar.get("frame_bits") != FRAME_BITS:
+            raise IndexLoadError(f"saved index at {path} has an unknown format: {sidecar.get('format')!r}")
+        if f"{zlib.crc32(memoryview(data)):08x}" != sidecar.get("crc32"):
+            raise IndexLoadError(f"saved index at {path} does not match its sidecar (interrupted save or damage)")
+        try:
+            index = faiss.deserialize_index(data)
+        except RuntimeError as error:
+            raise IndexLoadError(f"saved index at {path} cannot be parsed: {error}") from None
+        config = config or IndexConfig(dim=int(sidecar["dim"]))
+        if index.d != config.dim or index.ntotal != sidecar["frames"]:
+            raise IndexLoadError(
+                f"saved index at {path} holds {index.ntotal} vectors of dim {index.d}; "
+                f"expected {sidecar['frames']} of dim {config.dim}"
+            )
+        if _kind_of(index) != "flat":
+            faiss.extract_index_ivf(index).nprobe = config.nprobe
+        self = cls(config)
+        self._index = index
+        self._videos = _counts(_all_ids(index))
+        self._generation = self._saved_generation = int(sidecar.get("generation", 0))
+        self._updated_at = float(sidecar.get("updated_at", time.time()))
+        return self
+
+    # -- derived from the feature store --------------------------------------------------------
+    def rebuild(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> int:
+        """Replace the contents with the frame vectors of `video_ids` (default: every video in the store).
+
+        Builds off-lock, then swaps; an IVF index is retrained for the current size. Videos
+        whose features are missing are skipped. Returns the number of videos indexed.
+        """
+        ids_parts: list[np.ndarray] = []
+        vector_parts: list[np.ndarray] = []
+        counts: dict[int, int] = {}
+        for video_id in store.ids() if video_ids is None else video_ids:
+            try:
+                features = store.get(video_id)
+            except KeyError:
+                continue
+            vectors = self._check_vectors(features.frame_vectors)
+            ids_parts.append(pack_ids(int(video_id), np.arange(len(vectors))))
+            vector_parts.append(vectors)
+            counts[int(video_id)] = len(vectors)
+        ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, np.int64)
+        vectors = np.concatenate(vector_parts) if vector_parts else np.empty((0, self.config.dim), np.float32)
+        del vector_parts
+        if len(vectors) >= self.config.approximate_threshold:
+            index = _train_approximate(self.config, vectors)
+        else:
+            index = _new_flat(self.config.dim)
+        if len(vectors):
+            index.add_with_ids(vectors, ids)
+        with self._lock:
+            self._index = index
+            self._videos = counts
+            self._pending = None
+            self._touch()
+        return len(counts)
+
+    def reconcile(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> tuple[int, int]:
+        """Make the index hold exactly `video_ids` (default: the store's ids), reading only what differs.
+
+        The cheap start-up repair after a crash: videos missing from the index are added from the
+        store, videos the index holds but should not are removed. Returns (added, removed).
+        """
+        wanted = set(store.ids() if video_ids is None else (int(v) for v in video_ids))
+        present = self.video_ids()
+        removed = sum(1 for video_id in present - wanted if self.remove(video_id))
+        added = 0
+        for video_id in sorted(wanted - present):
+            try:
+                features = store.get(video_id)
+            except KeyError:
+                continue
+            self.add(video_id, features.frame_vectors)
+            added += 1
+        return added, removed
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path: str | Path) -> IndexInfo | None:
+    """The sidecar of a saved index without loading the index; None when there is none."""
+    try:
+        sidecar = json.loads(_sidecar_path(Path(path)).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return IndexInfo(
+        kind=sidecar["kind"],
+        dim=int(sidecar["dim"]),
+        frames=int(sidecar["frames"]),
+        videos=int(sidecar["videos"]),
+        generation=int(sidecar["generation"]),
+        updated_at=float(sidecar["updated_at"]),
+    )
+
+
+__all__ = [
+    "FRAME_BITS",
+    "MAX_FRAMES_PER_VIDEO",
+    "MAX_VIDEO_ID",
+    "FrameIndex",
+    "IndexConfig",
+    "IndexInfo",
+    "IndexLoadError",
+    "VectorIndex",
+    "pack_ids",
+    "read_sidecar",
+    "unpack_ids",
+]

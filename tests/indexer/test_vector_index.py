@@ -1,0 +1,306 @@
+"""Frame index: ids, add/remove/search, persistence, rebuild, the switch to IVF and its recall."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.feature_store import FeatureStore
+from indexer.synthetic import random_unit, synthetic_video
+from indexer.vector_index import (
+    FRAME_BITS,
+    MAX_VIDEO_ID,
+    FrameIndex,
+    IndexConfig,
+    IndexLoadError,
+    VectorIndex,
+    pack_ids,
+    read_sidecar,
+    unpack_ids,
+)
+
+DIM = 64
+
+
+def _config(**overrides) -> IndexConfig:
+    values = dict(dim=DIM, approximate_threshold=1_000_000, pq_bytes=8, nprobe=16)
+    values.update(overrides)
+    return IndexConfig(**values)
+
+
+def _videos(count: int, frames: int = 20, seed: int = 0) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        video_id: synthetic_video(rng, frames, dim=DIM, regions=4).frame_vectors
+        for video_id in range(1, count + 1)
+    }
+
+
+def _filled(count: int = 30, **overrides) -> tuple[VectorIndex, dict[int, np.ndarray]]:
+    index = VectorIndex(_config(**overrides))
+    videos = _videos(count)
+    for video_id, vectors in videos.items():
+        index.add(video_id, vectors)
+    return index, videos
+
+
+def test_id_packing_round_trip_and_bounds() -> None:
+    ids = pack_ids(MAX_VIDEO_ID, np.array([0, 1, (1 << FRAME_BITS) - 1]))
+    assert (ids >= 0).all()
+    videos, frames = unpack_ids(np.append(ids, -1))
+    assert videos.tolist() == [MAX_VIDEO_ID] * 3 + [-1]
+    assert frames.tolist() == [0, 1, (1 << FRAME_BITS) - 1, -1]
+    with pytest.raises(ValueError):
+        pack_ids(MAX_VIDEO_ID + 1, np.array([0]))
+    with pytest.raises(ValueError):
+        pack_ids(1, np.array([1 << FRAME_BITS]))
+
+
+def test_search_finds_the_exact_frame() -> None:
+    index, videos = _filled()
+    assert isinstance(index, FrameIndex)
+    assert index.kind == "flat" and index.num_videos == 30 and index.num_frames == 600
+    scores, video_ids, frame_ids = index.search(videos[7][[3, 11]], k=5)
+    assert scores.shape == video_ids.shape == frame_ids.shape == (2, 5)
+    assert video_ids[:, 0].tolist() == [7, 7] and frame_ids[:, 0].tolist() == [3, 11]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_empty_index_and_short_results() -> None:
+    index = VectorIndex(_config())
+    scores, video_ids, frame_ids = index.search(random_unit(np.random.default_rng(0), (3, DIM)), k=4)
+    assert (video_ids == -1).all() and (frame_ids == -1).all() and np.isneginf(scores).all()
+    index.add(5, random_unit(np.random.default_rng(1), (2, DIM)))
+    scores, video_ids, _ = index.search(random_unit(np.random.default_rng(2), (1, DIM)), k=4)
+    assert video_ids[0].tolist()[:2] == [5, 5] and video_ids[0].tolist()[2:] == [-1, -1]
+    assert np.isneginf(scores[0, 2:]).all()
+
+
+def test_remove_drops_every_frame_of_that_video_only() -> None:
+    index, videos = _filled()
+    assert index.remove(7) == 20
+    assert index.remove(7) == 0
+    assert 7 not in index and 8 in index and index.num_frames == 580
+    _, video_ids, _ = index.search(np.concatenate(list(videos.values())), k=50)
+    assert 7 not in set(video_ids.ravel().tolist())
+    _, video_ids, frame_ids = index.search(videos[8], k=1)
+    assert video_ids.ravel().tolist() == [8] * 20 and frame_ids.ravel().tolist() == list(range(20))
+
+
+def test_adding_a_video_again_replaces_it() -> None:
+    index, videos = _filled(5)
+    index.add(3, videos[4][:6])
+    assert index.frames_of(3) == 6 and index.num_frames == 4 * 20 + 6
+
+
+def test_rejects_wrong_shapes() -> None:
+    index = VectorIndex(_config())
+    with pytest.raises(ValueError, match=r"\[N, 64\]"):
+        index.add(1, np.zeros((3, 32), np.float32))
+    with pytest.raises(ValueError):
+        index.search(np.zeros((3, 32), np.float32), k=1)
+
+
+def test_save_and_load_give_the_same_answers(tmp_path: Path) -> None:
+    index, videos = _filled()
+    assert index.dirty
+    path = tmp_path / "index" / "frames.faiss"
+    saved = index.save(path)
+    assert not index.dirty
+    sidecar = read_sidecar(path)
+    assert sidecar is not None
+    assert (sidecar.kind, sidecar.frames, sidecar.videos) == ("flat", 600, 30)
+    assert sidecar.generation == saved.generation and sidecar.updated_at == saved.updated_at
+    loaded = VectorIndex.load(path, _config())
+    assert loaded.video_ids() == index.video_ids() and not loaded.dirty
+    queries = videos[12]
+    for got, expected in zip(loaded.search(queries, 8), index.search(queries, 8)):
+        np.testing.assert_array_equal(got, expected)
+    loaded.remove(1)
+    assert loaded.dirty and loaded.generation == saved.generation + 1
+
+
+def test_load_refuses_missing_or_torn_files(tmp_path: Path) -> None:
+    path = tmp_path / "frames.faiss"
+    with pytest.raises(IndexLoadError, match="missing"):
+        VectorIndex.load(path)
+    index, _ = _filled(3)
+    index.save(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(IndexLoadError, match="sidecar"):
+        VectorIndex.load(path)
+    index.save(path)
+    path.with_name("frames.faiss.json").write_text("{not json")
+    with pytest.raises(IndexLoadError, match="unreadable"):
+        VectorIndex.load(path)
+
+
+def test_rebuild_and_reconcile_from_the_store(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    store = FeatureStore(tmp_path / "features")
+    for video_id in range(1, 11):
+        store.put(video_id, synthetic_video(rng, 12, dim=DIM, regions=4))
+    live = VectorIndex(_config())
+    for video_id in store.ids():
+        live.add(video_id, store.get(video_id).frame_vectors)
+
+    rebuilt = VectorIndex(_config())
+    rebuilt.add(99, random_unit(rng, (4, DIM)))  # stale content is replaced
+    assert rebuilt.rebuild(store) == 10
+    assert rebuilt.video_ids() == set(range(1, 11))
+    queries = store.get(4).frame_vectors
+    for got, expected in zip(rebuilt.search(queries, 5), live.search(queries, 5)):
+        np.testing.assert_array_equal(got, expected)
+
+    # After a crash the index may lag or lead the store; reconcile touches only the difference.
+    live.remove(2)
+    live.add(99, random_unit(rng, (4, DIM)))
+    assert live.reconcile(store) == (1, 1)
+    assert live.video_ids() == set(range(1, 11))
+    assert live.reconcile(store, video_ids=[1, 2, 3]) == (0, 7)
+    assert live.video_ids() == {1, 2, 3}
+
+
+def _vote_top(index: VectorIndex, vectors: np.ndarray, count: int = 10) -> list[int]:
+    """Top videos by summed per-frame best score, the way the search engine picks candidates."""
+    scores, video_ids, _ = index.search(vectors, k=20)
+    votes: dict[int, float] = {}
+    for row_scores, row_ids in zip(scores, video_ids):
+        best: dict[int, float] = {}
+        for score, video_id in zip(row_scores, row_ids):
+            if video_id >= 0:
+                best[video_id] = max(best.get(video_id, -1.0), float(score))
+        for video_id, score in best.items():
+            votes[video_id] = votes.get(video_id, 0.0) + score
+    return sorted(votes, key=votes.get, reverse=True)[:count]
+
+
+def _recall_at_10(approximate: VectorIndex, exact: VectorIndex, queries: np.ndarray) -> float:
+    """1-recall@10: share of query vectors whose exact nearest frame is among the approximate top 10."""
+    _, exact_videos, exact_frames = exact.search(queries, k=1)
+    _, videos, frames = approximate.search(queries, k=10)
+    found = (videos == exact_videos) & (frames == exact_frames)
+    return float(found.any(axis=1).mean())
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "ivfflat"])
+def test_switch_to_ivf_at_the_threshold_keeps_candidate_recall(kind: str) -> None:
+    rng = np.random.default_rng(5)
+    videos = {
+        video_id: synthetic_video(rng, int(rng.integers(20, 60)), dim=DIM, regions=4).frame_vectors
+        for video_id in range(1, 201)
+    }
+    exact = VectorIndex(_config())
+    approximate = VectorIndex(_config(approximate_threshold=4000, approximate_kind=kind))
+    for video_id, vectors in videos.items():
+        exact.add(video_id, vectors)
+        approximate.add(video_id, vectors)
+    assert exact.kind == "flat" and approximate.kind == kind
+    assert approximate.num_frames == exact.num_frames and approximate.video_ids() == exact.video_ids()
+
+    # Queries: noisy excerpts of indexed videos, as an edited copy would give.
+    queries = {}
+    for video_id in range(1, 201, 10):
+        excerpt = videos[video_id][5:20]
+        noisy = excerpt + random_unit(rng, excerpt.shape) * 0.4
+        queries[video_id] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    all_queries = np.concatenate(list(queries.values()))
+    assert _recall_at_10(approximate, exact, all_queries) >= 0.95
+    for video_id, vectors in queries.items():
+        # Candidate recall: the source ranks first by votes in both, the first 3 candidates agree.
+        exact_top, approximate_top = _vote_top(exact, vectors), _vote_top(approximate, vectors)
+        assert exact_top[0] == approximate_top[0] == video_id
+        _, video_ids, _ = approximate.search(vectors, k=1)
+        assert np.mean(video_ids[:, 0] == video_id) >= 0.9
+
+    approximate.remove(11)
+    assert 11 not in approximate and approximate.num_frames == exact.num_frames - len(videos[11])
+    _, video_ids, _ = approximate.search(queries[11], k=20)
+    assert 11 not in video_ids
+
+
+def test_changes_during_training_are_kept(monkeypatch) -> None:
+    """Adds and removes made while the IVF index trains off-lock are replayed into it."""
+    import indexer.vector_index as module
+
+    index = VectorIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
+    videos = _videos(110, frames=20, seed=9)
+    for video_id in range(1, 100):
+        index.add(video_id, videos[video_id])
+    assert index.kind == "flat"
+
+    train = module._train_approximate
+    started, release = threading.Event(), threading.Event()
+
+    def slow_train(config, vectors):
+        started.set()
+        release.wait(30)
+        return train(config, vectors)
+
+    monkeypatch.setattr(module, "_train_approximate", slow_train)
+    switcher = threading.Thread(target=index.add, args=(100, videos[100]))
+    switcher.start()
+    assert started.wait(30)
+    index.add(101, videos[101])  # lands in the flat index while training runs
+    index.remove(5)
+    index.add(6, videos[102])
+    scores, video_ids, _ = index.search(videos[101], k=1)  # searches keep working
+    assert video_ids[:, 0].tolist() == [101] * 20
+    release.set()
+    switcher.join(60)
+    assert index.kind == "ivfflat"
+    assert index.video_ids() == set(range(1, 102)) - {5}
+    assert index.num_frames == 100 * 20
+    _, video_ids, _ = index.search(videos[102], k=1)
+    assert (video_ids[:, 0] == 6).mean() >= 0.9
+
+
+def test_rebuild_past_the_threshold_trains_ivf(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    store = FeatureStore(tmp_path / "features")
+    for video_id in range(60):
+        store.put(video_id, synthetic_video(rng, 40, dim=DIM, regions=4))
+    index = VectorIndex(_config(approximate_threshold=2000))
+    index.rebuild(store)
+    assert index.kind == "ivfpq" and index.num_frames == 2400
+    path = tmp_path / "frames.faiss"
+    index.save(path)
+    loaded = VectorIndex.load(path, _config(approximate_threshold=2000))
+    assert loaded.kind == "ivfpq" and loaded.video_ids() == set(range(60))
+    query = store.get(17).frame_vectors
+    for got, expected in zip(loaded.search(query, 5), index.search(query, 5)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_concurrent_searches_and_changes() -> None:
+    index, videos = _filled(20)
+    extra = _videos(40, seed=11)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for video_id in range(21, 41):
+                index.add(video_id, extra[video_id])
+                index.remove(video_id - 20)
+        except BaseException as error:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(error)
+
+    def reader() -> None:
+        try:
+            for _ in range(50):
+                scores, video_ids, _ = index.search(videos[20], k=5)
+                assert scores.shape == (20, 5)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert index.video_ids() == set(range(21, 41)) and index.num_frames == 400
