@@ -130,7 +130,7 @@ def _shuffle_dropout(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def to_float_frames(frames: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
     """uint8 [T, H, W, 3] (numpy or torch) -> float [T, 3, H, W] in [0, 1] on `device`."""
-    tensor = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+    tensor = torch.from_numpy(np.array(frames)) if isinstance(frames, np.ndarray) else frames  # copies a read-only memmap
     tensor = tensor.to(device, non_blocking=True)
     if tensor.dim() != 4 or tensor.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got {tuple(tensor.shape)}")

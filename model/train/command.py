@@ -84,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add(group, "--eval-every", "run.eval_every", type=int, help="steps between evaluations (default 500)")
     _add(group, "--eval-manifest", "run.eval_manifest", help="labeled JSON manifest to evaluate on (mAP, µAP, R@1); keeps the best checkpoint")
     _add(group, "--resume", "run.resume", help="output folder (or train_state.pt) of a run to continue")
+    _add(group, "--stop-after", "run.stop_after", type=int,
+         help="stop with a checkpoint after this many steps of this invocation (continue with --resume)")
     _add(group, "--no-progress", "run.progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -119,7 +121,8 @@ def build_config(args: argparse.Namespace):
             earlier = (base if base.is_dir() else base.parent) / "config.json"
             if earlier.is_file():
                 values = load_config_file(earlier)
-                values.get("run", {}).pop("resume", None)
+                for key in ("resume", "stop_after"):  # about that invocation, not the run
+                    values.get("run", {}).pop(key, None)
                 config = update(config, values)
             flags.setdefault("run", {}).setdefault("out", str(base if base.is_dir() else base.parent))
     return update(config, flags)

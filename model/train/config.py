@@ -84,6 +84,7 @@ class RunConfig:
     eval_every: int = 500
     eval_manifest: str = ""
     resume: str = ""
+    stop_after: int = 0  # stop (with a checkpoint) after this many steps of this invocation; 0 = run to the end
     progress: bool = True
 
 

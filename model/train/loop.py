@@ -377,9 +377,12 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
 
     result = TrainResult(start_step, out / "last.safetensors", None)
     last_metrics: dict[str, float] = {}
-    step = start_step
+    done = start_step
     clock = time.monotonic()
-    for step in range(start_step, config.optim.steps):
+    end_step = config.optim.steps
+    if config.run.stop_after > 0:
+        end_step = min(end_step, start_step + config.run.stop_after)
+    for step in range(start_step, end_step):
         lr = learning_rate(step, config.optim.lr, config.optim.warmup_steps, config.optim.steps, config.optim.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -413,7 +416,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix({k: f"{sums[k]:.3f}" for k in ("total", "infonce", "inner", "ap", "sshn", "reg")}, refresh=False)
-            if done % config.run.log_every == 0 or done == config.optim.steps:
+            if done % config.run.log_every == 0 or done == end_step:
                 log.write(done, "train", row)
             evaluate_now = eval_set is not None and (done % config.run.eval_every == 0 or done == config.optim.steps)
             if evaluate_now:
@@ -425,17 +428,17 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
                 if metrics.map > best_map:
                     best_map = metrics.map
                     result.best_checkpoint = save_checkpoint(out / "best.safetensors", bundle(done, dict(last_metrics, loss=sums["total"])))
-            if done % config.run.save_every == 0 or done == config.optim.steps:
+            if done % config.run.save_every == 0 or done == end_step:
                 save_checkpoint(out / "last.safetensors", bundle(done, dict(last_metrics, loss=sums["total"])))
                 _save_state(out / STATE_FILE, network, optimizer, scaler, done, best_map, config)
     if progress is not None:
         progress.close()
     if log is not None:
         log.close()
-    if runtime.main and not (out / "last.safetensors").is_file():
+    if runtime.main and done == start_step and not (out / "last.safetensors").is_file():
         # Resumed at or past the end: still leave a checkpoint behind.
         save_checkpoint(out / "last.safetensors", bundle(start_step, last_metrics))
-    result.step = max(start_step, step + 1 if config.optim.steps > start_step else start_step)
+    result.step = done
     if result.best_checkpoint is None and (out / "best.safetensors").is_file():
         result.best_checkpoint = out / "best.safetensors"
     return result
