@@ -85,7 +85,8 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
             return "deleted"
     except decode_error as error:
         # Embedding failed before anything was written: only the row changes.
-        _give_up(video_id, str(error), ctx=ctx)
+        if not _give_up(video_id, str(error), ctx=ctx):
+            return "deleted"
         log.info("video %d failed: %s", video_id, error)
         return "failed"
     except Exception as error:  # noqa: BLE001 - any fault must end in a recorded state, never a stuck row
@@ -93,12 +94,12 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
         reason = f"internal error while indexing: {type(error).__name__}: {error}"
         _take_back(video_id, ctx=ctx)
         if attempts >= ctx.max_attempts:
-            _give_up(video_id, f"{reason} (after {attempts} attempts)", ctx=ctx)
-            return "failed"
+            return "failed" if _give_up(video_id, f"{reason} (after {attempts} attempts)", ctx=ctx) else "deleted"
         with session_scope(ctx.sessions) as session:
-            catalog.requeue(video_id, session=session, reason=reason)
-        ctx.metrics.ingests.labels("retried").inc()
-        return "retried"
+            requeued = catalog.requeue(video_id, session=session, reason=reason)
+        outcome = "retried" if requeued else "deleted"
+        ctx.metrics.ingests.labels(outcome).inc()
+        return outcome
 
     elapsed = time.perf_counter() - started
     ctx.metrics.ingests.labels("ready").inc()
@@ -120,7 +121,9 @@ def _take_back(video_id: int, *, ctx: JobContext) -> None:
         log.exception("could not clean up after video %d", video_id)
 
 
-def _give_up(video_id: int, reason: str, *, ctx: JobContext) -> None:
+def _give_up(video_id: int, reason: str, *, ctx: JobContext) -> bool:
+    """Mark the video failed; False when it was deleted meanwhile (nothing to mark)."""
     with session_scope(ctx.sessions) as session:
-        catalog.mark_failed(video_id, reason, session=session)
-    ctx.metrics.ingests.labels("failed").inc()
+        failed = catalog.mark_failed(video_id, reason, session=session)
+    ctx.metrics.ingests.labels("failed" if failed else "deleted").inc()
+    return failed

@@ -73,6 +73,8 @@ class Video(Base):
         ),
         UniqueConstraint("sha256", name="uq_videos_sha256"),
         Index("ix_videos_status_id", "status", "id"),
+        # Ids are never reused (SQLite would otherwise hand a deleted video's id to the next one).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -50,15 +50,18 @@ class WorkerPool:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                done = drain(self._queue, self._run, should_stop=self._stop.is_set)
+                video_id = self._queue.claim()
+                if video_id is not None:
+                    outcome = self._run(video_id)
             except Exception:  # noqa: BLE001 - a worker thread must survive a broken catalog moment
                 log.exception("worker loop error; retrying shortly")
                 self._stop.wait(IDLE_POLL_S)
                 continue
-            with self._lock:
-                self.outcomes.update(done)
-            if not self._stop.is_set():
+            if video_id is None:
                 self._queue.wait(IDLE_POLL_S)
+                continue
+            with self._lock:
+                self.outcomes[outcome] += 1
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask workers to stop after their current job and wait for them up to `timeout` seconds.

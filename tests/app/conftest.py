@@ -56,7 +56,7 @@ def write_video(
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         if bitrate:
             stream.bit_rate = bitrate
         for frame in frames:

@@ -43,6 +43,7 @@ def upgrade() -> None:
             "status IN ('queued', 'processing', 'ready', 'failed')", name="ck_videos_status"
         ),
         sa.UniqueConstraint("sha256", name="uq_videos_sha256"),
+        sqlite_autoincrement=True,  # ids are never reused
     )
     op.create_index("ix_videos_status_id", "videos", ["status", "id"])
     op.create_index("ix_videos_external_id", "videos", ["external_id"])
