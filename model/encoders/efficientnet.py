@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Widths of the returned maps: last stride-8 block, last stride-16 block, last stride-32
 # block, and the 1x1 head.
@@ -39,6 +40,26 @@ class EfficientNetLiteStages(nn.Module):
                 stages.append(x)
         stages.append(self.act(self.bn_head(self.conv_head(x))))
         return stages
+
+    def fuse_batch_norms(self) -> EfficientNetLiteStages:
+        """Fold every BatchNorm into the convolution before it, for inference.
+
+        Saves eager PyTorch a full pass over each activation map; onnxruntime folds them
+        itself. The block code calls its BatchNorms by name, so they become identities.
+        """
+        _fuse(self, "conv_stem", "bn_stem")
+        for block in self.blocks:
+            if block._block_args.expand_ratio != 1:  # else the block has no expansion conv
+                _fuse(block, "_expand_conv", "_bn0")
+            _fuse(block, "_depthwise_conv", "_bn1")
+            _fuse(block, "_project_conv", "_bn2")
+        _fuse(self, "conv_head", "bn_head")
+        return self
+
+
+def _fuse(parent: nn.Module, conv: str, norm: str) -> None:
+    setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv).eval(), getattr(parent, norm).eval()))
+    setattr(parent, norm, nn.Identity())
 
 
 def _stage_ends(net: nn.Module, strides: tuple[int, ...]) -> tuple[int, ...]:

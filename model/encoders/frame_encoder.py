@@ -102,7 +102,9 @@ class FrameEncoder:
         self.cache_dir = cache_dir
         self.runtime = ("onnxruntime" if onnxruntime_available() else "torch") if runtime == "auto" else runtime
         self.pca = pca.eval() if pca is not None else None
-        graph = EncoderGraph(create_backbone(backbone, weights, image_size=crop), self.spec)
+        graph = EncoderGraph(
+            create_backbone(backbone, weights, image_size=crop, fuse_batch_norms=True), self.spec
+        )
         self.graph = graph.eval().to(memory_format=torch.channels_last)
         self._onnx: OnnxRunner | None = None
 

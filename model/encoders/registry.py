@@ -139,12 +139,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
-                    *, image_size: int | None = None) -> nn.Module:
+                    *, image_size: int | None = None, fuse_batch_norms: bool = False) -> nn.Module:
     """Build a backbone in eval mode with its weights loaded.
 
     forward(x[N, 3, S, S], normalised per the spec) -> list of stage maps [N, C_i, H_i, W_i]
     with C_i = spec.stage_channels[i]. `image_size` (default spec.input_size) fixes the
     padding of TF-style 'same' convolutions; other backbones accept any size.
+    `fuse_batch_norms` folds BatchNorms into convolutions (inference only; the state_dict
+    then no longer has torchvision's/the package's layout).
     """
     spec = get_spec(name)
     path = resolve_weights(name, weights)
@@ -154,4 +156,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
         module = builder(state, image_size or spec.input_size)
     except RuntimeError as error:  # load_state_dict's missing/unexpected keys or shapes
         raise ValueError(f"weights file {path} does not fit backbone {name}: {error}") from error
-    return module.eval()
+    module.eval()
+    if fuse_batch_norms:
+        module.fuse_batch_norms()
+    return module

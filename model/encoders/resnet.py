@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 STAGE_CHANNELS: tuple[int, ...] = (256, 512, 1024, 2048)
 _BLOCKS_PER_LAYER = (3, 4, 6, 3)
@@ -71,6 +72,22 @@ class ResNet50Stages(nn.Module):
             x = layer(x)
             stages.append(x)
         return stages
+
+    def fuse_batch_norms(self) -> ResNet50Stages:
+        """Fold every BatchNorm into the convolution before it, for inference (eager speed)."""
+        _fuse(self, "conv1", "bn1")
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                for index in (1, 2, 3):
+                    _fuse(block, f"conv{index}", f"bn{index}")
+                if block.downsample is not None:
+                    _fuse(block.downsample, "0", "1")
+        return self
+
+
+def _fuse(parent: nn.Module, conv: str, norm: str) -> None:
+    setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv).eval(), getattr(parent, norm).eval()))
+    setattr(parent, norm, nn.Identity())
 
 
 def build_resnet50(state_dict: dict[str, torch.Tensor], image_size: int) -> nn.Module:
