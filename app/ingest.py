@@ -104,12 +104,13 @@ class Ingest:
                 if existing is not None:
                     return self._twin(existing, form, session=session)
             final = self._uploads.commit(received.path, received.sha256, received.suffix)
+            stored = self._uploads.relative(final)
             try:
                 with session_scope(self._sessions) as session:
                     video = catalog.add_video(
                         catalog.NewVideo(
                             sha256=received.sha256,
-                            storage_path=self._uploads.relative(final),
+                            storage_path=stored,
                             size_bytes=received.size,
                             content_type=received.content_type,
                             filename=received.filename,
@@ -123,7 +124,13 @@ class Ingest:
                     existing = catalog.get_by_sha256(received.sha256, session=session)
                     if existing is None:
                         raise
-                    return self._twin(existing, form, session=session)
+                    accepted = self._twin(existing, form, session=session)
+                if stored != accepted.video.storage_path:
+                    self._forget_file(stored)
+                return accepted
+            except BaseException:
+                self._forget_file(stored)
+                raise
         self._queue.enqueue(video.id)
         self._metrics.uploads.labels("accepted").inc()
         log.info("video %d queued (%s, %d bytes)", video.id, received.filename, received.size)
@@ -148,6 +155,12 @@ class Ingest:
             self._metrics.uploads.labels("duplicate").inc()
         return Accepted(video=existing, duplicate=True)
 
+    def _forget_file(self, stored: str) -> None:
+        """Remove a committed upload that no row refers to (after a failed insert)."""
+        with session_scope(self._sessions) as session:
+            if not catalog.storage_path_in_use(stored, session=session):
+                self._uploads.remove(stored)
+
     def delete(self, video_id: int, *, library: Library) -> None:
         """Remove a video from catalog, index, feature store and (if unshared) the upload store.
 
@@ -161,8 +174,6 @@ class Ingest:
                     raise NotFound(f"video {video_id} not found")
                 stored = video.storage_path
             library.remove(video_id)
-            with session_scope(self._sessions) as session:
-                if not catalog.storage_path_in_use(stored, session=session):
-                    self._uploads.remove(stored)
+            self._forget_file(stored)
         library.persist()
         log.info("video %d deleted", video_id)

@@ -1,14 +1,18 @@
 """The searchable library: feature store + vector index, kept consistent with each other.
 
-All index mutations go through here, under one readers-writer lock, so a search always sees
-an index and a store that agree; `persist()` makes the index durable (group-committed).
-`reconcile()` restores agreement with the catalog after a crash: the catalog and the feature
-store are the sources of truth, the index is derived from them.
+All changes go through here. Features are written before their vectors are indexed, and a
+removal takes a readers-writer lock's write side, so a search (read side) never meets a
+vector whose features are gone. Additions and removals are also serialised among
+themselves (with the catalog check that guards them), but an addition never blocks searches,
+even when it makes the index train its approximate form. `persist()` makes the index durable
+(group-committed). `reconcile()` restores agreement with the catalog after a crash: the
+catalog and the feature store are the sources of truth, the index is derived from them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +54,8 @@ class Library:
         self.components = components
         self.store = components.store
         self.index_path = index_path
-        self._lock = ReadWriteLock()
+        self._lock = ReadWriteLock()  # searches read; removals write
+        self._changes = threading.Lock()  # one addition or removal at a time
         self._index: VectorIndex = components.new_index()
         self._searcher: Searcher = components.make_searcher(self._index)
         self._persister = GroupPersister(self._save)
@@ -59,7 +64,7 @@ class Library:
     def load(self) -> bool:
         """Load the saved index; False (and an empty index) when there is none or it is unreadable."""
         loaded = self.components.load_index(self.index_path)
-        with self._lock.write():
+        with self._changes, self._lock.write():
             if loaded is not None:
                 self._index = loaded
                 self._searcher = self.components.make_searcher(loaded)
@@ -76,7 +81,7 @@ class Library:
         stored = set(self.store.ids())
         report.missing_features = sorted(ready - stored)
         report.orphan_features = sorted(stored - ready)
-        with self._lock.write():
+        with self._changes, self._lock.write():
             for video_id in report.orphan_features:
                 self.store.delete(video_id)
             wanted = ready & stored
@@ -102,22 +107,22 @@ class Library:
     def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
         """Store and index a video; False (and nothing kept) when `still_wanted()` says it was deleted.
 
-        `still_wanted` is asked under the write lock, so a concurrent delete either happens
+        `still_wanted` is asked while no removal can run, so a concurrent delete either happens
         before (and this add backs out) or after (and removes what this add wrote).
         """
         self.store.put(video_id, features)
-        with self._lock.write():
+        with self._changes:
             if not still_wanted():
                 self.store.delete(video_id)
                 return False
-            self._index.remove(video_id)  # a retried job must not leave two copies
+            # Replaces any vectors of an earlier attempt: a retried job never leaves two copies.
             self._index.add(video_id, features.frame_vectors)
         self._persister.mark_changed()
         return True
 
     def remove(self, video_id: int) -> None:
         """Drop a video from index and store (absent ids are fine)."""
-        with self._lock.write():
+        with self._changes, self._lock.write():
             self._index.remove(video_id)
             self.store.delete(video_id)
         self._persister.mark_changed()
@@ -128,8 +133,7 @@ class Library:
 
     def _save(self) -> None:
         self.index_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock.read():
-            self._index.save(self.index_path)
+        self._index.save(self.index_path)  # the index snapshots itself under its own lock
 
     # -- reads --
     def read(self, operation: Callable[[Searcher, VideoFeatures | None], T], video_id: int | None = None) -> T:
@@ -140,10 +144,8 @@ class Library:
 
     def size(self) -> tuple[int, int]:
         """(videos, frame vectors) in the index."""
-        with self._lock.read():
-            return self._index.num_videos, self._index.num_frames
+        return self._index.num_videos, self._index.num_frames
 
     def contains(self, video_id: int) -> bool:
-        with self._lock.read():
-            return int(video_id) in set(int(v) for v in self._index.video_ids())
+        return int(video_id) in {int(v) for v in self._index.video_ids()}
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     )
     runtime: str = Field("auto", description="frame encoder runtime: auto, onnx or torch")
     index_threshold: int = Field(
-        1_000_000, gt=0, description="frame vectors past which the index turns approximate"
+        100_000, gt=0, description="frame vectors past which the index turns approximate (IVF)"
     )
 
     # Search.
