@@ -132,10 +132,12 @@ def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits,
         reason = f": {error}" if error else ""
         return f"no decodable video frames (truncated or corrupt file){reason}"
     span = sampler.last_time + (1.0 / source_fps if source_fps else 0.0)
-    if error is not None or duration is None:
+    if error is not None or duration is None or duration > span + max(1.0, 2.0 / fps):
+        # Broken off, or the header promises more than the file holds (a cut download):
+        # report what is there.
         duration = span
-    else:
-        duration = max(duration, sampler.last_time)
+    else:  # some demuxers (MPEG program streams) estimate the duration short
+        duration = max(duration, span)
     return DecodedVideo(
         frames=np.stack(sampler.frames),
         timestamps=np.asarray(sampler.times, dtype=np.float64),
@@ -220,6 +222,17 @@ class _Sampler:
         return _apply_orientation(rgb, self._orient)
 
 
+# Demuxers a user's upload may use. Anything else (still images, text rendered as video,
+# playlists that point at other files or URLs) is refused before it is parsed further.
+# Audio-only formats are listed so that such files get the "audio only" answer.
+_CONTAINER_FORMATS = (
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpeg", "mpegts",
+    "mpegvideo", "m4v", "h264", "hevc", "obu", "ivf", "flv", "asf", "ogg", "nut", "mxf", "dv",
+    "gif", "apng", "yuv4mpegpipe", "wav", "w64", "mp3", "aac", "flac",
+)
+_OPEN_OPTIONS = {"format_whitelist": ",".join(_CONTAINER_FORMATS), "protocol_whitelist": "file"}
+
+
 def _open(path: Path) -> av.container.InputContainer:
     if not path.exists():
         raise VideoDecodeError(f"no such file: {path.name}")
@@ -228,9 +241,17 @@ def _open(path: Path) -> av.container.InputContainer:
     if path.stat().st_size == 0:
         raise VideoDecodeError("empty file (0 bytes)")
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
+        return av.open(str(path), mode="r", options=_OPEN_OPTIONS, metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
-        raise VideoDecodeError("not a video file: no known container format found") from exc
+        raise VideoDecodeError(
+            "unreadable file: not a video, or a damaged or truncated one"
+        ) from exc
+    except av.error.EOFError as exc:
+        raise VideoDecodeError("truncated file: it ends before its first video frame") from exc
+    except av.error.ArgumentError as exc:
+        raise VideoDecodeError(
+            "unsupported file type: not a video container (still image, text or playlist?)"
+        ) from exc
     except (av.error.FFmpegError, OSError, UnicodeError, ValueError) as exc:
         raise VideoDecodeError(f"cannot open as a video: {_reason(exc)}") from exc
 
@@ -238,10 +259,10 @@ def _open(path: Path) -> av.container.InputContainer:
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     streams = [s for s in container.streams.video if not _is_cover_art(s)]
     if not streams:
-        if container.streams.video:
-            raise VideoDecodeError("no video stream (only a still cover image)")
         if container.streams.audio:
             raise VideoDecodeError("no video stream: the file has audio only")
+        if container.streams.video:
+            raise VideoDecodeError("no video stream: only a still cover image")
         raise VideoDecodeError("no video stream in the file")
     stream = streams[0]
     if stream.codec_context is None:
