@@ -83,6 +83,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle) -> Path:
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=bundle.metadata())
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a checkpoint is meant to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
