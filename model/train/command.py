@@ -22,6 +22,8 @@ _FLAGS: dict[str, tuple[str, str]] = {}
 def _add(group: argparse._ArgumentGroup, flag: str, key: str, **kwargs: Any) -> None:
     dest = key.replace(".", "__")
     _FLAGS[dest] = (key, flag)
+    if "action" not in kwargs and "choices" not in kwargs:
+        kwargs.setdefault("metavar", flag.lstrip("-").split("-")[-1].upper())
     group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, **kwargs)
 
 
@@ -153,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
     from model.train.data import DataError
     from model.train.teacher import TeacherError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = build_config(args)
         from model.train.loop import train
@@ -166,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("hapvr train: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    if not main_process:
+        return 0
     print(f"trained to step {result.step}: {result.last_checkpoint}")
     if result.best_checkpoint is not None:
         print(f"best by evaluation mAP: {result.best_checkpoint}")

@@ -87,18 +87,20 @@ class Runtime:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    distributed: bool = False  # under torchrun (even with one process): a process group and DDP
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.distributed:
             dist.barrier()
 
 
 def setup_runtime(device: str) -> Runtime:
-    """One process per GPU under torchrun (WORLD_SIZE > 1), else a single process."""
+    """One process per GPU under torchrun (which sets RANK and WORLD_SIZE), else a single process."""
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -113,9 +115,9 @@ def setup_runtime(device: str) -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
     else:
         target = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return Runtime(target, rank, world, local_rank)
+    return Runtime(target, rank, world, local_rank, distributed)
 
 
 class PairwiseScorer(nn.Module):
@@ -253,7 +255,7 @@ def train(config: TrainConfig, command: list[str] | None = None) -> TrainResult:
     try:
         return _train(config, runtime, command or sys.argv)
     finally:
-        if runtime.world > 1 and dist.is_initialized():
+        if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -320,7 +322,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
 
     network.to(runtime.device).train()
     scorer: nn.Module = PairwiseScorer(network)
-    if runtime.world > 1:
+    if runtime.distributed:
         scorer = nn.parallel.DistributedDataParallel(
             scorer, device_ids=[runtime.local_rank] if runtime.device.type == "cuda" else None
         )
@@ -392,7 +394,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
             clip_indices = [int(i) for i in rng.choice(len(clips), size=min(per_rank, len(clips)), replace=False)]
             batch = batcher.batch(clip_indices, rng)
             final = micro == config.optim.accum_steps - 1
-            sync = scorer.no_sync() if (runtime.world > 1 and not final) else nullcontext()
+            sync = scorer.no_sync() if (runtime.distributed and not final) else nullcontext()
             with sync:
                 terms = batch_losses(scorer, criterion, batch, amp_dtype)
                 scaler.scale(terms["total"] / config.optim.accum_steps).backward()
@@ -404,7 +406,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if runtime.world > 1:
+        if runtime.distributed:
             sums = _average_across(sums, runtime.device)
         if not all(math.isfinite(v) for v in sums.values()):
             raise FloatingPointError(f"loss became {sums['total']} at step {step + 1}; lower optim.lr or check the data")

@@ -128,6 +128,26 @@ def test_inner_loss_uses_teacher_sims_of_positive_pairs() -> None:
     assert all(p.grad is not None for p in scorer.parameters())
 
 
+def test_config_file_then_flags_and_unknown_keys_are_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from model.train.command import build_config, register
+    from model.train.config import ConfigError
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    (tmp_path / "train.json").write_text(json.dumps({"optim": {"steps": 50, "lr": 1e-4}, "augment": {"blur_p": 0.2}}))
+    args = parser.parse_args(["train", "videos", "--config", str(tmp_path / "train.json"), "--steps", "7", "--out", "o"])
+    config = build_config(args)
+    assert (config.optim.steps, config.optim.lr, config.augment.blur_p, config.data.source) == (7, 1e-4, 0.2, "videos")
+    assert config.loss.inner == 6.0 and config.optim.weight_decay == 0.01  # published defaults
+    (tmp_path / "bad.json").write_text(json.dumps({"optim": {"stepz": 5}}))
+    with pytest.raises(ConfigError, match="optim.stepz"):
+        build_config(parser.parse_args(["train", "videos", "--config", str(tmp_path / "bad.json")]))
+    assert cli(["train", "videos", "--config", str(tmp_path / "bad.json"), "--out", "o"]) == 2
+    assert "unknown config key 'optim.stepz'" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # Teacher
 
