@@ -102,10 +102,10 @@ class Runtime:
             self.startup_error = f"{type(error).__name__}: {error}"
             log.exception("start-up failed; the service will not become ready")
             raise
+        self._ready.set()
         if start_workers and self.settings.workers > 0:
             self.pool = WorkerPool(self.queue, self.run_job, self.settings.workers)
             self.pool.start()
-        self._ready.set()
         log.info(
             "ready: %d videos indexed (%s)",
             len(ready) - len(report.missing_features), components.description or "model loaded",
@@ -143,8 +143,9 @@ class Runtime:
 
     # -- work ----------------------------------------------------------------------------------
     def job_context(self) -> JobContext:
-        library, components = self.require_library(), self.components
-        assert components is not None
+        library, components = self.library, self.components
+        if library is None or components is None:
+            raise RuntimeError("jobs run only after load()")
         return JobContext(
             sessions=self.sessions,
             uploads=self.uploads,

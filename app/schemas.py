@@ -61,6 +61,7 @@ class Segment(BaseModel):
     query_end: float
     target_start: float
     target_end: float
+    score: float | None = Field(None, description="mean frame similarity along the segment")
 
 
 class SearchHit(BaseModel):

@@ -122,6 +122,7 @@ class SearchService:
                             query_end=float(s.query_end),
                             target_start=float(s.target_start),
                             target_end=float(s.target_end),
+                            score=_optional_float(getattr(s, "score", None)),
                         )
                         for s in hit.segments
                     ],
@@ -130,3 +131,7 @@ class SearchService:
             if len(hits) == k:
                 break
         return hits
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Media, Service
+from apptools import Media, Service
 
 
 @pytest.fixture

@@ -13,21 +13,7 @@ from sqlalchemy import update
 from app import catalog
 from app.db import session_scope
 from app.models import Video
-from conftest import Media, Service
-
-
-def assert_consistent(service: Service) -> set[int]:
-    """Ready in the catalog == stored features == indexed videos, with matching frame counts."""
-    runtime = service.runtime
-    with session_scope(runtime.sessions) as session:
-        ready = catalog.ids_with_status(catalog.READY, session=session)
-    library = runtime.library
-    assert set(library.store.ids()) == ready
-    index = library._index
-    assert set(index.video_ids()) == ready
-    for video_id in ready:
-        assert index.frames_of(video_id) == library.store.get(video_id).num_frames
-    return ready
+from apptools import Media, Service, assert_consistent
 
 
 def _index_files(service: Service) -> list:

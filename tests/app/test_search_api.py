@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Media, Service
+from apptools import Media, Service
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_copy_ranks_first_and_query_is_excluded(library) -> None:  # type: ignor
     assert scores == sorted(scores, reverse=True)
     top = body["data"][0]
     assert top["title"] == "a copy"
-    assert set(top["segments"][0]) == {"query_start", "query_end", "target_start", "target_end"}
+    assert set(top["segments"][0]) == {"query_start", "query_end", "target_start", "target_end", "score"}
     assert body["count"] == len(ids) and body["k"] == 20 and body["took_ms"] >= 0
 
 
