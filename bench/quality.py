@@ -1,0 +1,426 @@
+"""Retrieval quality on the near-duplicate benchmark: our models side by side with peer tools.
+
+    python -m bench.dataset --preset full                # build once (cached)
+    python -m bench.quality --dataset DIR [--checkpoint FILE ...] [--methods a,b] [--results DIR]
+
+Every video is embedded (or hashed) once per method and every pair is scored, so each
+method yields one [videos, videos] score matrix; the benchmark's queries are its rows.
+Metrics (model/metrics.py, ARCHITECTURE.md section 8): mAP, µAP, recall@1, overall and per
+edit kind. Per kind, two views of the same matrix:
+- "copy as query": the rows of that kind's copies, ranked over the whole database
+  (positives: their original and its other copies);
+- "original finds copy": the originals' rows with only that kind's copies as positives and
+  the original's other copies left out of the ranking.
+µAP pools the pairs of all the rows in view, so it rewards scores that mean the same for
+every query: the network and hash scores here are fixed functions of the two videos.
+
+Methods:
+- training-free: hierarchical Chamfer over the encoder's PCA-whitened region features, no
+  attention or comparator. PCA from model/checkpoints/default.safetensors when it is there,
+  else fitted on the training side of the footage split (cached next to the footage).
+- untrained: the full network, SimilarityConfig() with random weights (seed 0), same PCA.
+- each --checkpoint FILE, named by its file name.
+- frame-phash, vpdq, videohash: bench/baselines.py (skipped with the reason when missing).
+
+Writes RESULTS/quality.md (tables), quality.json (every number) and quality_per_kind.png.
+Embeddings and signatures are cached in DIR/.quality-cache, keyed by method and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.baselines import BASELINES
+from bench.dataset import ORIGINAL, Dataset, load_dataset
+from model.metrics import RetrievalMetrics, retrieval_metrics
+
+RESULTS_DIR = Path(__file__).with_name("results")
+OURS = ("training-free", "untrained")
+CACHE = ".quality-cache"
+
+
+@dataclass
+class MethodRun:
+    """One method's outcome: a score matrix, or why it did not run."""
+
+    name: str
+    description: str
+    scores: np.ndarray | None = None  # [videos, videos], row = query
+    skipped: str | None = None
+    embed_s: float = 0.0
+    score_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """Every number of one run, by method."""
+
+    overall: dict[str, RetrievalMetrics]
+    copy_query: dict[str, dict[str, RetrievalMetrics]]  # method -> view ("original" or kind)
+    original_finds: dict[str, dict[str, RetrievalMetrics]]  # method -> kind
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics over a score matrix
+
+
+def evaluate(scores: np.ndarray, dataset: Dataset) -> tuple[RetrievalMetrics, dict, dict]:
+    """Overall, per query kind ("copy as query") and per kind ("original finds copy")."""
+    rows = scores[dataset.queries]
+    labels, exclude = dataset.positives, dataset.exclude()
+    overall = retrieval_metrics(rows, labels, exclude)
+    query_kinds = np.array([dataset.kinds[q] for q in dataset.queries])
+    per_query_kind = {}
+    for kind in [ORIGINAL, *dataset.edit_kinds]:
+        pick = query_kinds == kind
+        if pick.any():
+            per_query_kind[kind] = retrieval_metrics(rows[pick], labels[pick], exclude[pick])
+    kinds = np.array(dataset.kinds)
+    originals = query_kinds == ORIGINAL
+    finds = {}
+    for kind in dataset.edit_kinds:
+        of_kind = labels[originals] & (kinds == kind)[None, :]
+        other_copies = labels[originals] & ~of_kind
+        finds[kind] = retrieval_metrics(rows[originals], of_kind, exclude[originals] | other_copies)
+    return overall, per_query_kind, finds
+
+
+# ---------------------------------------------------------------------------------------
+# Our model
+
+
+def training_pca_checkpoint(log: Callable[[str], None] = print) -> Path:
+    """A training-free checkpoint whose PCA is fitted on the training footage, cached."""
+    from bench.footage import footage_dir, training_videos
+    from model.checkpoint import ModelBundle, save_checkpoint
+    from model.commands.fit_pca import fit_pca_from_videos
+    from model.encoders.frame_encoder import FrameEncoder
+
+    videos = training_videos()
+    key = hashlib.sha1("\n".join(f"{p.name}:{p.stat().st_size}" for p in videos).encode()).hexdigest()[:12]
+    path = footage_dir() / "pca" / f"training-{key}.safetensors"
+    if path.is_file():
+        return path
+    log(f"fitting PCA on {len(videos)} training videos (once; cached in {path.parent})")
+    pca = fit_pca_from_videos(videos, FrameEncoder(), 512)
+    provenance = {"pca": {"source": "bench.footage.training_videos()", "videos": len(videos), "fps": 1.0},
+                  "created_by": "bench.quality"}
+    save_checkpoint(path, ModelBundle.training_free(pca, provenance=provenance))
+    return path
+
+
+def _pca_key(bundle) -> str:
+    digest = hashlib.sha1(bundle.backbone.encode())
+    for tensor in bundle.pca.state_tensors().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encode_videos(bundle, paths: Sequence[Path], cache: Path, log: Callable[[str], None]) -> list[np.ndarray]:
+    """Encoder output [T, R, D] float16 of each video (before the network's index step).
+
+    Shared by every bundle with the same backbone and PCA; cached on disk.
+    """
+    from model.video import decode_video
+
+    file = cache / f"regions-{_pca_key(bundle)}.npz"
+    if file.is_file():
+        with np.load(file) as stored:
+            return [stored[f"v{i}"] for i in range(len(paths))]
+    encoder = bundle.frame_encoder()
+    features = []
+    started = time.monotonic()
+    for i, path in enumerate(paths, 1):
+        video = decode_video(path, fps=1.0)
+        features.append(encoder.encode(video.frames).astype(np.float16))
+        if i % 100 == 0:
+            log(f"  encoded {i}/{len(paths)} videos, {time.monotonic() - started:.0f} s")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(file, **{f"v{i}": f for i, f in enumerate(features)})
+    return features
+
+
+def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 128) -> np.ndarray:
+    """[N, N] scores of `similarity` (a HapVRSimilarity) over encoder features, row = query."""
+    import torch
+
+    with torch.inference_mode():
+        indexed = [similarity.index(torch.from_numpy(f.astype(np.float32))) for f in features]
+        scores = np.empty((len(indexed), len(indexed)), dtype=np.float64)
+        for row, query in enumerate(indexed):
+            for start in range(0, len(indexed), chunk):
+                output = similarity.one_to_many(query, indexed[start:start + chunk])
+                scores[row, start:start + chunk] = output.score.float().numpy()
+    return scores
+
+
+def our_methods(checkpoints: Sequence[Path], log: Callable[[str], None]) -> list[tuple[str, str, Callable]]:
+    """(name, description, bundle factory) for training-free, untrained and each checkpoint."""
+    import torch
+
+    from model.checkpoint import DEFAULT_CHECKPOINT, ModelBundle, load_checkpoint
+    from model.similarity.config import SimilarityConfig
+    from model.similarity.network import HapVRSimilarity
+
+    def base():
+        if DEFAULT_CHECKPOINT.is_file():
+            return load_checkpoint(DEFAULT_CHECKPOINT), f"PCA of {DEFAULT_CHECKPOINT.name}"
+        return load_checkpoint(training_pca_checkpoint(log)), "PCA fitted on the training footage"
+
+    def training_free():
+        bundle, origin = base()
+        return ModelBundle.training_free(bundle.pca, backbone=bundle.backbone), origin
+
+    def untrained():
+        bundle, origin = base()
+        torch.manual_seed(0)
+        network = HapVRSimilarity(SimilarityConfig(dim=bundle.pca.dim)).eval()
+        return ModelBundle(bundle.backbone, bundle.pca, network, mode="untrained"), origin
+
+    methods = [("training-free", "hierarchical Chamfer over region features (no attention, no comparator)",
+                training_free),
+               ("untrained", "full network, random weights (seed 0)", untrained)]
+    for path in checkpoints:
+        methods.append((Path(path).stem, f"checkpoint {path}",
+                        lambda p=path: (load_checkpoint(p), f"its own PCA ({Path(p).name})")))
+    return methods
+
+
+# ---------------------------------------------------------------------------------------
+# Running methods
+
+
+def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None,
+             log: Callable[[str], None]) -> list[MethodRun]:
+    runs = []
+    encoded: dict[str, float] = {}
+    for name, description, factory in our_methods(checkpoints, log):
+        if wanted is not None and name not in wanted:
+            continue
+        run = MethodRun(name, description)
+        try:
+            bundle, origin = factory()
+        except (ValueError, OSError) as error:  # CheckpointError is a ValueError
+            run.skipped = str(error).splitlines()[0]
+            runs.append(run)
+            continue
+        run.notes.append(origin)
+        started = time.monotonic()
+        key = _pca_key(bundle)
+        features = encode_videos(bundle, dataset.paths, dataset.root / CACHE, log)
+        run.embed_s = encoded.setdefault(key, time.monotonic() - started)
+        started = time.monotonic()
+        run.scores = network_scores(bundle.similarity, features)
+        run.score_s = time.monotonic() - started
+        log(f"{name}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
+        runs.append(run)
+    return runs
+
+
+def _signature_job(job: tuple[str, Path]) -> np.ndarray:
+    name, path = job
+    return BASELINES[name].signature(path)
+
+
+def run_baselines(dataset: Dataset, wanted: set[str] | None, workers: int,
+                  log: Callable[[str], None]) -> list[MethodRun]:
+    runs = []
+    for name, baseline in BASELINES.items():
+        if wanted is not None and name not in wanted:
+            continue
+        run = MethodRun(name, baseline.description)
+        run.skipped = baseline.unavailable()
+        if run.skipped:
+            log(f"{name}: skipped ({run.skipped})")
+            runs.append(run)
+            continue
+        file = dataset.root / CACHE / f"signatures-{name}.npz"
+        started = time.monotonic()
+        if file.is_file():
+            with np.load(file) as stored:
+                signatures = [stored[f"v{i}"] for i in range(len(dataset.paths))]
+        else:
+            jobs = [(name, p) for p in dataset.paths]
+            if workers > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    signatures = list(pool.map(_signature_job, jobs, chunksize=4))
+            else:
+                signatures = [_signature_job(job) for job in jobs]
+            file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(file, **{f"v{i}": s for i, s in enumerate(signatures)})
+        run.embed_s = time.monotonic() - started
+        started = time.monotonic()
+        run.scores = baseline.score_all(signatures)
+        run.score_s = time.monotonic() - started
+        log(f"{name}: signatures in {run.embed_s:.0f} s, scores in {run.score_s:.1f} s")
+        runs.append(run)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.3f}"
+
+
+def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, command: str) -> Report:
+    results.mkdir(parents=True, exist_ok=True)
+    done = [r for r in runs if r.scores is not None]
+    overall, copy_query, finds = {}, {}, {}
+    for run in done:
+        overall[run.name], copy_query[run.name], finds[run.name] = evaluate(run.scores, dataset)
+    report = Report(overall, copy_query, finds)
+
+    kinds = dataset.kinds
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    lines = [
+        "# Retrieval quality on the near-duplicate benchmark",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        f"Dataset: `{dataset.root}` (builder parameters: `{json.dumps(dataset.params, sort_keys=True)}`): "
+        f"{len(dataset.names)} videos = {counts.get(ORIGINAL, 0)} originals, "
+        f"{counts.get('distractor', 0)} distractors, "
+        f"{len(dataset.names) - counts.get(ORIGINAL, 0) - counts.get('distractor', 0)} edited copies "
+        f"({len(dataset.edit_kinds)} kinds); {len(dataset.queries)} queries (every copy and every original), "
+        "each ranked against the whole database without itself. Source footage: the held-out side of "
+        "bench/footage.py (no recording of the training side).",
+        "",
+        "## Overall",
+        "",
+        "| method | mAP | µAP | R@1 | queries | embed s | score s | notes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        if run.scores is None:
+            lines.append(f"| {run.name} | - | - | - | - | - | - | skipped: {run.skipped} |")
+            continue
+        m = overall[run.name]
+        notes = "; ".join([run.description, *run.notes])
+        lines.append(f"| {run.name} | {_fmt(m.map)} | {_fmt(m.micro_ap)} | {_fmt(m.recall_at_1)} | "
+                     f"{m.queries} | {run.embed_s:.0f} | {run.score_s:.0f} | {notes} |")
+    lines += ["", "embed s: decoding and encoding (or hashing) every video once; methods sharing "
+              "an encoder and PCA share that time. score s: all pairs.", ""]
+    names = [r.name for r in done]
+    views = [ORIGINAL, *dataset.edit_kinds]
+    for title, table, rows, explain in (
+        ("Per edit kind: copy as query", copy_query, views,
+         "Rows: the queries of that kind (a copy of that edit, or an original), ranked over the whole "
+         "database; positives are the original and all of its copies."),
+        ("Per edit kind: original finds copy", finds, dataset.edit_kinds,
+         "The originals as queries, with only that kind's copies as positives (the original's other "
+         "copies left out of the ranking): how well each edit is found from its source."),
+    ):
+        lines += [f"## {title}", "", explain, ""]
+        for metric, attr in (("mAP", "map"), ("µAP", "micro_ap"), ("R@1", "recall_at_1")):
+            lines += [f"### {metric}", "", "| kind | " + " | ".join(names) + " |",
+                      "|---|" + "---|" * len(names)]
+            for view in rows:
+                cells = [_fmt(getattr(table[n][view], attr)) if view in table[n] else "-" for n in names]
+                lines.append(f"| {view} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["![mAP and µAP per edit kind, copy as query](quality_per_kind.png)", ""]
+    (results / "quality.md").write_text("\n".join(lines))
+
+    numbers = {
+        "dataset": str(dataset.root), "params": dataset.params, "command": command,
+        "methods": {r.name: {"skipped": r.skipped, "embed_s": r.embed_s, "score_s": r.score_s,
+                             "notes": [r.description, *r.notes]} for r in runs},
+        "overall": {n: m.as_dict() for n, m in overall.items()},
+        "copy_query": {n: {k: m.as_dict() for k, m in v.items()} for n, v in copy_query.items()},
+        "original_finds": {n: {k: m.as_dict() for k, m in v.items()} for n, v in finds.items()},
+    }
+    (results / "quality.json").write_text(json.dumps(numbers, indent=1))
+    plot_per_kind(report, views, results / "quality_per_kind.png")
+    return report
+
+
+def plot_per_kind(report: Report, views: Sequence[str], out: Path) -> None:
+    """Grouped bars: one group per kind, one bar per method; mAP above, µAP below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report.copy_query)
+    if not names:
+        return
+    fig, axes = plt.subplots(2, 1, figsize=(max(10, len(views) * 0.9), 8), sharex=True)
+    width = 0.8 / len(names)
+    x = np.arange(len(views))
+    for axis, (label, attr) in zip(axes, (("mAP", "map"), ("µAP", "micro_ap"))):
+        for i, name in enumerate(names):
+            values = [getattr(report.copy_query[name][v], attr) if v in report.copy_query[name] else np.nan
+                      for v in views]
+            axis.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+        axis.set_ylabel(f"{label} (copy as query)")
+        axis.set_ylim(0, 1.02)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=min(len(names), 6), fontsize=8, loc="lower left")
+    axes[1].set_xticks(x, views, rotation=30, ha="right")
+    fig.suptitle("Near-duplicate retrieval quality per edit kind")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality",
+                                     description="Score our models and peer tools on the benchmark.")
+    parser.add_argument("--dataset", type=Path, required=True,
+                        help="folder written by `python -m bench.dataset` (or its manifest.json)")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="also score this checkpoint (repeatable)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES])} "
+                             "and the checkpoints' file stems (default: all)")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
+                        help="where quality.md, quality.json and the plot go (default bench/results)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes for the peer tools' hashing")
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        dataset = load_dataset(args.dataset)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: cannot read the benchmark at {args.dataset}: {error} "
+              "(build it with `python -m bench.dataset --out DIR`)", file=sys.stderr)
+        return 2
+    wanted = set(args.methods.split(",")) if args.methods else None
+    runs = run_ours(dataset, args.checkpoint, wanted, log) + run_baselines(dataset, wanted, args.workers, log)
+    command = "python -m bench.quality " + " ".join(
+        [f"--dataset {args.dataset}"] + [f"--checkpoint {c}" for c in args.checkpoint]
+        + ([f"--methods {args.methods}"] if args.methods else []))
+    report = write_report(dataset, runs, args.results, command)
+    for name, m in report.overall.items():
+        print(f"{name:16} mAP {_fmt(m.map)}  µAP {_fmt(m.micro_ap)}  R@1 {_fmt(m.recall_at_1)}")
+    for run in runs:
+        if run.skipped:
+            print(f"{run.name:16} skipped: {run.skipped}")
+    print(f"wrote {args.results / 'quality.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
