@@ -135,17 +135,26 @@ class ViewEncoder:
         pixels = self.pixels(views)
         return self.regions_from_pixels(pixels), self.teacher_from_pixels(pixels)
 
+    def _chunks(self, pixels: Tensor):
+        """Fixed-size chunks; on a GPU the last one is zero-padded so that every call has the same
+        shape (cuDNN builds its plans per shape, which costs seconds for each new batch size)."""
+        for start in range(0, pixels.shape[0], self.batch_size):
+            chunk = pixels[start : start + self.batch_size]
+            count = chunk.shape[0]
+            if self.device.type == "cuda" and count < self.batch_size:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.batch_size - count, *chunk.shape[1:]))])
+            yield chunk, count
+
     @torch.no_grad()
     def regions_from_pixels(self, pixels: Tensor) -> Tensor:
         """uint8 pixels [N, S, S, 3] -> PCA-whitened region features [N, R, D] (float32)."""
         out = []
-        for start in range(0, pixels.shape[0], self.batch_size):
-            chunk = pixels[start : start + self.batch_size]
+        for chunk, count in self._chunks(pixels):
             if self._student_onnx is not None:
                 raw = torch.from_numpy(self._student_onnx(chunk.cpu().numpy()))
             else:
                 raw = self.graph(chunk.to(self.device))
-            out.append(self.pca(raw.to(self.device).float()))
+            out.append(self.pca(raw[:count].to(self.device).float()))
         return torch.cat(out)
 
     @torch.no_grad()
@@ -153,12 +162,12 @@ class ViewEncoder:
         if self.teacher is None:
             return None
         out = []
-        for start in range(0, pixels.shape[0], self.batch_size):
-            chunk = pixels[start : start + self.batch_size]
+        for chunk, count in self._chunks(pixels):
             if self._teacher_onnx is not None:
-                out.append(torch.from_numpy(self._teacher_onnx(chunk.cpu().numpy())).to(self.device))
+                vectors = torch.from_numpy(self._teacher_onnx(chunk.cpu().numpy())).to(self.device)
             else:
-                out.append(self.teacher(chunk.to(self.device).permute(0, 3, 1, 2).float() / 255.0))
+                vectors = self.teacher(chunk.to(self.device).permute(0, 3, 1, 2).float() / 255.0)
+            out.append(vectors[:count])
         return torch.cat(out)
 
     @torch.no_grad()
@@ -193,30 +202,31 @@ class OnlineBatcher:
         return augment.to_float_frames(frames[unique], self.encoder.device), inverse
 
     def batch(self, clip_indices: list[int], rng: np.random.Generator) -> TrainBatch:
-        views: list[View] = []
+        images: list[Tensor] = []
+        members: list[frozenset[int]] = []
         for position, clip_index in enumerate(clip_indices):
             clip = self.clips.clips[clip_index]
             weak_plan, strong_plan = plan_sample(clip.length, self.clip_frames, self.config, rng)
 
             frames, inverse = self._frames(clip_index, weak_plan)
-            weak = augment.weak_spatial(frames, self.config, rng)[inverse]
-            views.append(self._encode(weak, frozenset({clip_index})))
+            images.append(augment.weak_spatial(frames, self.config, rng)[inverse])
+            members.append(frozenset({clip_index}))
 
             frames, inverse = self._frames(clip_index, strong_plan)
-            other, members = None, frozenset({clip_index})
             if len(clip_indices) > 1 and rng.random() < self.config.video_in_video_p:
                 partner = clip_indices[(position + int(rng.integers(1, len(clip_indices)))) % len(clip_indices)]
                 partner_clip = self.clips.clips[partner]
                 partner_plan, _ = plan_sample(partner_clip.length, self.clip_frames, self.config, rng)
                 other, other_inverse = self._frames(partner, partner_plan)
-                other = other[other_inverse]
-                members = frozenset({clip_index, partner})
-            strong = augment.strong_spatial(frames, self.config, rng, other=other)[inverse] if other is None else (
-                augment.strong_spatial(frames[inverse], self.config, rng, other=other)
-            )
-            views.append(self._encode(strong, members))
+                images.append(augment.strong_spatial(frames[inverse], self.config, rng, other=other[other_inverse]))
+                members.append(frozenset({clip_index, partner}))
+            else:
+                images.append(augment.strong_spatial(frames, self.config, rng)[inverse])
+                members.append(frozenset({clip_index}))
+        # One pass of the frozen encoders over every frame of every view.
+        regions, teacher = self.encoder.encode_views(torch.cat(images))
+        lengths = [image.shape[0] for image in images]
+        regions_split = regions.split(lengths)
+        teacher_split = teacher.split(lengths) if teacher is not None else [None] * len(images)
+        views = [View(r, t, m) for r, t, m in zip(regions_split, teacher_split, members)]
         return collate(views, self.encoder.device)
-
-    def _encode(self, view: Tensor, members: frozenset[int]) -> View:
-        regions, teacher = self.encoder.encode_views(view)
-        return View(regions, teacher, members)

@@ -5,8 +5,8 @@ the backbone and teacher cost far more per step than the network itself, and the
 each frame of each view again at every visit. So this mode runs them once: for every clip it
 renders `views_per_clip` spatially augmented views of the whole clip (the first half weak:
 crop + flip; the second half strong: RandAugment, overlays, blur, video-in-video with a fixed
-partner clip) and stores their region features (float16 [V, L, R, D]) and teacher vectors
-(float16 [V, L, Dt]). Training then draws a weak and a strong cached view per clip and applies
+partner clip) and stores their region features (float16 [V, L, R, D]), plus one teacher
+vector per clip frame (float16 [L, Dt]). Training then draws a weak and a strong cached view per clip and applies
 the temporal augmentations (window, temporal crop, shuffle-dropout, fast-forward, slow motion,
 reverse, pause) to the cached per-frame features on the fly, which is exact, because features
 are per frame.
@@ -21,7 +21,12 @@ What it gives up against on-the-fly augmentation:
 - The spatial augmentation of a view is the same for all of its frames and all of its windows;
   changing the augmentation settings, the backbone, the PCA or the teacher means rebuilding
   the cache (its key covers all of them, so a stale cache is never reused by mistake).
-- Disk: about 9 KB per view frame for the regions plus 2.5 KB for an EfficientNet-Lite2 teacher.
+- The teacher sees each clip's clean frames (centre crop) once, not every augmented view, so the
+  frame pseudo labels follow the temporal plans exactly but ignore what a view's spatial edits
+  did to a frame (the published recipe runs the teacher on the augmented frames). This puts
+  the teacher's cost per source frame instead of per view frame: on a CPU the 260 px teacher
+  otherwise costs several times the student.
+- Disk: about 9 KB per view frame for the regions (float16, D = 512).
 
 What it keeps: all temporal augmentations stay fresh at every step, labels and losses are the
 same, and the features are those the service computes (same graph, uint8 pixels).
@@ -41,12 +46,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.encoders.frame_encoder import center_crop
 from model.train import augment
 from model.train.augment import AugmentConfig
 from model.train.batch import TrainBatch, View, ViewEncoder, collate, plan_sample
 from model.train.data import ClipSet
 
 logger = logging.getLogger("hapvr.train")
+
+# Bump when the cached layout or meaning changes, so old caches are not read.
+CACHE_VERSION = 2
 
 
 def cache_key(clips: ClipSet, encoder_fingerprint: str, teacher: str, config: AugmentConfig, views: int, seed: int) -> str:
@@ -56,7 +65,7 @@ def cache_key(clips: ClipSet, encoder_fingerprint: str, teacher: str, config: Au
         stat = clip.video.stat()
         digest.update(f"{clip.video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{clip.start}|{clip.stop}\n".encode())
     digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    digest.update(f"{encoder_fingerprint}|{teacher}|{views}|{seed}".encode())
+    digest.update(f"{encoder_fingerprint}|{teacher}|{views}|{seed}|{CACHE_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -101,8 +110,10 @@ class FeatureCache:
 
             iterator = tqdm(todo, desc="feature cache", unit="clip")
         for clip in iterator:
-            frames = augment.to_float_frames(clips.frames(clip), encoder.device)
-            regions, teacher, partners = [], [], []
+            source = np.asarray(clips.frames(clip))
+            frames = augment.to_float_frames(source, encoder.device)
+            teacher = encoder.teacher_from_pixels(torch.from_numpy(center_crop(source, encoder.crop)))
+            regions, partners = [], []
             for view in range(self.views):
                 rng = np.random.default_rng([seed, clip.index, view])
                 if view < self.weak_views:
@@ -115,20 +126,17 @@ class FeatureCache:
                         other_clip = clips.clips[partner]
                         other = augment.to_float_frames(clips.frames(other_clip)[: clip.length], encoder.device)
                     image = augment.strong_spatial(frames, config, rng, other=other)
-                features, vectors = encoder.encode_views(image)
-                regions.append(features.half().cpu().numpy())
-                if vectors is not None:
-                    teacher.append(vectors.half().cpu().numpy())
+                regions.append(encoder.regions_from_pixels(encoder.pixels(image)).half().cpu().numpy())
                 partners.append(partner)
             regions_path, teacher_path, meta_path = self._paths(clip.index)
             _save(regions_path, np.stack(regions))
-            if teacher:
-                _save(teacher_path, np.stack(teacher))
+            if teacher is not None:
+                _save(teacher_path, teacher.half().cpu().numpy())
             meta = {"clip": clip.name, "length": clip.length, "views": self.views, "partners": partners}
             _save_text(meta_path, json.dumps(meta))
 
     def load(self, clip_index: int) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
-        """(regions [V, L, R, D] f16, teacher [V, L, Dt] f16 or None, partner per view), memory-mapped."""
+        """(regions [V, L, R, D] f16, teacher [L, Dt] f16 or None, partner per view), memory-mapped."""
         if clip_index not in self._loaded:
             regions_path, teacher_path, meta_path = self._paths(clip_index)
             meta = json.loads(meta_path.read_text())
@@ -161,15 +169,15 @@ class CachedBatcher:
                 if partners[view] >= 0:
                     members.add(partners[view])
                 views.append(View(
-                    _take(regions, view, plan),
-                    _take(teacher, view, plan) if (teacher is not None and self.use_teacher) else None,
+                    _take(regions[view], plan),
+                    _take(teacher, plan) if (teacher is not None and self.use_teacher) else None,
                     frozenset(members),
                 ))
         return collate(views, self.device)
 
 
-def _take(array: np.ndarray, view: int, plan: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.asarray(array[view][plan], dtype=np.float32))
+def _take(array: np.ndarray, plan: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.asarray(array[plan], dtype=np.float32))
 
 
 def _save(path: Path, array: np.ndarray) -> None:

@@ -304,9 +304,11 @@ def test_resume_continues_the_step_count_and_the_schedule(
     from model.checkpoint import load_checkpoint
 
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert cli(_train_args(footage, straight, shared_caches, init_checkpoint, 6)) == 0
+    teacher = ("--teacher", "efficientnet_lite2")  # cached mode: teacher vectors of the clean frames
+    assert cli(_train_args(footage, straight, shared_caches, init_checkpoint, 6, *teacher)) == 0
+    assert all(float(row["inner"]) > 0 for row in _rows(straight))
     # The same 6-step schedule, stopped after 3 steps, then resumed from its output folder alone.
-    assert cli(_train_args(footage, split, shared_caches, init_checkpoint, 6, "--stop-after", "3")) == 0
+    assert cli(_train_args(footage, split, shared_caches, init_checkpoint, 6, *teacher, "--stop-after", "3")) == 0
     assert [row["step"] for row in _rows(split)] == ["1", "2", "3"]
     assert load_checkpoint(split / "last.safetensors").provenance["steps"] == 3
     assert cli(["train", "--resume", str(split), "--no-progress"]) == 0
