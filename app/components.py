@@ -111,4 +111,38 @@ def make_probe(settings: Settings) -> Callable[[Path], None]:
 
 def build_components(settings: Settings) -> Components:
     """The real machinery: checkpoint, frame encoder, feature store, FAISS index, search engine."""
-    raise NotImplementedError("wired once indexer/ lands")
+    from indexer.embedding import VideoEmbedder
+    from indexer.feature_store import FeatureStore
+    from indexer.search import SearchConfig, SearchEngine
+    from indexer.vector_index import IndexConfig, IndexLoadError, VectorIndex
+    from model.checkpoint import load_default
+
+    bundle = load_default(settings.checkpoint)
+    encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.data_dir / "cache")
+    # Warm up now, on one thread: the first call exports and loads the ONNX graph, which must not
+    # happen in several worker threads at once, nor inside the first user's request.
+    encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))
+    embedder = VideoEmbedder(bundle, fps=settings.fps, limits=decode_limits(settings), encoder=encoder)
+    store = FeatureStore(settings.features_dir)
+    store.remove_partial_writes()
+    index_config = IndexConfig(dim=bundle.similarity.config.dim, approximate_threshold=settings.index_threshold)
+    search_config = SearchConfig(candidates=settings.candidates)
+
+    def load_index(path: Path) -> VectorIndex | None:
+        if not path.exists():
+            return None  # a first start: nothing saved yet
+        try:
+            return VectorIndex.load(path, index_config)
+        except IndexLoadError as error:
+            log.warning("%s; rebuilding the index from the feature store", error)
+            return None
+
+    return Components(
+        embedder=embedder,
+        store=store,
+        new_index=lambda: VectorIndex(index_config),
+        load_index=load_index,
+        make_searcher=lambda index: SearchEngine(store, index, bundle.similarity, search_config),
+        probe=make_probe(settings),
+        description=f"{bundle.mode} {bundle.backbone} checkpoint, encoder on {encoder.runtime}",
+    )

@@ -8,6 +8,7 @@ component's behaviour is fully described by the `Settings` it was handed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(
         None, description="model checkpoint; default: the shipped one, else the training-free model"
     )
-    runtime: str = Field("auto", description="frame encoder runtime: auto, onnx or torch")
+    runtime: Literal["auto", "onnxruntime", "torch"] = Field("auto", description="frame encoder runtime")
     index_threshold: int = Field(
         100_000, gt=0, description="frame vectors past which the index turns approximate (IVF)"
     )

@@ -25,6 +25,15 @@ def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, obj
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+def configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Library chatter at start-up that says nothing about this service.
+    for name in ("alembic.runtime.plugins", "faiss.loader"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -34,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
     settings = Settings(**overrides(args, ("host", "port", "data_dir", "workers", "checkpoint")))
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     if settings.checkpoint is not None and not settings.checkpoint.is_file():
         # Fail before listening: a service that can never become ready is worse than none.
         logging.getLogger("hapvr").error("checkpoint not found: %s", settings.checkpoint)

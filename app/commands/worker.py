@@ -11,7 +11,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from app.commands.serve import overrides
+from app.commands.serve import configure_logging, overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from app.worker import WorkerPool
 
     settings = Settings(**overrides(args, ("data_dir", "workers", "checkpoint")))
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     log = logging.getLogger("hapvr.worker")
     runtime = Runtime(settings)
     try:
