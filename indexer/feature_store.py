@@ -132,6 +132,7 @@ class FeatureStore:
         from safetensors.numpy import save
 
         video_id = _check_id(video_id)
+        features.check_finite()
         metadata = {
             "format": FORMAT_TAG,
             "video_id": str(video_id),

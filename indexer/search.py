@@ -21,6 +21,7 @@ twice the query cost (section 10).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import torch
 
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from indexer.features import VideoFeatures
-from model.similarity.network import HapVRSimilarity, stretch_to_min_frames, stretched_frame_index, topk_chamfer
+from model.similarity.network import HapVRSimilarity, stretched_frame_index, topk_chamfer
 from model.similarity.segments import Segment, matched_segments
 
 if TYPE_CHECKING:
@@ -44,11 +45,21 @@ log = logging.getLogger(__name__)
 class SearchConfig:
     """Knobs of one search; the defaults hold a p95 under 150 ms at 1,000 one-minute videos on 2 cores."""
 
-    candidates: int = 100  # C: videos re-ranked exactly
+    candidates: int = 100  # C: videos re-ranked exactly (at most; see rerank_frame_pairs)
     neighbours_per_frame: int = 64  # k': FAISS neighbours per query frame
-    max_query_frames: int = 512  # longer queries are subsampled evenly for the candidate stage only
-    segment_threshold: float = 0.5  # F value a matched frame pair must reach (frames of copies sit well above)
-    # Bound on the region-similarity tensor of one re-rank chunk (query regions x target regions), in elements.
+    # Longer queries are subsampled evenly for the candidate stage only (the re-rank sees every
+    # frame): 64 frames keep the flat search near 25 ms at 100k indexed frames, and shots last
+    # several seconds, so a long query still votes with every scene.
+    max_query_frames: int = 64
+    # Re-rank cost is query frames x candidate frames x 81 region pairs x 512 x 2 flops: 150k
+    # frame pairs are about 12 GFLOP, ~100 ms on 2 cores in float32. Candidates are taken in vote
+    # order until the budget is spent (never fewer than k); None re-ranks all C whatever it costs.
+    rerank_frame_pairs: int | None = 150_000
+    # F value a matched frame pair must reach. Shipped training-free model on the real test clips:
+    # frames of edited copies average 0.43 (blur) to 0.86 (subclip) against their source, the
+    # best cell of any unrelated pair is 0.33.
+    segment_threshold: float = 0.35
+    # Bound on one re-rank GEMM's output (query regions x target regions), in elements: 32 MB in float32.
     chunk_elements: int = 8_000_000
     # bfloat16: the re-rank under CPU autocast, faster where the CPU has bf16 dot products
     # (scores then move by about 1e-2); float32 is exact.
@@ -75,6 +86,7 @@ class SearchResult:
 
     hits: list[SearchHit]
     candidates: list[tuple[int, float]]  # (video id, vote estimate of the frame Chamfer), best first
+    reranked: int  # how many of the candidates (from the first) the re-rank budget allowed
     timings: dict[str, float]  # seconds: candidates, load, rerank, segments, total
     skipped: list[int] = field(default_factory=list)  # candidates whose features vanished or are damaged
 
@@ -144,10 +156,11 @@ class SearchEngine:
 
         votes = self._votes(queries, set(int(v) for v in exclude))
         ranked = self._filter(votes, is_allowed)[:count]
+        chosen = self._within_budget(ranked, sum(q.num_frames for q in queries), k)
         timings["candidates"] = time.perf_counter() - started
 
         mark = time.perf_counter()
-        loaded, skipped = self._load([video_id for video_id, _ in ranked])
+        loaded, skipped = self._load(chosen)
         timings["load"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -174,7 +187,7 @@ class SearchEngine:
             hits.append(SearchHit(video_id=video_id, score=score, rank=rank, segments=segments))
         timings["segments"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
-        return SearchResult(hits=hits, candidates=ranked, timings=timings, skipped=skipped)
+        return SearchResult(hits=hits, candidates=ranked, reranked=len(chosen), timings=timings, skipped=skipped)
 
     # -- stage 1: candidates ---------------------------------------------------------------------
     def _votes(self, queries: Sequence[VideoFeatures], exclude: set[int]) -> dict[int, float]:
@@ -205,6 +218,26 @@ class SearchEngine:
             votes = {video_id: vote for video_id, vote in votes.items() if video_id in allowed}
         return sorted(votes.items(), key=lambda item: (-item[1], item[0]))
 
+    def _within_budget(self, ranked: list[tuple[int, float]], query_frames: int, k: int) -> list[int]:
+        """The leading candidates whose re-rank fits `rerank_frame_pairs` (at least k of them).
+
+        Lengths come from the index, so nothing is read from the store for candidates left out.
+        """
+        budget = self.config.rerank_frame_pairs
+        if budget is None:
+            return [video_id for video_id, _ in ranked]
+        min_frames = self.similarity.config.min_frames
+        query_frames = max(query_frames, min_frames)
+        chosen: list[int] = []
+        pairs = 0
+        for video_id, _ in ranked:
+            cost = query_frames * max(self.index.frames_of(video_id), min_frames)
+            if len(chosen) >= k and pairs + cost > budget:
+                break
+            chosen.append(video_id)
+            pairs += cost
+        return chosen
+
     # -- stage 2: exact re-rank ------------------------------------------------------------------
     def _load(self, video_ids: list[int]) -> tuple[dict[int, VideoFeatures], list[int]]:
         loaded: dict[int, VideoFeatures] = {}
@@ -222,54 +255,108 @@ class SearchEngine:
     def _rerank(
         self, query: VideoFeatures, targets: dict[int, VideoFeatures]
     ) -> Iterable[tuple[int, float, np.ndarray]]:
-        """(video id, exact score, F [Tq, Tt] on the original frames) for each target."""
+        """(video id, exact score, F [Tq, Tt] on the original frames) for each target.
+
+        Targets are concatenated along time (no padding) so F comes from one GEMM per chunk of
+        about `chunk_elements` region pairs; only the small F matrices are padded into a batch
+        for the network's video-level step. Same numbers as `HapVRSimilarity.compare`, which
+        pads every target to the longest and reduces over a permuted tensor (4x slower here).
+        """
         if not targets:
             return
-        bfloat16 = self.config.precision == "bfloat16"
-        min_frames = self.similarity.config.min_frames
-        query_regions = torch.from_numpy(query.regions).float()
-        query_rows = stretched_frame_index(query.num_frames, min_frames)
-        per_pair = len(query_rows) * query.num_regions**2  # region similarities per target frame
-        by_length = sorted(targets, key=lambda video_id: (targets[video_id].num_frames, video_id))
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-            for chunk in _chunks(by_length, targets, per_pair, self.config.chunk_elements, min_frames):
-                regions = [torch.from_numpy(targets[video_id].regions).float() for video_id in chunk]
-                longest = max(max(len(r), min_frames) for r in regions)
-                if longest * per_pair > self.config.chunk_elements:
-                    outputs = [self._compare_tiled(query_regions, regions[0])]
-                else:
-                    output = self.similarity.one_to_many(query_regions, regions)
-                    outputs = [(output.score[i], output.frame_sim[i]) for i in range(len(chunk))]
-                for video_id, (score, frame_sim) in zip(chunk, outputs):
-                    target_cols = stretched_frame_index(targets[video_id].num_frames, min_frames)
-                    matrix = frame_sim[: len(query_rows), : len(target_cols)].float().numpy()
-                    yield video_id, float(score), _unstretch(matrix, query_rows, target_cols)
-
-    def _compare_tiled(self, query: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One long pair: F built from query tiles (rows of F are independent), then the network's
-        comparator and video-level TopK-Chamfer, exactly as `HapVRSimilarity.compare` does them."""
         net = self.similarity
-        query = stretch_to_min_frames(query, net.config.min_frames)
-        target = stretch_to_min_frames(target, net.config.min_frames)[None]
-        rows_per_tile = max(1, self.config.chunk_elements // (len(target[0]) * query.shape[1] ** 2))
-        frame_sim = torch.cat(
-            [
-                net.frame_similarity(query[start : start + rows_per_tile][None], target)[0]
-                for start in range(0, len(query), rows_per_tile)
-            ],
-            dim=1,
-        )
-        mask = torch.ones_like(frame_sim, dtype=torch.bool)
+        min_frames = net.config.min_frames
+        dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
+        query_rows = stretched_frame_index(query.num_frames, min_frames)
+        q = torch.from_numpy(query.regions)[query_rows].to(dtype)
+        _, regions, dim = q.shape
+        budget_frames = max(1, self.config.chunk_elements // (len(query_rows) * regions * regions))
+        ordered = sorted(targets, key=lambda video_id: (targets[video_id].num_frames, video_id))
+        with torch.inference_mode():
+            for chunk in _chunks(ordered, targets, budget_frames, min_frames):
+                columns = [stretched_frame_index(targets[video_id].num_frames, min_frames) for video_id in chunk]
+                lengths = [len(cols) for cols in columns]
+                stacked = _workspace("targets", sum(lengths) * regions * dim, dtype).view(-1, regions, dim)
+                offset = 0
+                for video_id, cols in zip(chunk, columns):
+                    source = torch.from_numpy(targets[video_id].regions)
+                    if len(cols) != len(source):
+                        source = source[cols]
+                    stacked[offset : offset + len(cols)].copy_(source)  # float16 -> compute dtype, no new pages
+                    offset += len(cols)
+                frame_sim = self._frame_similarity(q, stacked)
+                scores = self._video_scores(frame_sim, lengths).tolist()
+                offset = 0
+                for video_id, cols, score in zip(chunk, columns, scores):
+                    matrix = frame_sim[:, offset : offset + len(cols)].numpy()
+                    offset += len(cols)
+                    yield video_id, float(score), _unstretch(matrix, query_rows, cols)
+
+    def _frame_similarity(self, query: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Region-level TopK-Chamfer F [Tq, N] of query [Tq, R, D] against N concatenated target frames.
+
+        Query rows are tiled so one GEMM output stays within `chunk_elements` (a long query
+        against a long target never materialises all its region pairs at once).
+        """
+        tq, regions, dim = query.shape
+        count = targets.shape[0]
+        k = self.similarity.config.k_regions
+        flat_targets = targets.reshape(count * regions, dim).t()
+        rows_per_tile = max(1, self.config.chunk_elements // (regions * regions * count))
+        frame_sim = torch.empty(tq, count, dtype=torch.float32)
+        for start in range(0, tq, rows_per_tile):
+            block = query[start : start + rows_per_tile]
+            size = len(block) * regions * count * regions
+            out = _workspace("region_sim", size, query.dtype).view(len(block) * regions, count * regions)
+            sim = torch.mm(block.reshape(-1, dim), flat_targets, out=out).view(len(block), regions, count, regions)
+            best = sim.amax(dim=3) if k == 1 else sim.topk(k, dim=3).values.float().mean(dim=3)
+            frame_sim[start : start + len(block)] = best.float().mean(dim=1)
+        return frame_sim
+
+    def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """F [Tq, sum(lengths)] of consecutive targets -> one score per target.
+
+        The network's video-level step as `HapVRSimilarity.compare` runs it: comparator CNN and
+        hardtanh when the network has them, then video-level TopK-Chamfer (both directions
+        when symmetric), over F matrices padded to the longest target with masks.
+        """
+        net = self.similarity
+        tq = frame_sim.shape[0]
+        batch = frame_sim.new_zeros(len(lengths), tq, max(lengths))
+        mask = torch.zeros(len(lengths), tq, max(lengths), dtype=torch.bool)
+        offset = 0
+        for row, length in enumerate(lengths):
+            batch[row, :, :length] = frame_sim[:, offset : offset + length]
+            mask[row, :, :length] = True
+            offset += length
         if net.comparator is None:
-            video_sim, video_mask = frame_sim, mask
+            video_sim, video_mask = batch, mask
         else:
-            raw, video_mask = net.comparator(frame_sim, mask)
+            raw, video_mask = net.comparator(batch, mask)
             video_sim = torch.nn.functional.hardtanh(raw)
         rows, cols = video_mask.any(dim=2), video_mask.any(dim=1)
         score = topk_chamfer(video_sim, rows, cols, net.config.rho_v)
         if net.config.symmetric:
             score = (score + topk_chamfer(video_sim.transpose(1, 2), cols, rows, net.config.rho_v)) / 2
-        return score[0], frame_sim[0]
+        return score
+
+
+_local = threading.local()
+
+
+def _workspace(name: str, elements: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread scratch tensor of at least `elements`, reused across searches.
+
+    Fresh tens-of-MB tensors cost page faults on every search (about 10 ms per 64 MB here);
+    a reused buffer has its pages already mapped. Grows by 25% steps, never shrinks.
+    """
+    buffers = _local.__dict__.setdefault("buffers", {})
+    key = (name, dtype)
+    buffer = buffers.get(key)
+    if buffer is None or buffer.numel() < elements:
+        buffer = torch.empty(int(elements * 1.25) + 1, dtype=dtype)
+        buffers[key] = buffer
+    return buffer[:elements]
 
 
 def aggregate_votes(scores: np.ndarray, video_ids: np.ndarray, exclude: Collection[int] = ()) -> dict[int, float]:
@@ -302,17 +389,18 @@ def aggregate_votes(scores: np.ndarray, video_ids: np.ndarray, exclude: Collecti
 
 
 def _chunks(
-    ordered: list[int], targets: dict[int, VideoFeatures], per_frame: int, budget: int, min_frames: int
+    ordered: list[int], targets: dict[int, VideoFeatures], budget_frames: int, min_frames: int
 ) -> Iterable[list[int]]:
-    """Groups of targets sorted by length whose padded batch keeps the region tensor within budget."""
+    """Consecutive groups of targets holding at most `budget_frames` frames (a longer target goes alone)."""
     chunk: list[int] = []
+    total = 0
     for video_id in ordered:
         length = max(targets[video_id].num_frames, min_frames)
-        # Sorted by length, so the newcomer is the longest: the padded size is (len + 1) * length.
-        if chunk and (len(chunk) + 1) * length * per_frame > budget:
+        if chunk and total + length > budget_frames:
             yield chunk
-            chunk = []
+            chunk, total = [], 0
         chunk.append(video_id)
+        total += length
     if chunk:
         yield chunk
 

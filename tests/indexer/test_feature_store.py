@@ -185,5 +185,13 @@ def test_features_validate_shapes() -> None:
         VideoFeatures(np.zeros((3, 9, 8)), np.zeros((3, 8)), np.zeros(4))
     with pytest.raises(ValueError, match="at least one frame"):
         VideoFeatures(np.zeros((0, 9, 8)), np.zeros((0, 8)), np.zeros(0))
+    broken = VideoFeatures(np.full((1, 9, 8), np.nan), np.zeros((1, 8)), np.zeros(1))
     with pytest.raises(ValueError, match="NaN"):
-        VideoFeatures(np.full((1, 9, 8), np.nan), np.zeros((1, 8)), np.zeros(1))
+        broken.check_finite()
+
+
+def test_put_refuses_non_finite_features(store: FeatureStore) -> None:
+    broken = VideoFeatures(np.full((1, 9, 8), np.inf), np.zeros((1, 8)), np.zeros(1))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        store.put(1, broken)
+    assert 1 not in store
