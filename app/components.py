@@ -118,7 +118,7 @@ def build_components(settings: Settings) -> Components:
     from model.checkpoint import load_default
 
     bundle = load_default(settings.checkpoint)
-    encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.data_dir / "cache")
+    encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.model_cache_dir)
     # Warm up now, on one thread: the first call exports and loads the ONNX graph, which must not
     # happen in several worker threads at once, nor inside the first user's request.
     encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))

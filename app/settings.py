@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     # Storage. Everything the service writes lives under data_dir unless a URL says otherwise.
     data_dir: Path = Path("./data")
+    cache_dir: Path | None = Field(
+        None, description="derived model files (the encoder's ONNX export); default: data_dir/cache"
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the catalog; default: a SQLite file in data_dir"
     )
@@ -71,6 +74,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
 
     @property
     def uploads_dir(self) -> Path:

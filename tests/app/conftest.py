@@ -20,10 +20,16 @@ def media(tmp_path: Path) -> Media:
     return Media(folder)
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export of the encoder for the whole session, not one per data directory."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture
-def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+def settings_factory(tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {"data_dir": tmp_path / "data", "workers": 1}
+        values: dict[str, object] = {"data_dir": tmp_path / "data", "workers": 1, "cache_dir": model_cache}
         values.update(overrides)
         return Settings(**values)
 

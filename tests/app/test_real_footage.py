@@ -23,9 +23,12 @@ EDITS = ("reencode", "rescale", "crop", "color", "blur", "overlay", "letterbox",
 
 @pytest.fixture(scope="module")
 def indexed(
-    source_clips: list[Path], edited_copy: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+    source_clips: list[Path],
+    edited_copy: Callable[..., Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    model_cache: Path,
 ) -> Iterator[tuple[Service, dict[Path, int], dict[Path, tuple[str, int]]]]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("real") / "data", workers=2)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("real") / "data", workers=2, cache_dir=model_cache)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         service = Service(client)
         assert service.runtime.wait_ready(180), service.runtime.startup_error

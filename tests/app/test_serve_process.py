@@ -90,6 +90,11 @@ class Server:
         assert "Application shutdown complete" in self.log.read_text()
 
 
+@pytest.fixture(autouse=True)
+def _shared_model_cache(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAPVR_CACHE_DIR", str(model_cache))
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[Server]]:
     started: list[Server] = []
@@ -125,7 +130,7 @@ def test_kill_9_mid_ingest_then_restart(tmp_path: Path, media: Media, servers: l
     first = Server(data_dir, tmp_path / "server.log")
     servers.append(first)
     first.wait_ready()
-    clips = [media.video(f"clip{i}.mp4", seed=i, seconds=40, fps=2, size=(320, 240)) for i in range(3)]
+    clips = [media.video(f"clip{i}.mp4", seed=i, seconds=30, fps=1, size=(320, 240)) for i in range(3)]
     ids = [first.upload(path) for path in clips]
 
     deadline = time.monotonic() + 120
