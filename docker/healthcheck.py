@@ -43,8 +43,8 @@ def serve_port(args: list[str]) -> int:
     return int(os.environ.get("HAPVR_PORT", DEFAULT_PORT))
 
 
-def healthy() -> bool:
-    commands = hapvr_commands()
+def healthy(commands: list[list[str]]) -> bool:
+    """True when some `hapvr` process runs and, if one is `serve`, its /healthz answers 200."""
     if not commands:
         return False
     for args in commands:
@@ -60,4 +60,4 @@ def healthy() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if healthy() else 1)
+    sys.exit(0 if healthy(hapvr_commands()) else 1)

@@ -14,15 +14,21 @@ import sys
 
 import numpy as np
 
+CACHE_ENV = "HAPVR_CACHE_DIR"
+
 
 def main() -> int:
-    from model.checkpoint import load_default
-    from model.encoders.onnx_runtime import CACHE_ENV, default_cache_dir
-
+    # Checked before the heavy imports, so a misconfigured build fails at once.
     if not os.environ.get(CACHE_ENV):
         print(f"{CACHE_ENV} is not set; the export would land in a home directory", file=sys.stderr)
         return 2
-    cache = default_cache_dir()
+    from model.checkpoint import load_default
+    from model.encoders import onnx_runtime
+
+    if onnx_runtime.CACHE_ENV != CACHE_ENV:
+        print(f"the encoder reads its cache from {onnx_runtime.CACHE_ENV}, not {CACHE_ENV}", file=sys.stderr)
+        return 2
+    cache = onnx_runtime.default_cache_dir()
     bundle = load_default()
     encoder = bundle.frame_encoder(runtime="onnxruntime")
     # One dummy frame at the decoder's output size runs the export and a real inference.

