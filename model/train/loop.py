@@ -381,6 +381,11 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
     last_metrics: dict[str, float] = {}
     done = start_step
     clock = time.monotonic()
+    if eval_set is not None and start_step == 0:
+        # The untrained network's numbers, as the reference the run has to beat.
+        metrics = evaluate(network, eval_features, eval_set, runtime.device)
+        log.write(0, "eval", {**metrics.as_dict(), "seconds": 0.0})
+        logger.info("step 0: mAP %.4f  µAP %.4f  R@1 %.4f", metrics.map, metrics.micro_ap, metrics.recall_at_1)
     end_step = config.optim.steps
     if config.run.stop_after > 0:
         end_step = min(end_step, start_step + config.run.stop_after)
