@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search.add_argument("--warmup", type=int, default=5)
     search.add_argument("--k", type=int, default=20)
     search.add_argument("--candidates", type=int, default=None, help="C (default: SearchConfig's)")
-    search.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
     search.add_argument("--threads", type=int, default=None, help="torch and FAISS threads (default: all cores)")
     out = parser.add_argument_group("output")
     out.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "search.md")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "queries": len(latencies),
             "query_frames_median": float(np.median(lengths)),
             "candidates": args.candidates or config.candidates,
-            "precision": args.precision,
+            "precision": "bfloat16" if engine.dtype == torch.bfloat16 else "float32",
             "threads": torch.get_num_threads(),
             "p50_ms": percentile(ms, 50),
             "p95_ms": percentile(ms, 95),

@@ -17,6 +17,7 @@ fill one leaf directory of at most 1,000 files at a time and a middle directory 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zlib
@@ -66,7 +67,7 @@ class FeatureStorage(Protocol):
 def _checksum(*arrays: np.ndarray) -> str:
     crc = 0
     for array in arrays:
-        crc = zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"), crc)
+        crc = zlib.crc32(np.ascontiguousarray(array).data.cast("B"), crc)
     return f"{crc:08x}"
 
 
@@ -153,7 +154,10 @@ class FeatureStore:
         write_atomic(self.path_for(video_id), data)
 
     def get(self, video_id: int) -> VideoFeatures:
-        """Read a video's features; MissingFeaturesError if absent, CorruptFeaturesError if unreadable."""
+        """Read a video's features; MissingFeaturesError if absent, CorruptFeaturesError if unreadable.
+
+        The arrays are read-only views of the file's bytes (copy them to modify).
+        """
         path = self.path_for(video_id)
         try:
             data = path.read_bytes()
@@ -162,13 +166,9 @@ class FeatureStore:
         return self._decode(data, path, int(video_id))
 
     def _decode(self, data: bytes, path: Path, video_id: int) -> VideoFeatures:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load
-
         try:
-            arrays = load(data)
-            metadata = _read_metadata(data)
-        except (SafetensorError, ValueError, UnicodeDecodeError) as error:
+            arrays, metadata = parse_safetensors(data)
+        except ValueError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are unreadable: {error}") from None
         if metadata.get("format") != FORMAT_TAG:
             raise CorruptFeaturesError(
@@ -249,14 +249,44 @@ def _numeric_dirs(parent: Path) -> list[Path]:
     return sorted(dirs, key=lambda path: int(path.name))
 
 
-def _read_metadata(data: bytes) -> dict[str, str]:
-    import json
+_DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 
+
+def parse_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors file's float tensors as read-only views into `data`, and its metadata.
+
+    The search path reads a hundred files per query; viewing the bytes instead of copying
+    them (as safetensors.numpy.load does) halves the time of that stage. Every offset and
+    size is checked, so a damaged file raises ValueError rather than yielding garbage shapes.
+    """
     if len(data) < 8:
         raise ValueError("file shorter than its header")
     header_size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_size])
-    return dict(header.get("__metadata__") or {})
+    if header_size > len(data) - 8:
+        raise ValueError("header runs past the end of the file")
+    try:
+        header = json.loads(data[8 : 8 + header_size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"header is not JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    body = 8 + header_size
+    arrays: dict[str, np.ndarray] = {}
+    metadata = header.pop("__metadata__", None) or {}
+    for name, spec in header.items():
+        try:
+            dtype = _DTYPES[spec["dtype"]]
+            shape = tuple(int(size) for size in spec["shape"])
+            begin, end = (int(offset) for offset in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r} has a malformed entry") from None
+        count = int(np.prod(shape, dtype=np.int64))
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(data) - body or end - begin != count * dtype.itemsize:
+            raise ValueError(f"tensor {name!r} does not fit the file (truncated or damaged)")
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=body + begin).reshape(shape)
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata is not a JSON object")
+    return arrays, {str(key): str(value) for key, value in metadata.items()}
 
 
 def _optional_float(value: str | None) -> float | None:

@@ -174,6 +174,34 @@ def test_unverified_reads_skip_the_checksum(store: FeatureStore) -> None:
         store.get(4)
 
 
+def test_files_are_plain_safetensors_and_reads_are_views(store: FeatureStore) -> None:
+    from safetensors.numpy import load_file
+
+    original = _video()
+    store.put(8, original)
+    tensors = load_file(str(store.path_for(8)))
+    np.testing.assert_array_equal(tensors["regions"], original.regions)
+    loaded = store.get(8)
+    assert not loaded.regions.flags.writeable  # a view of the file's bytes, not a copy
+
+
+def test_header_pointing_outside_the_file_is_corrupt(store: FeatureStore) -> None:
+    import json
+
+    store.put(6, _video())
+    path = store.path_for(6)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["regions"]["data_offsets"][1] += 2  # claims two more bytes than the shape needs
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= size
+    text = text.ljust(size)
+    path.write_bytes(data[:8] + text + data[8 + size :])
+    with pytest.raises(CorruptFeaturesError, match="does not fit"):
+        store.get(6)
+
+
 def test_local_store_satisfies_the_interface(store: FeatureStore) -> None:
     assert isinstance(store, FeatureStorage)
 

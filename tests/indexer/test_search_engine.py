@@ -10,7 +10,7 @@ import torch
 
 from indexer.feature_store import FeatureStore
 from indexer.features import VideoFeatures
-from indexer.search import SearchConfig, SearchEngine, aggregate_votes
+from indexer.search import SearchConfig, SearchEngine, aggregate_votes, cpu_has_bfloat16
 from indexer.synthetic import edited_copy, random_unit, synthetic_video
 from indexer.vector_index import IndexConfig, VectorIndex
 from model.similarity.config import SimilarityConfig
@@ -105,8 +105,8 @@ def test_rerank_scores_are_the_networks_own(library) -> None:
     torch.manual_seed(0)
     net = HapVRSimilarity(SimilarityConfig(dim=DIM)).eval()  # attention + comparator, untrained
     query = edited_copy(np.random.default_rng(5), videos[20], start=2, length=9)
-    chunked = _engine(library, SearchConfig(chunk_elements=60_000), net).search(query, k=30)
-    tiled = _engine(library, SearchConfig(chunk_elements=500), net).search(query, k=30)
+    chunked = _engine(library, SearchConfig(chunk_elements=60_000, precision="float32"), net).search(query, k=30)
+    tiled = _engine(library, SearchConfig(chunk_elements=500, precision="float32"), net).search(query, k=30)
     with torch.inference_mode():
         for hit in chunked:
             target = torch.from_numpy(store.get(hit.video_id).regions).float()
@@ -120,10 +120,22 @@ def test_rerank_scores_are_the_networks_own(library) -> None:
 def test_bfloat16_rerank_keeps_the_ranking(library) -> None:
     _, _, videos = library
     query = edited_copy(np.random.default_rng(6), videos[30], start=0, length=10)
-    exact = _engine(library).search(query, k=5)
+    exact = _engine(library, SearchConfig(precision="float32")).search(query, k=5)
     fast = _engine(library, SearchConfig(precision="bfloat16")).search(query, k=5)
-    assert fast[0].video_id == exact[0].video_id == 30
-    assert fast[0].score == pytest.approx(exact[0].score, abs=2e-2)
+    assert [hit.video_id for hit in fast] == [hit.video_id for hit in exact] and exact[0].video_id == 30
+    for a, b in zip(fast, exact):
+        assert a.score == pytest.approx(b.score, abs=2e-3)
+    assert _engine(library).dtype == (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
+
+
+def test_rerank_budget_keeps_at_least_k(library) -> None:
+    _, _, videos = library
+    query = videos[40]
+    roomy = _engine(library).search_detailed(query, k=5, candidates=50)
+    tight = _engine(library, SearchConfig(rerank_frame_pairs=1)).search_detailed(query, k=5, candidates=50)
+    assert roomy.reranked == len(roomy.candidates) > 5
+    assert tight.reranked == 5 and len(tight.candidates) == len(roomy.candidates)
+    assert [hit.video_id for hit in tight.hits][:1] == [hit.video_id for hit in roomy.hits][:1] == [40]
 
 
 def test_short_videos_and_vanished_candidates(library, tmp_path: Path) -> None:
