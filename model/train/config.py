@@ -68,7 +68,6 @@ class OptimConfig:
 class CacheModeConfig:
     enabled: bool = False  # train from cached backbone features of pre-augmented views
     views_per_clip: int = 16  # half weak, half strong
-    view_frames: int = 0  # frames kept per cached view; 0 -> 2 x clip_frames
     cache_dir: str = ""  # empty -> <out>/feature-cache
 
 
