@@ -55,7 +55,7 @@ class Runtime:
             sessions=self.sessions,
             metrics=self.metrics,
             limits=SearchLimits(candidates=settings.candidates, max_k=settings.max_k),
-            clip_slots=settings.search_concurrency,
+            threads=settings.search_threads,
         )
         self.components: Components | None = None
         self.library: Library | None = None
@@ -138,6 +138,7 @@ class Runtime:
             except Exception:  # noqa: BLE001 - the next start rebuilds from the store
                 log.exception("could not save the index at shutdown")
         self._ready.clear()
+        self.search.close()
         self.engine.dispose()
         self._unlock_data_dir()
 

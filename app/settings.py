@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     candidates: int = Field(100, gt=0, description="videos re-ranked exactly per query (C)")
     default_k: int = Field(20, gt=0)
     max_k: int = Field(1000, gt=0)
-    search_concurrency: int = Field(2, gt=0, description="uploaded-clip searches embedded at once")
+    search_threads: int = Field(2, gt=0, description="searches computed at once (more wait their turn)")
 
     @field_validator("data_dir")
     @classmethod

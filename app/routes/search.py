@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from app.deps import ComponentsDep, LibraryDep, RuntimeDep
 from app.errors import Unprocessable
@@ -47,11 +46,12 @@ def _k(runtime: RuntimeDep, k: int | None) -> int:
     response_model=SearchResults,
     responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
 )
-def search_by_video(
+async def search_by_video(
     video_id: int, runtime: RuntimeDep, library: LibraryDep, k: K = None, min_score: MIN_SCORE = None
 ) -> SearchResults:
     """Videos sharing footage with an indexed video, best first, with the matching time ranges."""
-    return runtime.search.by_video(video_id, k=_k(runtime, k), min_score=min_score, library=library)
+    search = runtime.search
+    return await search.run(search.by_video, video_id, k=_k(runtime, k), min_score=min_score, library=library)
 
 
 @router.post("", response_model=SearchResults, openapi_extra=CLIP_BODY, responses={**ERRORS, 503: {"model": Message}})
@@ -71,9 +71,10 @@ async def search_by_clip(
         max_file_bytes=runtime.settings.max_upload_bytes,
         max_field_bytes=runtime.settings.max_field_bytes,
     )
+    search = runtime.search
     try:
-        return await run_in_threadpool(
-            runtime.search.by_clip,
+        return await search.run(
+            search.by_clip,
             form.file.path,
             k=wanted,
             min_score=min_score,
