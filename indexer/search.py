@@ -61,6 +61,10 @@ class SearchConfig:
     segment_threshold: float = 0.35
     # Bound on one re-rank GEMM's output (query regions x target regions), in elements: 32 MB in float32.
     chunk_elements: int = 8_000_000
+    # Check each candidate's CRC on every search (about 16 ms per 64 MB read). Off by default:
+    # headers and sizes are always checked, files are written atomically, and FeatureStore.scrub()
+    # finds bit rot off the query path.
+    verify_candidates: bool = False
     # Re-rank matmul precision. bfloat16 runs 2-2.5x faster on CPUs with bf16 dot products
     # (AVX512-BF16, AMX) and moved scores by 3e-5 on average (at most 3e-4) on the real test
     # clips, never changing a top-1; elsewhere it is emulated and slower. "auto" picks it only
@@ -251,7 +255,7 @@ class SearchEngine:
         skipped: list[int] = []
         for video_id in video_ids:
             try:
-                loaded[video_id] = self.store.get(video_id)
+                loaded[video_id] = self.store.get(video_id, verify=self.config.verify_candidates)
             except MissingFeaturesError:
                 skipped.append(video_id)  # deleted between the index lookup and now
             except CorruptFeaturesError as error:

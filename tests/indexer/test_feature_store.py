@@ -170,8 +170,11 @@ def test_unverified_reads_skip_the_checksum(store: FeatureStore) -> None:
     data[-1] ^= 0x01  # last byte of the timestamps: still a valid float
     path.write_bytes(bytes(data))
     FeatureStore(store.root, verify=False).get(4)
+    store.get(4, verify=False)
     with pytest.raises(CorruptFeaturesError):
         store.get(4)
+    store.put(5, _video())
+    assert store.scrub() == [4]
 
 
 def test_files_are_plain_safetensors_and_reads_are_views(store: FeatureStore) -> None:
@@ -182,7 +185,8 @@ def test_files_are_plain_safetensors_and_reads_are_views(store: FeatureStore) ->
     tensors = load_file(str(store.path_for(8)))
     np.testing.assert_array_equal(tensors["regions"], original.regions)
     loaded = store.get(8)
-    assert not loaded.regions.flags.writeable  # a view of the file's bytes, not a copy
+    loaded.regions[0, 0, 0] = 7  # a private copy-on-write mapping: the file never changes
+    np.testing.assert_array_equal(store.get(8).regions, original.regions)
 
 
 def test_header_pointing_outside_the_file_is_corrupt(store: FeatureStore) -> None:
