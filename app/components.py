@@ -109,6 +109,11 @@ def make_probe(settings: Settings) -> Callable[[Path], None]:
     return probe
 
 
+def index_overrides(settings: Settings) -> dict[str, Any]:
+    """IndexConfig fields the settings override (the indexer's defaults stand otherwise)."""
+    return {} if settings.index_threshold is None else {"approximate_threshold": settings.index_threshold}
+
+
 def build_components(settings: Settings) -> Components:
     """The real machinery: checkpoint, frame encoder, feature store, FAISS index, search engine."""
     from indexer.embedding import VideoEmbedder
@@ -125,7 +130,7 @@ def build_components(settings: Settings) -> Components:
     embedder = VideoEmbedder(bundle, fps=settings.fps, limits=decode_limits(settings), encoder=encoder)
     store = FeatureStore(settings.features_dir)
     store.remove_partial_writes()
-    index_config = IndexConfig(dim=bundle.similarity.config.dim, approximate_threshold=settings.index_threshold)
+    index_config = IndexConfig(dim=bundle.similarity.config.dim, **index_overrides(settings))
     search_config = SearchConfig(candidates=settings.candidates)
 
     def load_index(path: Path) -> VectorIndex | None:

@@ -52,8 +52,8 @@ class Settings(BaseSettings):
         None, description="model checkpoint; default: the shipped one, else the training-free model"
     )
     runtime: Literal["auto", "onnxruntime", "torch"] = Field("auto", description="frame encoder runtime")
-    index_threshold: int = Field(
-        100_000, gt=0, description="frame vectors past which the index turns approximate (IVF)"
+    index_threshold: int | None = Field(
+        None, gt=0, description="frame vectors past which the index turns approximate; default: the indexer's"
     )
 
     # Search.

@@ -18,7 +18,7 @@ import av
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.components import Components, make_probe
+from app.components import Components, index_overrides, make_probe
 from app.settings import Settings
 
 LIGHT_DIM = 48
@@ -198,7 +198,7 @@ class LightSearcher:
 def light_components(settings: Settings) -> Components:
     from indexer.feature_store import FeatureStore
     from indexer.vector_index import IndexConfig, IndexLoadError, VectorIndex
-    config = IndexConfig(dim=LIGHT_DIM, approximate_threshold=settings.index_threshold, pq_bytes=16)
+    config = IndexConfig(dim=LIGHT_DIM, pq_bytes=16, **index_overrides(settings))
 
     def load_index(path: Path):  # type: ignore[no-untyped-def]
         try:
