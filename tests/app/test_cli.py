@@ -1,0 +1,22 @@
+"""The service's commands fail fast and clearly on a bad start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+
+def test_serve_refuses_a_missing_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    code = main(["serve", "--data-dir", str(tmp_path), "--checkpoint", str(tmp_path / "nope.safetensors")])
+    assert code == 2
+    assert "checkpoint not found" in caplog.text
+
+
+def test_worker_refuses_a_data_dir_in_use(service_factory, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    service = service_factory()
+    code = main(["worker", "--burst", "--data-dir", str(service.runtime.settings.data_dir)])
+    assert code == 2
+    assert "in use by pid" in caplog.text
