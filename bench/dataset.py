@@ -9,7 +9,7 @@ deterministic given the parameters; the same parameters give the same files.
 Roles of the held-out segments (plan_segments order, which spreads over recordings first):
 - originals: the first N segments; each gets `variants` edited copies of every kind in
   bench/edits.py (reencode, rescale, crop, hflip, color, blur, overlay, letterbox, pip, speed,
-  fps, subclip, splice).
+  fps, subclip, splice), each variant with its own seed; hflip, which draws nothing, only one.
 - distractors: the segments after them (other recordings, and other stretches of the
   originals' own recordings: the hardest negatives).
 - backgrounds: segments of `background_groups`, recordings kept out of the database. pip and
@@ -54,7 +54,9 @@ from bench.footage import (
 
 MANIFEST = "manifest.json"
 FORMAT = "hapvr-near-duplicate-benchmark"
-BUILDER_VERSION = 1  # bump when the same parameters would build different files
+BUILDER_VERSION = 2  # bump when the same parameters would build different files
+# Edits that draw no random parameter: a second variant would be the same file again.
+DETERMINISTIC_KINDS = frozenset({"hflip"})
 ORIGINAL, DISTRACTOR = "original", "distractor"
 FOLDERS = ("originals", "copies", "distractors", "backgrounds")
 
@@ -209,7 +211,7 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
     copies_of: dict[str, list[str]] = {o: [] for o in originals}
     for i, original in enumerate(originals):
         for k in params.kinds:
-            for v in range(params.variants):
+            for v in range(1 if k in DETERMINISTIC_KINDS else params.variants):
                 name = f"{original}~{k}" + (f".{v}" if v else "")
                 target = out / "copies" / f"{name}.mp4"
                 seed = zlib.crc32(f"{params.seed}:{original}:{k}:{v}".encode()) & 0x7FFFFFFF

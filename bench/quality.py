@@ -1,7 +1,9 @@
 """Retrieval quality on the near-duplicate benchmark: our models side by side with peer tools.
 
-    python -m bench.dataset --preset full                # build once (cached)
-    python -m bench.quality --dataset DIR [--checkpoint FILE ...] [--methods a,b] [--results DIR]
+    python -m bench.quality --dataset full [--checkpoint FILE ...] [--methods a,b] [--results DIR]
+    python -m bench.quality --dataset DIR ...     # a folder built by `python -m bench.dataset --out DIR`
+
+`--dataset full` (or small) builds that preset into the footage cache on first use.
 
 Every video is embedded (or hashed) once per method and every pair is scored, so each
 method yields one [videos, videos] score matrix; the benchmark's queries are its rows.
@@ -23,7 +25,8 @@ Methods:
 - frame-phash, vpdq, videohash: bench/baselines.py (skipped with the reason when missing).
 
 Writes RESULTS/quality.md (tables), quality.json (every number) and quality_per_kind.png.
-Embeddings and signatures are cached in DIR/.quality-cache, keyed by method and model.
+Encoder outputs and signatures are cached in DIR/.quality-cache by method (and PCA) and video
+name; "embed s" then counts only what was computed.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.baselines import BASELINES
-from bench.dataset import ORIGINAL, Dataset, load_dataset
+from bench.dataset import ORIGINAL, PRESETS, Dataset, build_dataset, load_dataset
+from bench.footage import FootageUnavailable
 from model.metrics import RetrievalMetrics, retrieval_metrics
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -128,17 +132,39 @@ def _pca_key(bundle) -> str:
     return digest.hexdigest()[:16]
 
 
-def encode_videos(bundle, paths: Sequence[Path], cache: Path, log: Callable[[str], None]) -> list[np.ndarray]:
-    """Encoder output [T, R, D] float16 of each video (before the network's index step).
+def _load_cache(file: Path) -> dict[str, np.ndarray]:
+    """name -> array from a cache file (empty when there is none)."""
+    if not file.is_file():
+        return {}
+    with np.load(file) as stored:
+        names = [str(n) for n in stored["names"]]
+        return {name: stored[f"v{i}"] for i, name in enumerate(names)}
 
-    Shared by every bundle with the same backbone and PCA; cached on disk.
-    """
+
+def _save_cache(file: Path, values: dict[str, np.ndarray]) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npz")
+    names = list(values)
+    np.savez(tmp, names=np.array(names), **{f"v{i}": values[n] for i, n in enumerate(names)})
+    os.replace(tmp, file)
+
+
+def cached(dataset: Dataset, file: Path, compute: Callable[[list[Path]], list[np.ndarray]]
+           ) -> tuple[list[np.ndarray], int]:
+    """Per-video arrays by video name, computing only those the cache lacks; (arrays, computed)."""
+    store = _load_cache(file)
+    missing = [i for i, n in enumerate(dataset.names) if n not in store]
+    if missing:
+        for i, value in zip(missing, compute([dataset.paths[i] for i in missing])):
+            store[dataset.names[i]] = value
+        _save_cache(file, store)
+    return [store[n] for n in dataset.names], len(missing)
+
+
+def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> list[np.ndarray]:
+    """Encoder output [T, R, D] float16 of each video (before the network's index step)."""
     from model.video import decode_video
 
-    file = cache / f"regions-{_pca_key(bundle)}.npz"
-    if file.is_file():
-        with np.load(file) as stored:
-            return [stored[f"v{i}"] for i in range(len(paths))]
     encoder = bundle.frame_encoder()
     features = []
     started = time.monotonic()
@@ -147,22 +173,32 @@ def encode_videos(bundle, paths: Sequence[Path], cache: Path, log: Callable[[str
         features.append(encoder.encode(video.frames).astype(np.float16))
         if i % 100 == 0:
             log(f"  encoded {i}/{len(paths)} videos, {time.monotonic() - started:.0f} s")
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(file, **{f"v{i}": f for i, f in enumerate(features)})
     return features
 
 
-def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 128) -> np.ndarray:
-    """[N, N] scores of `similarity` (a HapVRSimilarity) over encoder features, row = query."""
+def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 64,
+                   log: Callable[[str], None] | None = None) -> np.ndarray:
+    """[N, N] scores of `similarity` (a HapVRSimilarity) over encoder features, row = query.
+
+    Targets are padded into batches once, grouped by length so little is padding; masks keep
+    every score equal to that of the pair alone.
+    """
     import torch
 
+    started = time.monotonic()
     with torch.inference_mode():
         indexed = [similarity.index(torch.from_numpy(f.astype(np.float32))) for f in features]
+        order = np.argsort([len(x) for x in indexed], kind="stable")
+        groups = [order[i:i + chunk] for i in range(0, len(order), chunk)]
+        batches = [similarity.batch([indexed[i] for i in group]) for group in groups]
         scores = np.empty((len(indexed), len(indexed)), dtype=np.float64)
         for row, query in enumerate(indexed):
-            for start in range(0, len(indexed), chunk):
-                output = similarity.one_to_many(query, indexed[start:start + chunk])
-                scores[row, start:start + chunk] = output.score.float().numpy()
+            query_batch, query_mask = similarity.batch([query])
+            for group, (targets, mask) in zip(groups, batches):
+                output = similarity.compare(query_batch, targets, query_mask, mask)
+                scores[row, group] = output.score.float().numpy()
+            if log is not None and (row + 1) % 100 == 0:
+                log(f"  scored {row + 1}/{len(indexed)} queries, {time.monotonic() - started:.0f} s")
     return scores
 
 
@@ -219,10 +255,13 @@ def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | N
         run.notes.append(origin)
         started = time.monotonic()
         key = _pca_key(bundle)
-        features = encode_videos(bundle, dataset.paths, dataset.root / CACHE, log)
+        file = dataset.root / CACHE / f"regions-{key}.npz"
+        features, computed = cached(dataset, file, lambda paths: encode_videos(bundle, paths, log))
         run.embed_s = encoded.setdefault(key, time.monotonic() - started)
+        if computed < len(features):
+            run.notes.append(f"encoder output of {len(features) - computed} videos from the cache")
         started = time.monotonic()
-        run.scores = network_scores(bundle.similarity, features)
+        run.scores = network_scores(bundle.similarity, features, log=log)
         run.score_s = time.monotonic() - started
         log(f"{name}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
         runs.append(run)
@@ -248,19 +287,18 @@ def run_baselines(dataset: Dataset, wanted: set[str] | None, workers: int,
             continue
         file = dataset.root / CACHE / f"signatures-{name}.npz"
         started = time.monotonic()
-        if file.is_file():
-            with np.load(file) as stored:
-                signatures = [stored[f"v{i}"] for i in range(len(dataset.paths))]
-        else:
-            jobs = [(name, p) for p in dataset.paths]
-            if workers > 1:
+
+        def compute(paths: list[Path], name: str = name) -> list[np.ndarray]:
+            jobs = [(name, p) for p in paths]
+            if workers > 1 and len(jobs) > 1:
                 with ProcessPoolExecutor(workers) as pool:
-                    signatures = list(pool.map(_signature_job, jobs, chunksize=4))
-            else:
-                signatures = [_signature_job(job) for job in jobs]
-            file.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(file, **{f"v{i}": s for i, s in enumerate(signatures)})
+                    return list(pool.map(_signature_job, jobs, chunksize=4))
+            return [_signature_job(job) for job in jobs]
+
+        signatures, computed = cached(dataset, file, compute)
         run.embed_s = time.monotonic() - started
+        if computed < len(signatures):
+            run.notes.append(f"signatures of {len(signatures) - computed} videos from the cache")
         started = time.monotonic()
         run.scores = baseline.score_all(signatures)
         run.score_s = time.monotonic() - started
@@ -292,7 +330,7 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
         "",
         f"Regenerate: `{command}`",
         "",
-        f"Dataset: `{dataset.root}` (builder parameters: `{json.dumps(dataset.params, sort_keys=True)}`): "
+        f"Dataset: `{dataset.root.name}` (builder parameters: `{json.dumps(dataset.params, sort_keys=True)}`): "
         f"{len(dataset.names)} videos = {counts.get(ORIGINAL, 0)} originals, "
         f"{counts.get('distractor', 0)} distractors, "
         f"{len(dataset.names) - counts.get(ORIGINAL, 0) - counts.get('distractor', 0)} edited copies "
@@ -385,8 +423,9 @@ def plot_per_kind(report: Report, views: Sequence[str], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quality",
                                      description="Score our models and peer tools on the benchmark.")
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="folder written by `python -m bench.dataset` (or its manifest.json)")
+    parser.add_argument("--dataset", required=True,
+                        help="folder written by `python -m bench.dataset` (or its manifest.json), or a "
+                             f"preset name ({', '.join(PRESETS)}): built in the footage cache when missing")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="also score this checkpoint (repeatable)")
     parser.add_argument("--methods", default=None,
@@ -402,7 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     try:
-        dataset = load_dataset(args.dataset)
+        if args.dataset in PRESETS and not Path(args.dataset).exists():
+            dataset = load_dataset(build_dataset(None, PRESETS[args.dataset], log=log).parent)
+        else:
+            dataset = load_dataset(args.dataset)
+    except FootageUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError) as error:
         print(f"error: cannot read the benchmark at {args.dataset}: {error} "
               "(build it with `python -m bench.dataset --out DIR`)", file=sys.stderr)
