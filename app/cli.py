@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = (
     "app.commands.serve",
     "app.commands.worker",
+    "app.commands.migrate",
     "model.commands.compare",
     "model.commands.fit_pca",
     "model.train.command",

@@ -71,11 +71,23 @@ def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
     return config
 
 
+# Key of the PostgreSQL advisory lock held while migrating (any constant unique to this project).
+_MIGRATION_LOCK_KEY = 0x68617076  # "hapv"
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the catalog schema up to `revision` (idempotent; run at every start)."""
+    """Bring the catalog schema up to `revision` (idempotent; run at every start).
+
+    On PostgreSQL a transaction-scoped advisory lock makes replicas that start together
+    migrate one after the other (the later ones find nothing to do). SQLite serialises
+    writers itself.
+    """
     from alembic import command
+    from sqlalchemy import text
 
     config = alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -20,3 +20,10 @@ def test_worker_refuses_a_data_dir_in_use(service_factory, caplog: pytest.LogCap
     code = main(["worker", "--burst", "--data-dir", str(service.runtime.settings.data_dir)])
     assert code == 2
     assert "in use by pid" in caplog.text
+
+
+def test_migrate_creates_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--data-dir", str(tmp_path)]) == 0
+    assert main(["migrate", "--database-url", f"sqlite:///{tmp_path / 'catalog.sqlite3'}"]) == 0  # idempotent
+    assert capsys.readouterr().out.splitlines() == ["catalog at revision 0001"] * 2
+    assert (tmp_path / "catalog.sqlite3").is_file()

@@ -1,0 +1,45 @@
+"""`hapvr migrate`: bring the catalog schema up to date and exit.
+
+`hapvr serve` and `hapvr worker` migrate at start anyway; this is the one-shot form for
+deployments that run migrations as their own step before the replicas start.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from app.commands.serve import configure_logging, overrides
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "migrate",
+        help="apply the catalog's schema migrations",
+        description="Apply the Alembic migrations to the catalog. Flags override HAPVR_* settings.",
+    )
+    parser.add_argument("--data-dir", type=Path, help="data directory holding the default SQLite catalog")
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the catalog (HAPVR_DATABASE_URL)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from sqlalchemy import text
+
+    from app.db import make_engine, migrate
+    from app.settings import Settings
+
+    settings = Settings(**overrides(args, ("data_dir", "database_url")))
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.catalog_url)
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+    logging.getLogger("hapvr.migrate").info("catalog at revision %s", revision)
+    print(f"catalog at revision {revision}")
+    return 0
