@@ -293,7 +293,7 @@ class SearchEngine:
                     source = torch.from_numpy(targets[video_id].regions)
                     if len(cols) != len(source):
                         source = source[cols]
-                    stacked[offset : offset + len(cols)].copy_(source)  # float16 -> compute dtype, no new pages
+                    _convert_into(stacked[offset : offset + len(cols)], source)
                     offset += len(cols)
                 frame_sim = self._frame_similarity(q, stacked)
                 scores = self._video_scores(frame_sim, lengths).tolist()
@@ -306,23 +306,25 @@ class SearchEngine:
     def _frame_similarity(self, query: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Region-level TopK-Chamfer F [Tq, N] of query [Tq, R, D] against N concatenated target frames.
 
-        Query rows are tiled so one GEMM output stays within `chunk_elements` (a long query
-        against a long target never materialises all its region pairs at once).
+        The GEMM puts target regions first ([N*R, Tq*R]), so the max over a target frame's
+        regions runs across rows of contiguous memory (vectorised) instead of along a
+        9-element innermost axis (measured 2 ms instead of 16 ms for 26 x 5,700 frames).
+        Target frames are tiled so one GEMM output stays within `chunk_elements`.
         """
         tq, regions, dim = query.shape
         count = targets.shape[0]
         k = self.similarity.config.k_regions
-        flat_targets = targets.reshape(count * regions, dim).t()
-        rows_per_tile = max(1, self.config.chunk_elements // (regions * regions * count))
-        frame_sim = torch.empty(tq, count, dtype=torch.float32)
-        for start in range(0, tq, rows_per_tile):
-            block = query[start : start + rows_per_tile]
-            size = len(block) * regions * count * regions
-            out = _workspace("region_sim", size, query.dtype).view(len(block) * regions, count * regions)
-            sim = torch.mm(block.reshape(-1, dim), flat_targets, out=out).view(len(block), regions, count, regions)
-            best = sim.amax(dim=3) if k == 1 else sim.topk(k, dim=3).values.float().mean(dim=3)
-            frame_sim[start : start + len(block)] = best.float().mean(dim=1)
-        return frame_sim
+        flat_query = query.reshape(tq * regions, dim).t()
+        rows_per_tile = max(1, self.config.chunk_elements // (regions * tq * regions))
+        frame_sim = torch.empty(count, tq, dtype=torch.float32)
+        for start in range(0, count, rows_per_tile):
+            block = targets[start : start + rows_per_tile]
+            size = len(block) * regions * tq * regions
+            out = _workspace("region_sim", size, query.dtype).view(len(block) * regions, tq * regions)
+            sim = torch.mm(block.reshape(-1, dim), flat_query, out=out).view(len(block), regions, tq, regions)
+            best = sim.amax(dim=1) if k == 1 else sim.topk(k, dim=1).values.float().mean(dim=1)
+            frame_sim[start : start + len(block)] = best.float().mean(dim=2)  # over query regions
+        return frame_sim.t()
 
     def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """F [Tq, sum(lengths)] of consecutive targets -> one score per target.
@@ -406,6 +408,20 @@ def aggregate_votes(scores: np.ndarray, video_ids: np.ndarray, exclude: Collecti
     gains = np.bincount(first_pair % len(unique_videos), weights=excess, minlength=len(unique_videos))
     base = floor.sum()
     return {int(video): float((base + gain) / count) for video, gain in zip(unique_videos, gains)}
+
+
+def _convert_into(destination: torch.Tensor, source: torch.Tensor) -> None:
+    """Copy float16 regions into the workspace's dtype. float16 -> bfloat16 goes through float32
+    a frame block at a time: two vectorised casts cost 15 ms where torch's direct one takes 25 ms."""
+    if destination.dtype != torch.bfloat16:
+        destination.copy_(source)
+        return
+    step = 64
+    for start in range(0, len(source), step):
+        rows = source[start : start + step]
+        staging = _workspace("convert", rows.numel(), torch.float32).view(rows.shape)
+        staging.copy_(rows)
+        destination[start : start + len(rows)].copy_(staging)
 
 
 def _chunks(
