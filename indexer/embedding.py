@@ -7,8 +7,8 @@ unit vector per frame for FAISS (model.similarity.network.frame_vectors).
 Overlap. `decode_video` hands back a whole video, so decoding and encoding of one video cannot
 overlap; `embed_many` overlaps them across videos instead: a producer thread decodes the next
 file while the encoder works on the current one (PyAV and onnxruntime both release the GIL).
-On two cores both stages already use every core, so the gain is what one stage leaves idle;
-bench/bench_embedding.py measures it.
+On two cores both stages already use every core, so the gain is only what one stage leaves
+idle (measured in the indexer's report, see `embed_many`).
 """
 
 from __future__ import annotations

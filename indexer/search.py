@@ -8,9 +8,11 @@
    itself: it rewards a video that matches many query frames well, not one that matches a
    single frame perfectly (a black frame, a logo card), and it needs no tuning. Excluded and
    not-allowed videos are dropped before the top C are taken, so they never take a slot.
-2. Re-rank. The top C videos' region features come from the feature store and are compared
-   with the query by the similarity network, in chunks of similar length (little padding,
-   bounded memory), under torch inference mode.
+2. Re-rank. The top C videos (fewer for long queries: `rerank_frame_pairs` bounds the work)
+   are read from the feature store and compared with the query exactly: the region-level
+   Chamfer matrix F comes from one GEMM over the candidates' frames laid end to end (no
+   padding, bounded memory), then the similarity network's video-level step (comparator when
+   trained, video-level TopK-Chamfer) scores each candidate, under torch inference mode.
 3. Segments. Matched time ranges come from each hit's frame-to-frame matrix F.
 
 A flipped copy of the query (see VideoEmbedder.embed(flip=True)) can be passed as a variant:
@@ -43,12 +45,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Knobs of one search; the defaults hold a p95 under 150 ms at 1,000 one-minute videos on 2 cores."""
+    """Knobs of one search (bench/bench_search.py measures the defaults; results in bench/results/search.md)."""
 
     candidates: int = 100  # C: videos re-ranked exactly (at most; see rerank_frame_pairs)
     neighbours_per_frame: int = 64  # k': FAISS neighbours per query frame
     # Longer queries are subsampled evenly for the candidate stage only (the re-rank sees every
-    # frame): 64 frames keep the flat search near 25 ms at 100k indexed frames, and shots last
+    # frame): 64 frames keep a flat search of 20k frames near 20 ms on 2 cores, and shots last
     # several seconds, so a long query still votes with every scene.
     max_query_frames: int = 64
     # Re-rank cost is query frames x candidate frames x 81 region pairs x 512 x 2 flops: 150k
