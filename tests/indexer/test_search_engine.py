@@ -175,3 +175,25 @@ def test_empty_index_returns_nothing(tmp_path: Path) -> None:
     )
     query = VideoFeatures(random_unit(np.random.default_rng(0), (3, 9, DIM)), random_unit(np.random.default_rng(1), (3, DIM)), np.arange(3.0))
     assert engine.search(query) == []
+
+
+def test_concurrent_searches_agree(library) -> None:
+    """Each thread has its own scratch buffers: parallel searches return what serial ones do."""
+    import threading
+
+    _, _, videos = library
+    engine = _engine(library)
+    queries = [edited_copy(np.random.default_rng(seed), videos[seed + 1]) for seed in range(6)]
+    expected = [[(h.video_id, round(h.score, 5)) for h in engine.search(q, k=5)] for q in queries]
+    results: dict[int, list] = {}
+
+    def run(slot: int) -> None:
+        for _ in range(3):
+            results[slot] = [(h.video_id, round(h.score, 5)) for h in engine.search(queries[slot], k=5)]
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(len(queries))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[slot] for slot in range(len(queries))] == expected
