@@ -228,3 +228,53 @@ def storage_path_in_use(storage_path: str, *, session: Session) -> bool:
     return bool(
         session.scalar(select(func.count()).select_from(Video).where(Video.storage_path == storage_path))
     )
+
+
+# -- deployed mode: jobs delivered by a networked queue (app.redis_queue) ------------------------
+
+
+def claim(video_id: int, *, session: Session) -> bool:
+    """queued -> processing for one given video (commits); False when it is not queued.
+
+    A queue that delivers a job more than once (at-least-once) hands it to whoever claims the
+    row first; the other deliveries find it no longer queued and do nothing.
+    """
+    result = session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status == QUEUED)
+        .values(status=PROCESSING, attempts=Video.attempts + 1, updated_at=utcnow())
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def release_abandoned(video_id: int, *, session: Session, max_attempts: int) -> str | None:
+    """A `processing` video whose worker is gone: back to queued, or failed when out of attempts.
+
+    Returns the new status, or None when the row was no longer processing (someone else acted).
+    """
+    video = session.get(Video, video_id)
+    if video is None or video.status != PROCESSING:
+        return None
+    if video.attempts >= max_attempts:
+        values: dict[str, Any] = {
+            "status": FAILED,
+            "failure_reason": f"the worker stopped mid-job {video.attempts} times; giving up",
+        }
+    else:
+        values = {"status": QUEUED, "failure_reason": None}
+    result = session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status == PROCESSING)
+        .values(updated_at=utcnow(), **values)
+    )
+    return str(values["status"]) if result.rowcount == 1 else None
+
+
+def queued_before(moment: Any, *, session: Session) -> list[int]:
+    """Ids of videos queued and untouched since `moment` (an aware datetime), oldest first."""
+    return list(
+        session.scalars(
+            select(Video.id).where(Video.status == QUEUED, Video.updated_at < moment).order_by(Video.id)
+        )
+    )

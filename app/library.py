@@ -103,6 +103,26 @@ class Library:
             self.persist()
         return report
 
+    def sync_index(self, ready: set[int], *, only: set[int] | None = None) -> tuple[list[int], list[int]]:
+        """Make the index hold the ready videos whose features are stored; returns (added, removed).
+
+        For an API replica in the deployed mode, where workers elsewhere write the store: unlike
+        `reconcile`, it never deletes features (a worker may be about to mark them ready).
+        `only` limits the comparison to some ids (an event) instead of the whole catalog.
+        """
+        with self._changes, self._lock.write():
+            indexed = {int(v) for v in self._index.video_ids()}
+            scope = (indexed | ready) if only is None else {int(v) for v in only}
+            added = [v for v in sorted((scope & ready) - indexed) if v in self.store]
+            removed = sorted((scope & indexed) - ready)
+            for video_id in removed:
+                self._index.remove(video_id)
+            for video_id in added:
+                self._index.add(video_id, self.store.get(video_id).frame_vectors)
+        if added or removed:
+            self._persister.mark_changed()
+        return added, removed
+
     # -- writes --
     def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
         """Store and index a video; False (and nothing kept) when `still_wanted()` says it was deleted.

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from app import catalog
 from app.components import Components, build_components
@@ -23,11 +23,14 @@ from app.ingest import Ingest
 from app.jobs import JobContext, index_video
 from app.library import Library, ReconcileReport
 from app.metrics import Metrics
-from app.queue import CatalogQueue
+from app.queue import CatalogQueue, JobQueue
 from app.search import SearchLimits, SearchService
 from app.settings import Settings
 from app.storage import UploadStore
 from app.worker import WorkerPool
+
+if TYPE_CHECKING:
+    from app.index_sync import IndexSync  # redis is only needed in the deployed mode
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ class Runtime:
         self.engine = make_engine(settings.catalog_url)
         self.sessions = make_session_factory(self.engine)
         self.uploads = UploadStore(settings.uploads_dir, settings.tmp_dir)
-        self.queue = CatalogQueue(self.sessions)
+        # Deployed: jobs go to Redis (workers in other processes); embedded: the catalog is the queue.
+        self.queue: JobQueue = self._deployed_queue() if settings.deployed else CatalogQueue(self.sessions)
+        self.index_sync: IndexSync | None = None
         self.ingest = Ingest(sessions=self.sessions, uploads=self.uploads, queue=self.queue, metrics=self.metrics)
         self.search = SearchService(
             sessions=self.sessions,
@@ -71,9 +76,13 @@ class Runtime:
     def open(self) -> None:
         """The fast half of start-up: after it, uploads can be accepted and queued."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_data_dir()
+        if not self.settings.deployed:
+            self._lock_data_dir()  # deployed replicas share the data volume by design
         migrate(self.engine)
         self.uploads.prepare()
+        if self.settings.deployed:
+            self._recover_deployed()
+            return
         with session_scope(self.sessions) as session:
             recovery = catalog.recover_interrupted(session=session, max_attempts=self.settings.max_attempts)
         if recovery.requeued or recovery.failed:
@@ -90,7 +99,12 @@ class Runtime:
             loaded = library.load()
             with session_scope(self.sessions) as session:
                 ready = catalog.ids_with_status(catalog.READY, session=session)
-            report = library.reconcile(ready, loaded=loaded)
+            if self.settings.deployed:
+                # Workers elsewhere own the store and the jobs: only the index is brought in line.
+                added, removed = library.sync_index(ready)
+                report = ReconcileReport(index_added=added, index_removed=removed, index_rebuilt=not loaded)
+            else:
+                report = library.reconcile(ready, loaded=loaded)
             for video_id in report.missing_features:
                 with session_scope(self.sessions) as session:
                     catalog.requeue(video_id, session=session, reason="features were missing at start-up; re-indexing")
@@ -103,7 +117,13 @@ class Runtime:
             log.exception("start-up failed; the service will not become ready")
             raise
         self._ready.set()
-        if start_workers and self.settings.workers > 0:
+        if self.settings.deployed:
+            from app.index_sync import IndexSync
+
+            assert self.settings.redis_url is not None
+            self.index_sync = IndexSync(self.settings.redis_url, self.settings.redis_prefix, self.sessions, library)
+            self.index_sync.start()
+        elif start_workers and self.settings.workers > 0:
             self.pool = WorkerPool(self.queue, self.run_job, self.settings.workers)
             self.pool.start()
         log.info(
@@ -129,6 +149,9 @@ class Runtime:
     def close(self) -> None:
         if self._loader is not None:
             self._loader.join(SHUTDOWN_GRACE_S)
+        if self.index_sync is not None:
+            self.index_sync.stop()
+            self.index_sync = None
         if self.pool is not None:
             self.pool.stop(SHUTDOWN_GRACE_S)
             self.pool = None
@@ -141,6 +164,19 @@ class Runtime:
         self.search.close()
         self.engine.dispose()
         self._unlock_data_dir()
+
+    # -- deployed mode ---------------------------------------------------------------------------
+    def _deployed_queue(self) -> JobQueue:
+        from app.redis_queue import RedisQueue
+
+        return RedisQueue.from_settings(self.settings)
+
+    def _recover_deployed(self) -> None:
+        """Enqueue every queued row: Redis may have lost its queue. Interrupted (`processing`)
+        jobs are left to the workers' reapers, which know whether their worker is still alive."""
+        count = self.queue.enqueue_queued(self.sessions)  # type: ignore[attr-defined]
+        if count:
+            log.info("enqueued %d queued videos from the catalog", count)
 
     # -- work ----------------------------------------------------------------------------------
     def job_context(self) -> JobContext:

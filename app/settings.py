@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -32,7 +32,18 @@ class Settings(BaseSettings):
         None, description="derived model files (the encoder's ONNX export); default: data_dir/cache"
     )
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the catalog; default: a SQLite file in data_dir"
+        None,
+        description="SQLAlchemy URL of the catalog; default: a SQLite file in data_dir",
+        # Platforms hand out plain DATABASE_URL/REDIS_URL; set one name per value, not both.
+        validation_alias=AliasChoices("database_url", "HAPVR_DATABASE_URL", "DATABASE_URL"),
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (job queue and index events); set with database_url it selects the deployed mode",
+        validation_alias=AliasChoices("redis_url", "HAPVR_REDIS_URL", "REDIS_URL"),
+    )
+    redis_prefix: str = Field(
+        "hapvr", min_length=1, description="prefix of the Redis queue, keys and event channel of this deployment"
     )
 
     # Uploads.
@@ -74,6 +85,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    @property
+    def deployed(self) -> bool:
+        """Deployed mode (shared catalog, Redis queue, workers in their own processes) vs embedded."""
+        return self.redis_url is not None
 
     @property
     def model_cache_dir(self) -> Path:

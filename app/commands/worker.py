@@ -2,7 +2,9 @@
 
 In the embedded mode the queue is the catalog, so this drains the jobs of a data directory
 that no `hapvr serve` holds (after a bulk load, or to finish work before serving). `--burst`
-returns when the queue is empty, with a non-zero exit code if any job failed.
+returns when the queue is empty, with a non-zero exit code if any job failed. In the deployed
+mode (HAPVR_REDIS_URL set) it runs rq workers on the Redis queue instead (app.redis_queue), as
+many processes as `--workers`, on any number of machines.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**overrides(args, ("data_dir", "workers", "checkpoint")))
     configure_logging(settings.log_level)
     log = logging.getLogger("hapvr.worker")
+    if settings.deployed:
+        return _deployed(settings, burst=args.burst)
     runtime = Runtime(settings)
     try:
         runtime.open()
@@ -83,3 +87,32 @@ def _burst(runtime, threads: int, stop) -> Counter[str]:  # type: ignore[no-unty
     for thread in pool:
         thread.join()
     return sum(results, Counter())
+
+
+def _deployed(settings, *, burst: bool) -> int:  # type: ignore[no-untyped-def]
+    """Deployed mode: rq workers on the Redis queue, one process each (`--workers N` starts N)."""
+    import multiprocessing
+
+    from app.redis_queue import run_worker
+
+    if settings.workers <= 1:
+        return run_worker(settings, burst=burst).exit_code
+    context = multiprocessing.get_context("spawn")  # no fork of a loaded model or open connections
+    processes = [
+        context.Process(target=_deployed_child, args=(settings, burst), name=f"hapvr-worker-{number}")
+        for number in range(settings.workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return max((process.exitcode or 0) for process in processes)
+
+
+def _deployed_child(settings, burst: bool) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from app.redis_queue import run_worker
+
+    configure_logging(settings.log_level)
+    sys.exit(run_worker(settings, burst=burst).exit_code)
