@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search.add_argument("--candidates", type=int, default=None, help="C (default: SearchConfig's)")
     search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
     search.add_argument("--threads", type=int, default=None, help="torch and FAISS threads (default: all cores)")
+    search.add_argument(
+        "--passive-omp",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning between parallel regions",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "search.md")
     out.add_argument("--label", default="", help="a note for the results row")
@@ -110,6 +115,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.passive_omp:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once, when OpenMP starts: before torch and faiss load
     import faiss
     import torch
 
@@ -174,9 +181,30 @@ read from the store, the video excluded), half by an edited excerpt of one. Late
 in ms; stages are medians. "load" is the 1-minute load average when the run ended (this machine is
 shared: higher load means noisier numbers).
 
-| date | machine | videos | frames | index | C | precision | threads | p50 | p95 | max | candidates / load / rerank (median) | copy first | load | note |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| date | machine | videos | frames | index | C | precision | threads | p50 | p95 | max | candidates / load / rerank (median) | copy first | load | commit | note |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def write_results(args: argparse.Namespace, summary: dict) -> None:
@@ -185,14 +213,16 @@ def write_results(args: argparse.Namespace, summary: dict) -> None:
     if not path.exists():
         path.write_text(HEADER)
     stages = summary["stage_median_ms"]
-    machine = f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    machine = f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
     row = (
         f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine} | {summary['videos']} | {summary['frames']} | {summary['index']} "
         f"| {summary['candidates']} | {summary['precision']} | {summary['threads']} | {summary['p50_ms']:.0f} "
         f"| {summary['p95_ms']:.0f} | {summary['max_ms']:.0f} "
         f"| {stages['candidates']:.0f} / {stages['load']:.0f} / {stages['rerank']:.0f} "
-        f"| {summary['copy_found_first']} | {summary['load_avg']:.1f} | {args.label} |\n"
+        f"| {summary['copy_found_first']} | {summary['load_avg']:.1f} | {git_commit()} | {args.label} |\n"
     )
+    note = ", ".join(part for part in (args.label, "OMP_WAIT_POLICY=PASSIVE" if args.passive_omp else "") if part)
+    row = row.replace(f"| {args.label} |\n", f"| {note} |\n")
     with path.open("a") as handle:
         handle.write(row)
     print(f"appended to {path}")
