@@ -142,9 +142,10 @@ def test_fit_pca_from_videos_and_command(tmp_path):
         fit_pca_from_videos([folder / "broken.mp4"], encoder, dim=8)
 
 
-def test_fit_pca_command_writes_a_loadable_checkpoint(tmp_path, capsys):
+def test_fit_pca_command_writes_a_loadable_checkpoint(tmp_path, capsys, monkeypatch):
     import argparse
 
+    monkeypatch.setenv("HAPVR_CACHE_DIR", str(tmp_path / "cache"))  # the ONNX export goes here
     from model.checkpoint import load_checkpoint
     from model.commands import fit_pca
 
@@ -162,6 +163,7 @@ def test_fit_pca_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert tuple(bundle.pca.projection.shape) == (1752, 16)
     assert bundle.similarity.config.dim == 16 and not bundle.similarity.config.comparator
     assert bundle.provenance["pca"]["frames"] == 10
+    assert list((tmp_path / "cache").glob("*.onnx"))
 
     empty = tmp_path / "empty"
     empty.mkdir()
