@@ -64,6 +64,8 @@ class MethodRun:
     skipped: str | None = None
     embed_s: float = 0.0
     score_s: float = 0.0
+    embed_cached: bool = False  # every video's embedding or signature came from the cache
+    score_cached: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -270,14 +272,13 @@ def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | N
         file = dataset.root / CACHE / f"regions-{key}.npz"
         features, computed = cached(dataset, file, lambda paths: encode_videos(bundle, paths, log))
         run.embed_s = encoded.setdefault(key, time.monotonic() - started)
-        if computed < len(features):
-            run.notes.append(f"encoder output of {len(features) - computed} videos from the cache")
+        run.embed_cached = computed == 0
         started = time.monotonic()
         score_file = dataset.root / CACHE / f"scores-{_model_key(bundle)}.npz"
         stored = _load_cache(score_file)
         if list(stored) == dataset.names:
             run.scores = np.stack([stored[n] for n in dataset.names])
-            run.notes.append("scores from the cache")
+            run.score_cached = True
         else:
             run.scores = network_scores(bundle.similarity, features, log=log)
             _save_cache(score_file, dict(zip(dataset.names, run.scores)))
@@ -316,8 +317,7 @@ def run_baselines(dataset: Dataset, wanted: set[str] | None, workers: int,
 
         signatures, computed = cached(dataset, file, compute)
         run.embed_s = time.monotonic() - started
-        if computed < len(signatures):
-            run.notes.append(f"signatures of {len(signatures) - computed} videos from the cache")
+        run.embed_cached = computed == 0
         started = time.monotonic()
         run.scores = baseline.score_all(signatures)
         run.score_s = time.monotonic() - started
@@ -368,14 +368,17 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
             continue
         m = overall[run.name]
         notes = "; ".join([run.description, *run.notes])
+        embed = "cached" if run.embed_cached else f"{run.embed_s:.0f}"
+        score = "cached" if run.score_cached else f"{run.score_s:.0f}"
         lines.append(f"| {run.name} | {_fmt(m.map)} | {_fmt(m.micro_ap)} | {_fmt(m.recall_at_1)} | "
-                     f"{m.queries} | {run.embed_s:.0f} | {run.score_s:.0f} | {notes} |")
+                     f"{m.queries} | {embed} | {score} | {notes} |")
     same_group = sum(
         1 for q in dataset.queries if dataset.kinds[q] == ORIGINAL
         and any(dataset.groups[i] == dataset.groups[q] and dataset.sources[i] != dataset.names[q]
                 and i != q and dataset.kinds[i] in (ORIGINAL, "distractor") for i in range(len(dataset.names))))
     lines += ["", "embed s: decoding and encoding (or hashing) every video once; methods sharing "
-              "an encoder and PCA share that time (cached work is not counted). score s: all pairs.", "",
+              "an encoder and PCA share that time. score s: all pairs. \"cached\": taken from "
+              f"{CACHE} in the dataset folder (delete it to time a method again).", "",
               "Reading the numbers: ties count against a method (model/metrics.py), which matters for "
               "coarse scores such as videohash's 64 bits. "
               f"{same_group} of the {counts.get(ORIGINAL, 0)} originals share their recording with another "
@@ -405,8 +408,9 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
     (results / "quality.md").write_text("\n".join(lines))
 
     numbers = {
-        "dataset": str(dataset.root), "params": dataset.params, "command": command,
+        "dataset": dataset.root.name, "params": dataset.params, "command": command,
         "methods": {r.name: {"skipped": r.skipped, "embed_s": r.embed_s, "score_s": r.score_s,
+                             "embed_cached": r.embed_cached, "score_cached": r.score_cached,
                              "notes": [r.description, *r.notes]} for r in runs},
         "overall": {n: m.as_dict() for n, m in overall.items()},
         "copy_query": {n: {k: m.as_dict() for k, m in v.items()} for n, v in copy_query.items()},
