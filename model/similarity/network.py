@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from model.similarity.config import SimilarityConfig
 
@@ -197,12 +198,9 @@ class HapVRSimilarity(nn.Module):
         comparator's two poolings still see a defined matrix.
         """
         videos = [stretch_to_min_frames(video, self.config.min_frames) for video in videos]
-        longest = max(video.shape[0] for video in videos)
-        batch = videos[0].new_zeros((len(videos), longest, *videos[0].shape[1:]))
-        mask = torch.zeros(len(videos), longest, dtype=torch.bool, device=videos[0].device)
-        for row, video in enumerate(videos):
-            batch[row, : video.shape[0]] = video
-            mask[row, : video.shape[0]] = True
+        lengths = torch.tensor([video.shape[0] for video in videos], device=videos[0].device)
+        batch = pad_sequence(videos, batch_first=True)
+        mask = torch.arange(batch.shape[1], device=batch.device) < lengths.unsqueeze(1)
         return batch, mask
 
 
