@@ -292,10 +292,11 @@ class VectorIndex:
                 and self._index.ntotal >= self.config.approximate_threshold
             )
             if switch:
-                self._pending = []
+                changes: list[tuple[str, int, np.ndarray | None]] = []
+                self._pending = changes
                 ids_snapshot, vectors_snapshot = _flat_contents(self._index)
         if switch:
-            self._switch_to_approximate(ids_snapshot, vectors_snapshot)
+            self._switch_to_approximate(ids_snapshot, vectors_snapshot, changes)
 
     def remove(self, video_id: int) -> int:
         """Remove every frame of a video; returns how many were removed (0 if it was absent)."""
@@ -328,15 +329,24 @@ class VectorIndex:
             raise ValueError(f"a video may index at most {MAX_FRAMES_PER_VIDEO} frames, got {len(vectors)}")
         return vectors
 
-    def _switch_to_approximate(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Train IVF off-lock on the snapshot, fill it, replay what changed meanwhile, swap."""
+    def _switch_to_approximate(
+        self, ids: np.ndarray, vectors: np.ndarray, changes: list[tuple[str, int, np.ndarray | None]]
+    ) -> None:
+        """Train IVF off-lock on the snapshot, fill it, replay the `changes` logged meanwhile, swap.
+
+        A `rebuild` that lands during training replaces the log, and this switch then gives up:
+        the rebuilt index is newer than the snapshot.
+        """
         try:
             index = _train_approximate(self.config, vectors)
             index.add_with_ids(vectors, ids)
             del vectors
             with self._lock:
-                pending, self._pending = self._pending or [], None
-                for op, video_id, new_vectors in pending:
+                if self._pending is not changes:
+                    log.info("frame index switch superseded by a rebuild")
+                    return
+                self._pending = None
+                for op, video_id, new_vectors in changes:
                     start = video_id << FRAME_BITS
                     index.remove_ids(faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO))
                     if op == "add":
@@ -346,7 +356,8 @@ class VectorIndex:
             log.info("frame index switched to %s at %d frames", _kind_of(index), index.ntotal)
         except BaseException:
             with self._lock:
-                self._pending = None
+                if self._pending is changes:
+                    self._pending = None
             raise
 
     # -- queries -------------------------------------------------------------------------------

@@ -259,6 +259,36 @@ def test_changes_during_training_are_kept(monkeypatch) -> None:
     assert (video_ids[:, 0] == 6).mean() >= 0.9
 
 
+def test_a_rebuild_during_training_wins(monkeypatch, tmp_path: Path) -> None:
+    import indexer.vector_index as module
+
+    rng = np.random.default_rng(12)
+    store = FeatureStore(tmp_path / "features")
+    for video_id in (500, 501):
+        store.put(video_id, synthetic_video(rng, 30, dim=DIM, regions=4))
+    index = VectorIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
+    videos = _videos(100, frames=20, seed=13)
+    for video_id in range(1, 100):
+        index.add(video_id, videos[video_id])
+    train = module._train_approximate
+    started, release = threading.Event(), threading.Event()
+
+    def slow_train(config, vectors):
+        started.set()
+        release.wait(30)
+        return train(config, vectors)
+
+    monkeypatch.setattr(module, "_train_approximate", slow_train)
+    switcher = threading.Thread(target=index.add, args=(100, videos[100]))
+    switcher.start()
+    assert started.wait(30)
+    monkeypatch.setattr(module, "_train_approximate", train)
+    index.rebuild(store)  # the store holds two videos only
+    release.set()
+    switcher.join(60)
+    assert index.video_ids() == {500, 501} and index.kind == "flat"
+
+
 def test_rebuild_past_the_threshold_trains_ivf(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     store = FeatureStore(tmp_path / "features")
