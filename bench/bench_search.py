@@ -36,8 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     library.add_argument("--videos", type=int, default=1000)
     library.add_argument("--min-seconds", type=float, default=10.0)
     library.add_argument("--max-seconds", type=float, default=180.0)
-    library.add_argument("--threshold", type=int, default=None, help="frames before the index turns IVF (default: IndexConfig's)")
-    library.add_argument("--data-dir", type=Path, default=None, help="where the store goes (default: a temp dir, removed after)")
+    library.add_argument(
+        "--threshold", type=int, default=None, help="frames before the index turns IVF (default: IndexConfig's)"
+    )
+    library.add_argument(
+        "--data-dir", type=Path, default=None, help="where the store goes (default: a temp dir, removed after)"
+    )
     search = parser.add_argument_group("search")
     search.add_argument("--queries", type=int, default=60, help="timed queries (half by video id, half by clip)")
     search.add_argument("--warmup", type=int, default=5)
@@ -103,7 +107,9 @@ def run_query(engine, store, query, k: int, candidates: int | None):
         features, expected = store.get(payload), None
     else:
         expected, features = payload
-    result = engine.search_detailed(features, k=k, candidates=candidates, exclude=exclude, is_allowed=lambda ids: set(ids))
+    result = engine.search_detailed(
+        features, k=k, candidates=candidates, exclude=exclude, is_allowed=lambda ids: set(ids)
+    )
     elapsed = time.perf_counter() - started
     correct = None if expected is None else bool(result.hits and result.hits[0].video_id == expected)
     return elapsed, result, features.num_frames, correct
@@ -130,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="hapvr-bench-search-"))
     try:
         store, index, frames, build_s = build_library(args, root)
-        print(f"library: {args.videos} videos, {frames} frames, index {index.kind}, built in {build_s:.1f} s", flush=True)
+        print(
+            f"library: {args.videos} videos, {frames} frames, index {index.kind}, built in {build_s:.1f} s", flush=True
+        )
         config = SearchConfig(precision=args.precision)
         engine = SearchEngine(store, index, HapVRSimilarity(SimilarityConfig.training_free()), config)
 
@@ -215,7 +223,8 @@ def write_results(args: argparse.Namespace, summary: dict) -> None:
     stages = summary["stage_median_ms"]
     machine = f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
     row = (
-        f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine} | {summary['videos']} | {summary['frames']} | {summary['index']} "
+        f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine} | {summary['videos']} | {summary['frames']} "
+        f"| {summary['index']} "
         f"| {summary['candidates']} | {summary['precision']} | {summary['threads']} | {summary['p50_ms']:.0f} "
         f"| {summary['p95_ms']:.0f} | {summary['max_ms']:.0f} "
         f"| {stages['candidates']:.0f} / {stages['load']:.0f} / {stages['rerank']:.0f} "

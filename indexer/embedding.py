@@ -196,7 +196,9 @@ class VideoEmbedder:
         )
         flipped = None
         if with_flipped:
-            mirror_regions, mirror_vectors, mirror_encode, mirror_index = self._encode_and_index(video.frames[:, :, ::-1])
+            mirror_regions, mirror_vectors, mirror_encode, mirror_index = self._encode_and_index(
+                video.frames[:, :, ::-1]
+            )
             encode_s, index_s = encode_s + mirror_encode, index_s + mirror_index
             flipped = VideoFeatures(
                 regions=mirror_regions,

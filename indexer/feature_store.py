@@ -191,12 +191,11 @@ class FeatureStore:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are unreadable: {error}") from None
         if metadata.get("format") != FORMAT_TAG:
             raise CorruptFeaturesError(
-                f"features of video {video_id} at {path} have format {metadata.get('format')!r}, expected {FORMAT_TAG!r}"
+                f"features of video {video_id} at {path} have format {metadata.get('format')!r}, "
+                f"expected {FORMAT_TAG!r}"
             )
         if metadata.get("video_id") != str(video_id):
-            raise CorruptFeaturesError(
-                f"features at {path} belong to video {metadata.get('video_id')}, not {video_id}"
-            )
+            raise CorruptFeaturesError(f"features at {path} belong to video {metadata.get('video_id')}, not {video_id}")
         try:
             regions, vectors, timestamps = arrays["regions"], arrays["frame_vectors"], arrays["timestamps"]
         except KeyError as error:
@@ -301,7 +300,11 @@ def parse_safetensors(data: bytes | mmap.mmap) -> tuple[dict[str, np.ndarray], d
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"tensor {name!r} has a malformed entry") from None
         count = int(np.prod(shape, dtype=np.int64))
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(data) - body or end - begin != count * dtype.itemsize:
+        if (
+            min(shape, default=0) < 0
+            or not 0 <= begin <= end <= len(data) - body
+            or end - begin != count * dtype.itemsize
+        ):
             raise ValueError(f"tensor {name!r} does not fit the file (truncated or damaged)")
         arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=body + begin).reshape(shape)
     if not isinstance(metadata, dict):

@@ -171,9 +171,15 @@ def test_variants_keep_each_videos_best_score(library) -> None:
 
 def test_empty_index_returns_nothing(tmp_path: Path) -> None:
     engine = SearchEngine(
-        FeatureStore(tmp_path), VectorIndex(IndexConfig(dim=DIM, pq_bytes=8)), HapVRSimilarity(SimilarityConfig.training_free(dim=DIM))
+        FeatureStore(tmp_path),
+        VectorIndex(IndexConfig(dim=DIM, pq_bytes=8)),
+        HapVRSimilarity(SimilarityConfig.training_free(dim=DIM)),
     )
-    query = VideoFeatures(random_unit(np.random.default_rng(0), (3, 9, DIM)), random_unit(np.random.default_rng(1), (3, DIM)), np.arange(3.0))
+    query = VideoFeatures(
+        random_unit(np.random.default_rng(0), (3, 9, DIM)),
+        random_unit(np.random.default_rng(1), (3, DIM)),
+        np.arange(3.0),
+    )
     assert engine.search(query) == []
 
 

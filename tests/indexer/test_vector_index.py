@@ -34,8 +34,7 @@ def _config(**overrides) -> IndexConfig:
 def _videos(count: int, frames: int = 20, seed: int = 0) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        video_id: synthetic_video(rng, frames, dim=DIM, regions=4).frame_vectors
-        for video_id in range(1, count + 1)
+        video_id: synthetic_video(rng, frames, dim=DIM, regions=4).frame_vectors for video_id in range(1, count + 1)
     }
 
 
