@@ -36,6 +36,12 @@ def configure_logging(level: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
+
+    # Searches and indexing share two cores: idle OpenMP threads must sleep, not spin, or they
+    # slow the other side down (bench/results/search.md: p95 3.6 s spinning vs 0.28 s passive
+    # on a loaded box). OpenMP reads this once, when torch and faiss load, so set it first.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import uvicorn
 
