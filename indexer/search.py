@@ -34,7 +34,7 @@ import torch
 
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from indexer.features import VideoFeatures
-from model.similarity.network import HapVRSimilarity, stretched_frame_index, topk_chamfer
+from model.similarity.network import HapVRSimilarity, stretched_frame_index
 from model.similarity.segments import Segment, matched_segments
 
 if TYPE_CHECKING:
@@ -331,11 +331,8 @@ class SearchEngine:
     def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """F [Tq, sum(lengths)] of consecutive targets -> one score per target.
 
-        The network's video-level step as `HapVRSimilarity.compare` runs it: comparator CNN and
-        hardtanh when the network has them, then video-level TopK-Chamfer (both directions
-        when symmetric), over F matrices padded to the longest target with masks.
+        Padded to the longest target with masks, then the network's own video-level step.
         """
-        net = self.similarity
         tq = frame_sim.shape[0]
         batch = frame_sim.new_zeros(len(lengths), tq, max(lengths))
         mask = torch.zeros(len(lengths), tq, max(lengths), dtype=torch.bool)
@@ -344,16 +341,7 @@ class SearchEngine:
             batch[row, :, :length] = frame_sim[:, offset : offset + length]
             mask[row, :, :length] = True
             offset += length
-        if net.comparator is None:
-            video_sim, video_mask = batch, mask
-        else:
-            raw, video_mask = net.comparator(batch, mask)
-            video_sim = torch.nn.functional.hardtanh(raw)
-        rows, cols = video_mask.any(dim=2), video_mask.any(dim=1)
-        score = topk_chamfer(video_sim, rows, cols, net.config.rho_v)
-        if net.config.symmetric:
-            score = (score + topk_chamfer(video_sim.transpose(1, 2), cols, rows, net.config.rho_v)) / 2
-        return score
+        return self.similarity.video_level(batch, mask).score
 
 
 def cpu_has_bfloat16() -> bool:

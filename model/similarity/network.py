@@ -148,6 +148,12 @@ class HapVRSimilarity(nn.Module):
     ) -> SimilarityOutput:
         """Full comparison of indexed videos; a query batch of 1 is broadcast over the targets."""
         frame_sim, frame_mask = self.frame_similarity(query, target, query_mask, target_mask)
+        return self.video_level(frame_sim, frame_mask)
+
+    def video_level(self, frame_sim: Tensor, frame_mask: Tensor) -> SimilarityOutput:
+        """From frame-to-frame matrices F [B, Tq, Tt] (zero where masked) to one score per pair:
+        the comparator and hardtanh when the network has them, then video-level TopK-Chamfer
+        (both directions when symmetric)."""
         if self.comparator is None:
             raw, video_sim, video_mask = None, frame_sim, frame_mask
         else:
