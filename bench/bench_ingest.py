@@ -1,0 +1,82 @@
+"""Ingest throughput: seconds of video embedded per wall-clock second, beside vPDQ on the same files.
+
+The embedded path is the service's worker path without the catalog (decode at 1 fps, frame
+encoder, indexing, frame vectors), with the next file decoded while the current one encodes.
+vPDQ (PyPI `vpdq`, optional) hashes the same files at one frame per second in the same run.
+Footage: held-out registry clips cut to 640x360-class segments (bench/footage.py). Appends a
+row to bench/results/ingest.md.
+
+    python -m bench.bench_ingest [--segments 12] [--seconds 20] [--label NOTE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "ingest.md"
+HEADER = (
+    "# Ingest throughput\n\n"
+    "Regenerate: `python -m bench.bench_ingest` (appends a row). Seconds of video per wall-clock "
+    "second on held-out registry footage at 360p, sampled at 1 fps; vPDQ hashes the same files "
+    "in the same run (one hash per second). Load: the 1-minute load average before the run.\n\n"
+    "| date | machine | files | video s | ours s | ours x real time | vPDQ s | vPDQ x real time | ours / vPDQ | load | note |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--label", default="")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hapvr serve` runs
+
+    from bench.footage import heldout_videos, make_segments
+    from indexer.embedding import VideoEmbedder
+    from model.checkpoint import load_default
+    from model.video import probe_video
+
+    files = make_segments(heldout_videos(), args.seconds, args.segments, short_side=360)
+    total = sum(probe_video(path).duration or 0.0 for path in files)
+    load = os.getloadavg()[0]
+
+    embedder = VideoEmbedder(load_default())
+    embedder.embed(files[0])  # warm-up: ONNX session and thread pools
+    start = time.perf_counter()
+    for path, result in embedder.embed_many(files):
+        if isinstance(result, Exception):
+            raise SystemExit(f"{path}: {result}")
+    ours = time.perf_counter() - start
+
+    try:
+        from bench.baselines import vpdq_signature
+
+        start = time.perf_counter()
+        for path in files:
+            vpdq_signature(path)
+        vpdq = time.perf_counter() - start
+    except ImportError:
+        vpdq = None
+
+    vpdq_cells = ("-", "-", "-") if vpdq is None else (f"{vpdq:.1f}", f"{total / vpdq:.0f}x", f"{vpdq / ours:.2f}")
+    row = (
+        f"| {datetime.now():%Y-%m-%d %H:%M} | {platform.machine()} x{os.cpu_count()} | {len(files)} | {total:.0f} "
+        f"| {ours:.1f} | {total / ours:.0f}x | {vpdq_cells[0]} | {vpdq_cells[1]} | {vpdq_cells[2]} | {load:.1f} "
+        f"| {args.label or 'vPDQ not installed' if vpdq is None else args.label} |\n"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not RESULTS.exists():
+        RESULTS.write_text(HEADER)
+    with RESULTS.open("a") as results:
+        results.write(row)
+    print(HEADER.splitlines()[-2] + "\n" + row)
+
+
+if __name__ == "__main__":
+    main()
