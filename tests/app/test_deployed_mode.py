@@ -184,7 +184,9 @@ def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> Non
     holder = int(client.get(key).decode().split(":")[1])
     assert holder in {p.pid for p in deployment.workers}
     os.kill(holder, signal.SIGKILL)
-    state = service.wait_done(video_id, timeout=60)
+    # Recovery is bounded by the lease reaper (about 20 s) and, should that re-enqueue race the
+    # dead worker's job record, by the stale-queued scan (STALE_QUEUED_S = 60 s) behind it.
+    state = service.wait_done(video_id, timeout=120)
     assert state["status"] == "ready", state
     from app import catalog
     from app.db import session_scope
