@@ -23,6 +23,12 @@ Methods:
 - untrained: the full network, SimilarityConfig() with random weights (seed 0), same PCA.
 - each --checkpoint FILE, named by its file name.
 - frame-phash, vpdq, videohash: bench/baselines.py (skipped with the reason when missing).
+- api (opt-in: `--methods ...,api`): the service end to end, as a user meets it
+  (bench/api_method.py): a fresh `hapvr serve` at its defaults, serving the first --checkpoint
+  when given, else its shipped one; every video uploaded, every query a GET /search. Not in
+  the default list because nothing of it is cached: every run ingests the whole database again
+  (minutes for the full preset). "embed s" is then upload to last video indexed, "score s"
+  all the searches.
 
 Writes RESULTS/quality.md (tables), quality.json (every number) and quality_per_kind.png.
 Encoder outputs and signatures are cached in DIR/.quality-cache by method (and PCA) and video
@@ -44,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.api_method import ServiceError, run_api
 from bench.baselines import BASELINES
 from bench.dataset import ORIGINAL, PRESETS, Dataset, build_dataset, load_dataset
 from bench.footage import FootageUnavailable
@@ -51,6 +58,7 @@ from model.metrics import RetrievalMetrics, retrieval_metrics
 
 RESULTS_DIR = Path(__file__).with_name("results")
 OURS = ("training-free", "untrained")
+API = "api"  # opt-in: not run when --methods is not given
 CACHE = ".quality-cache"
 
 
@@ -288,6 +296,25 @@ def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | N
     return runs
 
 
+def run_service(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None,
+                log: Callable[[str], None]) -> list[MethodRun]:
+    """The api method, when asked for by name."""
+    if wanted is None or API not in wanted:
+        return []
+    run = MethodRun(API, "the service end to end: hapvr serve, POST /videos, GET /search")
+    try:
+        result = run_api(dataset.names, dataset.paths, dataset.queries,
+                         checkpoints[0] if checkpoints else None, log)
+    except ServiceError as error:  # the report still gets the other methods
+        log(f"{API}: failed: {error}")
+        run.skipped = f"service failed: {str(error).splitlines()[0]}"
+        return [run]
+    run.scores, run.embed_s, run.score_s = result.scores, result.embed_s, result.score_s
+    run.notes += result.notes
+    log(f"{API}: ingest {run.embed_s:.0f} s, {len(dataset.queries)} searches {run.score_s:.0f} s")
+    return [run]
+
+
 def _signature_job(job: tuple[str, Path]) -> np.ndarray:
     name, path = job
     return BASELINES[name].signature(path)
@@ -377,7 +404,8 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
         and any(dataset.groups[i] == dataset.groups[q] and dataset.sources[i] != dataset.names[q]
                 and i != q and dataset.kinds[i] in (ORIGINAL, "distractor") for i in range(len(dataset.names))))
     lines += ["", "embed s: decoding and encoding (or hashing) every video once; methods sharing "
-              "an encoder and PCA share that time. score s: all pairs. \"cached\": taken from "
+              "an encoder and PCA share that time (api: first upload to last video indexed). score s: all pairs "
+              "(api: all the searches). \"cached\": taken from "
               f"{CACHE} in the dataset folder (delete it to time a method again).", "",
               "Reading the numbers: ties count against a method (model/metrics.py), which matters for "
               "coarse scores such as videohash's 64 bits. "
@@ -465,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="also score this checkpoint (repeatable)")
     parser.add_argument("--methods", default=None,
-                        help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES])} "
-                             "and the checkpoints' file stems (default: all)")
+                        help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES, API])} "
+                             f"and the checkpoints' file stems (default: all but {API})")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
                         help="where quality.md, quality.json and the plot go (default bench/results)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
@@ -489,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(build it with `python -m bench.dataset --out DIR`)", file=sys.stderr)
         return 2
     wanted = set(args.methods.split(",")) if args.methods else None
-    runs = run_ours(dataset, args.checkpoint, wanted, log) + run_baselines(dataset, wanted, args.workers, log)
+    runs = (run_ours(dataset, args.checkpoint, wanted, log) + run_service(dataset, args.checkpoint, wanted, log)
+            + run_baselines(dataset, wanted, args.workers, log))
     command = "python -m bench.quality " + " ".join(
         [f"--dataset {args.dataset}"] + [f"--checkpoint {c}" for c in args.checkpoint]
         + ([f"--methods {args.methods}"] if args.methods else []))
