@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results_page import refresh as refresh_page  # noqa: E402
 from model.encoders.frame_encoder import FrameEncoder  # noqa: E402
 from model.encoders.onnx_runtime import onnxruntime_available  # noqa: E402
 
@@ -89,6 +90,7 @@ def write_results(args: argparse.Namespace, threads: int, flops: int, gflops: fl
     )
     with args.out.open("a") as handle:
         handle.write(row)
+    refresh_page(args.out.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

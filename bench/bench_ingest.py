@@ -18,6 +18,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.results_page import refresh as refresh_page
+
 RESULTS = Path(__file__).parent / "results" / "ingest.md"
 HEADER = (
     "# Ingest throughput\n\n"
@@ -75,6 +77,7 @@ def main() -> None:
         RESULTS.write_text(HEADER)
     with RESULTS.open("a") as results:
         results.write(row)
+    refresh_page(RESULTS.parent)
     print(HEADER.splitlines()[-2] + "\n" + row)
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.results_page import refresh as refresh_page
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
 
@@ -86,6 +87,7 @@ def main() -> None:
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
+    refresh_page(RESULTS.parent)
     print("\n".join(lines))
 
 

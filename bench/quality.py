@@ -446,6 +446,9 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
     }
     (results / "quality.json").write_text(json.dumps(numbers, indent=1))
     plot_per_kind(report, views, results / "quality_per_kind.png")
+    from bench.results_page import refresh  # the one-page summary follows every results write
+
+    refresh(results)
     return report
 
 

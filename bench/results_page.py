@@ -1,0 +1,349 @@
+"""bench/RESULTS.md: every benchmark's headline numbers on one page, and the project's targets, met or not.
+
+Built only from what the benchmarks wrote under bench/results (quality.json and its plot,
+encoder.md, similarity.md, ingest.md, search.json and its plot). Each benchmark command that
+writes results calls `refresh` when done, so the page always follows the latest run;
+`python -m bench.results_page` rebuilds it by hand. A benchmark with no results is shown as
+"not run", and so is every target that depends on it.
+
+    python -m bench.results_page [--results DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).with_name("results")
+PAGE = Path(__file__).with_name("RESULTS.md")
+
+QUALITY_MAP_TARGET = 0.95
+QUALITY_UAP_TARGET = 0.90
+PEER = "vpdq"
+SEARCH_TARGET_MS = 150
+SEARCH_TARGET_VIDEOS = 100_000
+
+MET, NOT_MET, NOT_RUN = "met", "not met", "not run"
+
+
+@dataclass(frozen=True)
+class Target:
+    goal: str
+    measured: str
+    status: str
+
+
+@dataclass
+class Section:
+    """One benchmark's part of the page: its lines and the targets it decides."""
+
+    lines: list[str]
+    targets: list[Target]
+
+
+def page_for(results: Path) -> Path:
+    """bench/RESULTS.md for the project's results folder; RESULTS.md inside any other one (a test's)."""
+    return PAGE if results.resolve() == RESULTS_DIR.resolve() else results / "RESULTS.md"
+
+
+def status(passed: bool) -> str:
+    return MET if passed else NOT_MET
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
+def last_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the last markdown table in `text`; ValueError when there is none."""
+    tables: list[list[list[str]]] = []
+    previous_was_row = False
+    for line in text.splitlines():
+        is_row = line.startswith("|")
+        if is_row:
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not previous_was_row:
+                tables.append([])
+            if not all(set(cell) <= set("-: ") for cell in cells):  # skip the |---| separator
+                tables[-1].append(cells)
+        previous_was_row = is_row
+    if not tables or not tables[-1]:
+        raise ValueError("no table")
+    header, *rows = tables[-1]
+    return header, rows
+
+
+def latest_row(path: Path) -> tuple[dict[str, str], int]:
+    """The last row of the last table in a results file, by column name, and how many rows it has."""
+    header, rows = last_table(path.read_text())
+    if not rows:
+        raise ValueError("an empty table")
+    return dict(zip(header, rows[-1])), len(rows)
+
+
+def _not_run(title: str, file: str, command: str) -> list[str]:
+    return [f"## {title}", "", f"Not run: no `{file}` yet. Run `{command}`.", ""]
+
+
+def _unreadable(title: str, file: str, error: Exception) -> list[str]:
+    return [f"## {title}", "", f"Unreadable: `{file}` ({error}).", ""]
+
+
+# -- quality -----------------------------------------------------------------------------------
+
+
+def shipped_method() -> str:
+    """The quality row of the model the service ships: `training-free` while the default checkpoint
+    holds no trained network, else the row of that checkpoint (`--checkpoint .../default.safetensors`)."""
+    from safetensors import safe_open
+
+    from model.checkpoint import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        return "training-free"
+    with safe_open(str(DEFAULT_CHECKPOINT), framework="numpy") as handle:
+        mode = (handle.metadata() or {}).get("mode", "training-free")
+    return "training-free" if mode == "training-free" else DEFAULT_CHECKPOINT.stem
+
+
+def quality_targets(overall: dict[str, dict], ours: str) -> list[Target]:
+    goals = (
+        f"mAP >= {QUALITY_MAP_TARGET:.2f} on the benchmark",
+        f"µAP >= {QUALITY_UAP_TARGET:.2f} on the benchmark",
+        "ahead of vPDQ on mAP and µAP",
+    )
+    mine, peer = overall.get(ours), overall.get(PEER)
+    if mine is None:
+        return [Target(f"{goal} (shipped model: `{ours}`)", f"no `{ours}` row in quality.json", NOT_RUN)
+                for goal in goals]
+    targets = [
+        Target(f"{goals[0]} (shipped model: `{ours}`)", f"mAP {_fmt(mine['mAP'])}",
+               status(mine["mAP"] >= QUALITY_MAP_TARGET)),
+        Target(f"{goals[1]} (shipped model: `{ours}`)", f"µAP {_fmt(mine['uAP'])}",
+               status(mine["uAP"] >= QUALITY_UAP_TARGET)),
+    ]
+    if peer is None:
+        targets.append(Target(goals[2], "vPDQ was not scored (skipped or missing)", NOT_RUN))
+    else:
+        measured = (f"mAP {_fmt(mine['mAP'])} vs {_fmt(peer['mAP'])}, "
+                    f"µAP {_fmt(mine['uAP'])} vs {_fmt(peer['uAP'])}")
+        targets.append(Target(goals[2], measured, status(mine["mAP"] > peer["mAP"] and mine["uAP"] > peer["uAP"])))
+    return targets
+
+
+def quality_row(name: str, method: dict, metrics: dict | None) -> list[str]:
+    if metrics is None:
+        return [name, "-", "-", "-", f"skipped: {method.get('skipped')}"]
+    return [name, _fmt(metrics["mAP"]), _fmt(metrics["uAP"]), _fmt(metrics["R@1"]), f"{metrics['queries']:.0f}"]
+
+
+def quality_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Retrieval quality", "quality.json"
+    ours = shipped_method()
+    path = results / file
+    if not path.exists():
+        lines = _not_run(title, file, "python -m bench.quality --dataset full")
+        return Section(lines, quality_targets({}, ours))
+    try:
+        numbers = json.loads(path.read_text())
+        overall = numbers["overall"]
+        rows = [quality_row(name, method, overall.get(name)) for name, method in numbers["methods"].items()]
+    except (ValueError, KeyError, TypeError) as error:
+        return Section(_unreadable(title, file, error), quality_targets({}, ours))
+    lines = [
+        f"## {title}",
+        "",
+        f"`{numbers['command']}`: dataset `{numbers['dataset']}`, every query ranked against the whole "
+        f"database. Per edit kind and method details: [quality.md]({link('quality.md')}). "
+        f"The shipped model is `{ours}`.",
+        "",
+        *_table(["method", "mAP", "µAP", "R@1", "queries"], rows),
+        "",
+    ]
+    if (results / "quality_per_kind.png").exists():
+        lines += [f"![mAP and µAP per edit kind, copy as query]({link('quality_per_kind.png')})", ""]
+    return Section(lines, quality_targets(overall, ours))
+
+
+# -- encoder, similarity, ingest (markdown tables) --------------------------------------------
+
+
+def pick(row: dict[str, str], columns: list[str]) -> list[str]:
+    return [row.get(column, "-") for column in columns]
+
+
+def encoder_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Frame encoder throughput", "encoder.md"
+    if not (results / file).exists():
+        return Section(_not_run(title, file, "python bench/bench_encoder.py"), [])
+    try:
+        row, count = latest_row(results / file)
+    except ValueError as error:
+        return Section(_unreadable(title, file, error), [])
+    columns = ["date", "machine", "threads", "backbone", "GFLOP/frame", "matmul GFLOP/s", "bound frames/s",
+               "onnxruntime best / median", "onnxruntime best, % of bound", "load", "note"]
+    lines = [f"## {title}", "", f"Frames/s, latest of {count} runs in [encoder.md]({link(file)}).", "",
+             *_table(columns, [pick(row, columns)]), ""]
+    return Section(lines, [])
+
+
+def similarity_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Exact similarity throughput", "similarity.md"
+    if not (results / file).exists():
+        return Section(_not_run(title, file, "python -m bench.bench_similarity"), [])
+    try:
+        header, rows = last_table((results / file).read_text())
+    except ValueError as error:
+        return Section(_unreadable(title, file, error), [])
+    lines = [f"## {title}", "", f"One query against a batch of targets; details in [similarity.md]({link(file)}).",
+             "", *_table(header, rows), ""]
+    return Section(lines, [])
+
+
+def ingest_target(row: dict[str, str] | None) -> Target:
+    goal = "ingest at least as fast as vPDQ's hashing of the same files"
+    if row is None:
+        return Target(goal, "no ingest run", NOT_RUN)
+    try:
+        ours, peer = float(row["ours s"]), float(row["vPDQ s"])
+    except (KeyError, ValueError):
+        return Target(goal, "vPDQ not measured in the latest run", NOT_RUN)
+    measured = f"ours {ours:g} s, vPDQ {peer:g} s for {row.get('video s', '?')} s of video ({row.get('date', '?')})"
+    return Target(goal, measured, status(ours <= peer))
+
+
+def ingest_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Ingest throughput", "ingest.md"
+    if not (results / file).exists():
+        return Section(_not_run(title, file, "python -m bench.bench_ingest"), [ingest_target(None)])
+    try:
+        row, count = latest_row(results / file)
+    except ValueError as error:
+        return Section(_unreadable(title, file, error), [ingest_target(None)])
+    columns = ["date", "machine", "files", "video s", "ours s", "ours x real time", "vPDQ s", "vPDQ x real time",
+               "ours / vPDQ", "load", "note"]
+    lines = [f"## {title}", "", f"Latest of {count} runs in [ingest.md]({link(file)}); "
+             "\"ours / vPDQ\" above 1 means ours is faster.", "", *_table(columns, [pick(row, columns)]), ""]
+    return Section(lines, [ingest_target(row)])
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def search_target(sizes: dict[str, dict]) -> Target:
+    goal = f"search p95 under {SEARCH_TARGET_MS} ms at {SEARCH_TARGET_VIDEOS:,} videos"
+    run = sizes.get(str(SEARCH_TARGET_VIDEOS))
+    if run is None:
+        largest = max(sizes.values(), key=lambda s: s["videos"], default=None)
+        measured = "no run at that size" + (
+            "" if largest is None else f" (largest: {largest['videos']:,} videos, p95 {largest['p95_ms']:.0f} ms)")
+        return Target(goal, measured, NOT_RUN)
+    measured = f"p95 {run['p95_ms']:.0f} ms ({run['machine']}, {run['date']})"
+    return Target(goal, measured, status(run["p95_ms"] < SEARCH_TARGET_MS))
+
+
+def _kb(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.1f}"
+
+
+def search_row(run: dict) -> list[str]:
+    per_minute = run["bytes_per_video_minute"]
+    recall = run["candidate_recall"]
+    return [
+        f"{run['videos']:,}", f"{run['video_minutes']:,.0f}", run["index"], f"{run['p50_ms']:.0f}",
+        f"{run['p95_ms']:.0f}", f"{run['p99_ms']:.0f}", _fmt(recall), _fmt(run["best_candidate_recall"]),
+        _kb(per_minute["index_file"]),
+        _kb(per_minute["index_resident"]), _kb(per_minute["store_disk"]), f"{run['load_avg']:.1f}", run["date"],
+    ]
+
+
+def search_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Search at scale", "search.json"
+    if not (results / file).exists():
+        lines = _not_run(title, file, "python bench/bench_search.py --sizes 1000,10000,100000 --data-dir DIR")
+        return Section(lines, [search_target({})])
+    try:
+        data = json.loads((results / file).read_text())
+        library, sizes = data["library"], data["sizes"]
+        runs = sorted(sizes.values(), key=lambda run: run["videos"])
+        table = [search_row(run) for run in runs]
+    except (ValueError, KeyError, TypeError) as error:
+        return Section(_unreadable(title, file, error), [search_target({})])
+    machines = sorted({run["machine"] for run in runs})
+    candidates = sorted({run["candidates"] for run in runs})
+    lines = [
+        f"## {title}",
+        "",
+        f"Synthetic library, lengths log-uniform {library['min_seconds']:g} to {library['max_seconds']:g} s at "
+        f"1 fps at every size; the real query path (C = {', '.join(map(str, candidates))}) on "
+        f"{'; '.join(machines)}. Latency in ms. recall@C: share of the exhaustive search's top-C candidate "
+        "videos in the index's top C; 1-R@C: share of queries whose exhaustive best candidate is among them. "
+        f"Memory in KB per indexed video minute. Every run and stage: [search.md]({link('search.md')}).",
+        "",
+        *_table(["videos", "video min", "index", "p50", "p95", "p99", "recall@C", "1-R@C", "index file KB/min",
+                 "index RSS KB/min", "store KB/min", "load", "date"], table),
+        "",
+    ]
+    if (results / "search_latency.png").exists():
+        lines += [f"![search latency against index size]({link('search_latency.png')})", ""]
+    return Section(lines, [search_target(sizes)])
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+SECTIONS = (quality_section, encoder_section, similarity_section, ingest_section, search_section)
+
+
+def build_page(results: Path, page: Path) -> str:
+    """The page's markdown for the results in `results`, with links relative to `page`."""
+
+    def link(name: str) -> str:
+        return Path(os.path.relpath(results / name, page.parent)).as_posix()
+
+    sections = [section(results, link) for section in SECTIONS]
+    targets = [target for section in sections for target in section.targets]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated from `bench/results/` by every benchmark command that writes results (and by "
+        "`python -m bench.results_page`); do not edit by hand.",
+        "",
+        "## Targets",
+        "",
+        *_table(["target", "measured", "status"], [[t.goal, t.measured, f"**{t.status}**"] for t in targets]),
+        "",
+    ]
+    for section in sections:
+        lines += section.lines
+    return "\n".join(lines)
+
+
+def refresh(results: Path = RESULTS_DIR) -> Path:
+    """Rewrite the page for `results` (see page_for); returns its path."""
+    page = page_for(results)
+    page.write_text(build_page(results, page))
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="the benchmarks' results folder")
+    args = parser.parse_args(argv)
+    print(f"wrote {refresh(args.results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

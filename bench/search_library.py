@@ -1,0 +1,188 @@
+"""The search benchmark's library: synthetic videos in a real feature store, grown across sizes and runs.
+
+Video i (1-based) is drawn from its own random stream (seed, i), so the library of N videos is
+the first N videos of every larger one: one build serves every measured size, and a resumed
+build regenerates nothing it already stored. The frame index is saved at each measured size
+(`index-N.faiss` beside the store); the next size starts from the largest saved index below
+it and adds the rest, reading stored features instead of generating them again.
+
+The index is then loaded back from its file and searched, as the service does at start-up;
+the resident memory that load adds is the index's cost in RAM.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from indexer.feature_store import FeatureStore
+from indexer.features import VideoFeatures
+from indexer.synthetic import synthetic_video
+from indexer.vector_index import IndexConfig, IndexLoadError, VectorIndex
+
+MANIFEST = "library.json"
+# A stored frame: 9 x 512 float16 regions, a 512-d float32 frame vector, a float64 timestamp.
+STORED_BYTES_PER_FRAME = 9 * 512 * 2 + 512 * 4 + 8
+
+
+class LibraryMismatch(RuntimeError):
+    """The data directory holds a library drawn with other parameters."""
+
+
+@dataclass(frozen=True)
+class LibrarySpec:
+    """How the synthetic library is drawn: lengths log-uniform in [min_seconds, max_seconds] at 1 fps."""
+
+    min_seconds: float = 5.0
+    max_seconds: float = 50.0
+    seed: int = 2026
+    threshold: int | None = None  # frames before the index turns IVF (None: IndexConfig's)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_seconds <= self.max_seconds:
+            raise ValueError("need 1 <= min_seconds <= max_seconds")
+
+    def index_config(self) -> IndexConfig:
+        return IndexConfig() if self.threshold is None else IndexConfig(approximate_threshold=self.threshold)
+
+    def mean_frames(self) -> float:
+        """Expected frames per video (the mean of the log-uniform length)."""
+        if self.min_seconds == self.max_seconds:
+            return self.min_seconds
+        return (self.max_seconds - self.min_seconds) / math.log(self.max_seconds / self.min_seconds)
+
+    def store_bytes(self, videos: int) -> float:
+        """Expected feature-store payload of `videos` videos (file headers and blocks aside)."""
+        return videos * self.mean_frames() * STORED_BYTES_PER_FRAME
+
+    def draw(self, video_id: int) -> VideoFeatures:
+        """Video `video_id`'s features, the same on every call and in every library."""
+        rng = np.random.default_rng([self.seed, video_id])
+        seconds = math.exp(rng.uniform(math.log(self.min_seconds), math.log(self.max_seconds)))
+        return synthetic_video(rng, max(1, int(round(seconds))))
+
+
+@dataclass
+class IndexBuild:
+    """How the index of one size came about and what it costs."""
+
+    generated: int  # videos drawn and stored by this run
+    reused: int  # videos read back from the store (a resumed or grown library)
+    build_s: float  # growing the index to this size (0 when a saved one was complete)
+    file_bytes: int  # the saved index (FAISS serialisation and ids)
+    resident_bytes: int | None  # RSS growth of this process when loading it; None off Linux
+
+
+class Library:
+    """The store and the saved indexes under `root`; see the module docstring."""
+
+    def __init__(self, root: Path, spec: LibrarySpec) -> None:
+        self.root = Path(root)
+        self.spec = spec
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_manifest()
+        self.store = FeatureStore(self.root / "features", verify=False)
+        self.store.remove_partial_writes()  # an interrupted run may have left some
+
+    def _check_manifest(self) -> None:
+        path = self.root / MANIFEST
+        wanted = asdict(self.spec)
+        if path.exists():
+            found = json.loads(path.read_text())
+            if found != wanted:
+                raise LibraryMismatch(f"{self.root} holds a library drawn with {found}, not {wanted}")
+        else:
+            path.write_text(json.dumps(wanted, indent=1))
+
+    def index_path(self, size: int) -> Path:
+        return self.root / f"index-{size}.faiss"
+
+    def features(self, video_id: int) -> tuple[VideoFeatures, bool]:
+        """(features, generated): read from the store when there, else drawn and stored."""
+        if video_id in self.store:
+            return self.store.get(video_id), False
+        features = self.spec.draw(video_id)
+        self.store.put(video_id, features)
+        return features, True
+
+    def open_index(self, size: int) -> tuple[VectorIndex, IndexBuild]:
+        """The index of videos 1..size, saved and loaded back (built or grown first if needed)."""
+        path, config = self.index_path(size), self.spec.index_config()
+        build = IndexBuild(generated=0, reused=0, build_s=0.0, file_bytes=0, resident_bytes=None)
+        try:
+            VectorIndex.load(path, config)  # also a warm-up: the first load in a process maps code, starts threads
+        except IndexLoadError:  # never saved, or its save was interrupted
+            self._grow(size, build)
+            VectorIndex.load(path, config)
+        build.file_bytes = path.stat().st_size
+        before = resident_bytes()
+        index = VectorIndex.load(path, config)
+        after = resident_bytes()
+        if before is not None and after is not None:
+            build.resident_bytes = after - before
+        return index, build
+
+    def _grow(self, size: int, build: IndexBuild) -> None:
+        started = time.perf_counter()
+        start, index = self._largest_saved(size)
+        for video_id in tqdm(range(start + 1, size + 1), desc=f"library to {size}", initial=start, total=size,
+                             mininterval=5, unit="video"):
+            features, generated = self.features(video_id)
+            index.add(video_id, features.frame_vectors)
+            if generated:
+                build.generated += 1
+            else:
+                build.reused += 1
+        index.save(self.index_path(size))
+        build.build_s = time.perf_counter() - started
+
+    def _largest_saved(self, size: int) -> tuple[int, VectorIndex]:
+        """(n, index of videos 1..n) for the largest readable saved index with n < size; (0, empty) if none."""
+        saved = sorted((int(p.stem.split("-", 1)[1]) for p in self.root.glob("index-*.faiss")), reverse=True)
+        for count in (n for n in saved if n < size):
+            try:
+                index = VectorIndex.load(self.index_path(count), self.spec.index_config())
+            except IndexLoadError:
+                continue  # an interrupted save: try a smaller one
+            if index.video_ids() == set(range(1, count + 1)):
+                return count, index
+        return 0, VectorIndex(self.spec.index_config())
+
+    def ivf_cells(self, size: int) -> int | None:
+        """IVF cells of the saved index of `size` videos; None for a flat one."""
+        import faiss
+
+        index = faiss.read_index(str(self.index_path(size)))
+        return None if isinstance(index, faiss.IndexIDMap2) else int(faiss.extract_index_ivf(index).nlist)
+
+    def disk_bytes(self, size: int) -> int:
+        """Bytes the store's files of videos 1..size take on disk (allocated blocks)."""
+        return sum(os.stat(self.store.path_for(video_id)).st_blocks * 512 for video_id in range(1, size + 1))
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size after handing freed heap back to the OS; None off Linux."""
+    _trim_heap()
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim_heap() -> None:
+    # glibc keeps freed small blocks in its arenas; without a trim, RSS deltas count garbage.
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
