@@ -18,6 +18,7 @@
 #
 # Settings (environment): STEPS (2000), BATCH (16 clips), CLIP_FRAMES (16), SEGMENT_SECONDS (16),
 # VIEWS (16 cached views per clip), LR (1e-4), WARMUP (100), SEED (0), DEVICE (auto),
+# NETWORK (model flags, default "--residual --symmetric": the comparator refines the Chamfer prior),
 # THREADS (CPU threads, 0 = torch's default), EDITS (validation edit kinds), DATASET (full).
 # Ship the result: cp WORK/run/best.safetensors model/checkpoints/default.safetensors
 set -euo pipefail
@@ -26,6 +27,7 @@ cd "$(dirname "$0")/.."
 WORK=${1:-runs/default}
 PYTHON=${PYTHON:-python}
 export STEPS=${STEPS:-2000} BATCH=${BATCH:-16} CLIP_FRAMES=${CLIP_FRAMES:-16} SEGMENT_SECONDS=${SEGMENT_SECONDS:-16}
+export NETWORK=${NETWORK:-"--residual --symmetric"}
 export VIEWS=${VIEWS:-16} LR=${LR:-1e-4} WARMUP=${WARMUP:-100} SEED=${SEED:-0} DEVICE=${DEVICE:-auto} THREADS=${THREADS:-0}
 export EDITS=${EDITS:-"crop hflip color blur overlay letterbox pip speed subclip reencode"} DATASET=${DATASET:-full}
 mkdir -p "$WORK"
@@ -66,8 +68,9 @@ fi
 # 2. Train -----------------------------------------------------------------------------------
 RESUME=()
 if [ -f "$WORK/run/train_state.pt" ]; then RESUME=(--resume "$WORK/run"); fi
+# shellcheck disable=SC2086  # NETWORK is a list of flags
 "$PYTHON" -m app.cli train "$WORK/train" --out "$WORK/run" --init "$(cat "$WORK/init.txt")" "${RESUME[@]}" \
-    --cached-features --views-per-clip "$VIEWS" --teacher efficientnet_lite2 \
+    $NETWORK --cached-features --views-per-clip "$VIEWS" --teacher efficientnet_lite2 \
     --fps 1 --clip-frames "$CLIP_FRAMES" --segment-seconds "$SEGMENT_SECONDS" \
     --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup-steps "$WARMUP" \
     --eval-manifest "$WORK/val.json" --eval-every 250 --save-every 250 --log-every 10 \

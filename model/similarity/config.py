@@ -23,6 +23,10 @@ class SimilarityConfig:
     attention: bool = True
     comparator: bool = True
     min_frames: int = 4  # the comparator pools twice by 2, so shorter videos are repeated up to this
+    # The comparator adds its output to F max-pooled to its own resolution, and starts with a zero
+    # head and uniform attention: an untrained network then ranks like the training-free Chamfer,
+    # so a short training run refines that prior instead of having to rediscover it.
+    residual: bool = False
 
     @classmethod
     def training_free(cls, dim: int = 512, regions: int = 9) -> SimilarityConfig:

@@ -21,10 +21,12 @@ from model.similarity.config import SimilarityConfig
 class RegionAttention(nn.Module):
     """w = sigmoid(u . tanh(W x + b)); x <- w * x, one weight per region vector."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, uniform_start: bool = False) -> None:
         super().__init__()
         self.project = nn.Linear(dim, dim)
         self.context = nn.Linear(dim, 1, bias=False)
+        if uniform_start:
+            nn.init.zeros_(self.context.weight)  # every weight 0.5: one common scale, the ranking untouched
 
     def forward(self, x: Tensor) -> Tensor:
         weights = torch.sigmoid(self.context(torch.tanh(self.project(x))))
@@ -35,27 +37,36 @@ class VideoComparator(nn.Module):
     """Small CNN over the frame-to-frame matrix; learns temporal structure (diagonals, runs).
 
     Padded cells are zeroed after every layer, and a pooled cell is valid only when all of its
-    inputs were, so a padded video scores exactly as it would alone.
+    inputs were, so a padded video scores exactly as it would alone. With `residual`, the output
+    is F max-pooled to the output's resolution plus a learned correction that starts at zero.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, residual: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
         self.head = nn.Conv2d(128, 1, 1)
+        self.residual = residual
+        if residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, frame_sim: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """[B, Tq, Tt] similarities and validity -> pre-activation [B, Tq/4, Tt/4] and its validity."""
         valid = mask.unsqueeze(1).to(frame_sim.dtype)
         x = frame_sim.unsqueeze(1) * valid
+        prior = _pool(_pool(x)) if self.residual else None
         # Pooling before the ReLU gives the same values (ReLU is monotonic) on 4x fewer elements.
         x, valid = _pool(self.conv1(x)), _pool_mask(valid)
         x = torch.relu(x) * valid
         x, valid = _pool(self.conv2(x)), _pool_mask(valid)
         x = torch.relu(x) * valid
         x = torch.relu(self.conv3(x)) * valid
-        raw = self.head(x) * valid
+        raw = self.head(x)
+        if prior is not None:
+            raw = raw + prior
+        raw = raw * valid
         return raw.squeeze(1), valid.squeeze(1) > 0
 
 
@@ -105,8 +116,9 @@ class HapVRSimilarity(nn.Module):
     def __init__(self, config: SimilarityConfig | None = None) -> None:
         super().__init__()
         self.config = config or SimilarityConfig()
-        self.attention = RegionAttention(self.config.dim) if self.config.attention else None
-        self.comparator = VideoComparator() if self.config.comparator else None
+        residual = self.config.residual
+        self.attention = RegionAttention(self.config.dim, uniform_start=residual) if self.config.attention else None
+        self.comparator = VideoComparator(residual) if self.config.comparator else None
 
     def index(self, regions: Tensor) -> Tensor:
         """Index-time work: attention-weight each region vector ([..., R, D] -> same shape)."""

@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add(group, "--pca-frames", "model.pca_frames", type=int, help="frames used to fit PCA (default 4000)")
     _add(group, "--rho-v", "model.rho_v", type=float, help="video-level TopK rate (default 0.03)")
     _add(group, "--symmetric", "model.symmetric", action="store_true", help="average both comparison directions")
+    _add(group, "--residual", "model.residual", action="store_true",
+         help="comparator output = max-pooled frame similarity + a learned correction starting at zero")
 
     group = parser.add_argument_group("teacher")
     _add(group, "--teacher", "teacher.name", choices=("efficientnet_lite2", "dino_vits16", "none"),

@@ -44,6 +44,7 @@ class ModelConfig:
     rho_f: float = 0.1
     rho_v: float = 0.03
     symmetric: bool = False
+    residual: bool = False  # comparator as a correction of the max-pooled Chamfer prior (SimilarityConfig.residual)
 
 
 @dataclass

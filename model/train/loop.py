@@ -466,7 +466,9 @@ def _cpu_copy(network: HapVRSimilarity) -> HapVRSimilarity:
 
 def _initial_model(config: TrainConfig, clips, frame_cache: FrameCache, runtime: Runtime):
     """Backbone, PCA and the network to train: from --init, or a PCA fitted on the training frames."""
-    similarity_overrides = dict(rho_f=config.model.rho_f, rho_v=config.model.rho_v, symmetric=config.model.symmetric)
+    similarity_overrides = dict(
+        rho_f=config.model.rho_f, rho_v=config.model.rho_v, symmetric=config.model.symmetric, residual=config.model.residual
+    )
     if config.model.init:
         from model.checkpoint import CheckpointError
 

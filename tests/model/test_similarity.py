@@ -47,8 +47,9 @@ def test_region_level_k1_is_region_chamfer() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [SimilarityConfig(), SimilarityConfig(symmetric=True), SimilarityConfig.training_free()],
-    ids=["learned", "learned-symmetric", "training-free"],
+    [SimilarityConfig(), SimilarityConfig(symmetric=True), SimilarityConfig(residual=True, symmetric=True),
+     SimilarityConfig.training_free()],
+    ids=["learned", "learned-symmetric", "residual", "training-free"],
 )
 def test_padded_frames_never_change_a_score(config: SimilarityConfig) -> None:
     torch.manual_seed(0)
@@ -126,3 +127,33 @@ def test_frame_vectors_are_unit_norm() -> None:
     vectors = frame_vectors(unit(5, 9, 16, seed=12))
     assert vectors.shape == (5, 16)
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(5), atol=1e-6)
+
+
+def test_untrained_residual_network_is_the_pooled_chamfer_prior() -> None:
+    """At the start the residual comparator adds nothing and attention weighs every region 0.5,
+    so the score is the video-level Chamfer of F max-pooled 4x4, at a quarter of the scale."""
+    torch.manual_seed(0)
+    dim = 32
+    net = HapVRSimilarity(SimilarityConfig(dim=dim, residual=True, symmetric=True)).eval()
+    free = HapVRSimilarity(SimilarityConfig(dim=dim, attention=False, comparator=False))
+    query, target = unit(12, 9, dim, seed=4), unit(17, 9, dim, seed=5)
+    with torch.inference_mode():
+        score = net.one_to_many(net.index(query), [net.index(target)]).score[0]
+        frame_sim, _ = free.frame_similarity(query[None], target[None])
+    pooled = nnf.max_pool2d(frame_sim, 4, 4)[0]  # [3, 4]
+    forward, backward = pooled.max(dim=1).values.mean(), pooled.max(dim=0).values.mean()
+    assert torch.allclose(score, 0.25 * (forward + backward) / 2, atol=1e-5)
+
+
+def test_residual_network_learns_from_its_zero_start() -> None:
+    """A zero head must still pass gradients to every layer after one optimiser step."""
+    torch.manual_seed(0)
+    net = HapVRSimilarity(SimilarityConfig(dim=16, residual=True))
+    videos = unit(4, 8, 9, 16, seed=6)
+    optimiser = torch.optim.SGD(net.parameters(), lr=1e-3)
+    for _ in range(2):
+        optimiser.zero_grad()
+        score = net.all_pairs(net.index(videos), full(4, 8)).score
+        (-score.diagonal().sum() + score.sum()).backward()
+        optimiser.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
