@@ -63,7 +63,9 @@ def parse_sizes(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     library = parser.add_argument_group("library")
-    library.add_argument("--sizes", type=parse_sizes, default=[1000], help="comma-separated video counts to measure at, e.g. 1000,10000,100000")
+    library.add_argument(
+        "--sizes", type=parse_sizes, default=[1000], help="video counts to measure at, e.g. 1000,10000,100000"
+    )
     library.add_argument("--min-seconds", type=float, default=5.0)
     library.add_argument("--max-seconds", type=float, default=50.0)
     library.add_argument("--seed", type=int, default=2026)
