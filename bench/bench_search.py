@@ -173,7 +173,7 @@ def candidate_queries(engine: SearchEngine, videos: int, args: argparse.Namespac
     found = []
     for query in make_queries(engine.store, videos, args.queries, seed=2):
         features, _ = query_features(engine.store, query)
-        votes = probe.candidate_votes(features, query[2])
+        votes = probe.candidate_votes(features, query[2], args.k)
         vectors, k = recorder.searches[-1]
         found.append(CandidateQuery(votes=votes, vectors=vectors, k=k, exclude=frozenset(query[2])))
     return found

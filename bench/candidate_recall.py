@@ -43,6 +43,14 @@ class RecordingIndex:
     def frames_of(self, video_id: int) -> int:
         return self.inner.frames_of(video_id)
 
+    @property
+    def num_frames(self) -> int:
+        return self.inner.num_frames
+
+    @property
+    def num_videos(self) -> int:
+        return self.inner.num_videos
+
     def __contains__(self, video_id: object) -> bool:
         return video_id in self.inner
 

@@ -48,7 +48,11 @@ class SearchConfig:
     """Knobs of one search (bench/bench_search.py measures the defaults; results in bench/results/search.md)."""
 
     candidates: int = 100  # C: videos re-ranked exactly (at most; see rerank_frame_pairs)
-    neighbours_per_frame: int = 64  # k': FAISS neighbours per query frame
+    neighbours_per_frame: int = 64  # k': FAISS neighbours per query frame, at least
+    # A search for k videos asks each query frame for about k videos' worth of frames (k times
+    # the mean frames per indexed video), up to this cap: with only 64, an original with 25
+    # re-uploads of 8 frames each loses copies before the re-rank ever sees them.
+    max_neighbours_per_frame: int = 2048
     # Longer queries are subsampled evenly for the candidate stage only (the re-rank sees every
     # frame): 64 frames keep a flat search of 20k frames near 20 ms on 2 cores, and shots last
     # several seconds, so a long query still votes with every scene.
@@ -77,6 +81,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.neighbours_per_frame < 1 or self.max_query_frames < 1:
             raise ValueError("candidates, neighbours_per_frame and max_query_frames must be positive")
+        if self.max_neighbours_per_frame < self.neighbours_per_frame:
+            raise ValueError("max_neighbours_per_frame must be at least neighbours_per_frame")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, got {self.precision!r}")
 
@@ -167,7 +173,7 @@ class SearchEngine:
         started = time.perf_counter()
         timings: dict[str, float] = {}
 
-        votes = self._votes(queries, set(int(v) for v in exclude))
+        votes = self._votes(queries, set(int(v) for v in exclude), k)
         ranked = self._filter(votes, is_allowed)[:count]
         chosen = self._within_budget(ranked, sum(q.num_frames for q in queries), k)
         timings["candidates"] = time.perf_counter() - started
@@ -203,26 +209,34 @@ class SearchEngine:
         return SearchResult(hits=hits, candidates=ranked, reranked=len(chosen), timings=timings, skipped=skipped)
 
     # -- stage 1: candidates ---------------------------------------------------------------------
-    def _votes(self, queries: Sequence[VideoFeatures], exclude: set[int]) -> dict[int, float]:
+    def _votes(self, queries: Sequence[VideoFeatures], exclude: set[int], k: int) -> dict[int, float]:
         """Per video, the best vote over the query variants (see the module docstring)."""
         best: dict[int, float] = {}
         for query in queries:
-            for video_id, vote in self.candidate_votes(query, exclude).items():
+            for video_id, vote in self.candidate_votes(query, exclude, k).items():
                 if vote > best.get(video_id, -np.inf):
                     best[video_id] = vote
         return best
 
-    def candidate_votes(self, query: VideoFeatures, exclude: Collection[int] = ()) -> dict[int, float]:
-        """video id -> estimate of the query-to-video frame Chamfer similarity, for every video hit."""
+    def candidate_votes(self, query: VideoFeatures, exclude: Collection[int] = (), k: int = 20) -> dict[int, float]:
+        """video id -> estimate of the query-to-video frame Chamfer similarity, for every video hit
+        (enough neighbours per frame to reach about `k` videos)."""
         vectors = query.frame_vectors
         if len(vectors) > self.config.max_query_frames:
             rows = np.linspace(0, len(vectors) - 1, self.config.max_query_frames).round().astype(np.int64)
             vectors = vectors[np.unique(rows)]
         # Excluded videos (the query itself) may fill a frame's nearest neighbours; ask for more.
         crowd = sum(self.index.frames_of(int(video_id)) for video_id in exclude)
-        neighbours = self.config.neighbours_per_frame + min(crowd, 1024)
+        neighbours = self.neighbours_for(k) + min(crowd, 1024)
         scores, video_ids, _ = self.index.search(vectors, neighbours)
         return aggregate_votes(scores, video_ids, exclude)
+
+    def neighbours_for(self, k: int) -> int:
+        """k': about k videos' worth of frames, within [neighbours_per_frame, max_neighbours_per_frame]."""
+        videos = self.index.num_videos
+        frames_per_video = self.index.num_frames / videos if videos else 1.0
+        wanted = int(np.ceil(k * frames_per_video))
+        return int(np.clip(wanted, self.config.neighbours_per_frame, self.config.max_neighbours_per_frame))
 
     @staticmethod
     def _filter(votes: dict[int, float], is_allowed: AllowedFilter | None) -> list[tuple[int, float]]:

@@ -203,3 +203,25 @@ def test_concurrent_searches_agree(library) -> None:
     for thread in threads:
         thread.join()
     assert [results[slot] for slot in range(len(queries))] == expected
+
+
+def test_a_large_k_reaches_every_copy_of_a_much_copied_video(tmp_path: Path) -> None:
+    """80 re-uploads of one 8-frame shot hold 640 near-identical frames: 64 neighbours of a query
+    frame reach at most 64 of the copies; asking for k videos widens the search to reach them all."""
+    rng = np.random.default_rng(3)
+    store = FeatureStore(tmp_path / "features")
+    index = VectorIndex(IndexConfig(dim=DIM))
+    original = synthetic_video(rng, 8, dim=DIM, shot_frames=(8, 8))
+    copies = set(range(2, 82))
+    unrelated = [synthetic_video(rng, 8, dim=DIM) for _ in range(20)]
+    library = [(1, original), *((c, edited_copy(rng, original, 0, 8)) for c in copies)]
+    library += [(82 + i, video) for i, video in enumerate(unrelated)]
+    for video_id, features in library:
+        store.put(video_id, features)
+        index.add(video_id, features.frame_vectors)
+    query = edited_copy(rng, original, 0, 1)  # a one-frame excerpt: one row of neighbours
+    engine = SearchEngine(store, index, HapVRSimilarity(SimilarityConfig.training_free(dim=DIM)))
+    assert engine.neighbours_for(90) == 720  # 90 videos x 8 frames
+    assert copies <= {hit.video_id for hit in engine.search(query, k=90)}
+    narrow = SearchEngine(store, index, engine.similarity, SearchConfig(max_neighbours_per_frame=64))
+    assert len(copies & {hit.video_id for hit in narrow.search(query, k=90)}) < len(copies)
