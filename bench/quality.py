@@ -20,8 +20,10 @@ Methods:
 - training-free: hierarchical Chamfer over the encoder's PCA-whitened region features, no
   attention or comparator. PCA from model/checkpoints/default.safetensors when it is there,
   else fitted on the training side of the footage split (cached next to the footage).
-- untrained: the full network, SimilarityConfig() with random weights (seed 0), same PCA.
-- each --checkpoint FILE, named by its file name.
+- untrained: the shipped checkpoint's network architecture (SimilarityConfig() when the
+  shipped model is training-free) at its initial weights (seed 0), same PCA.
+- default: the shipped checkpoint, when it holds a trained network; and each --checkpoint
+  FILE, named by its file name.
 - frame-phash, vpdq, videohash: bench/baselines.py (skipped with the reason when missing).
 - api (opt-in: `--methods ...,api`): the service end to end, as a user meets it
   (bench/api_method.py): a fresh `hapvr serve` at its defaults, serving the first --checkpoint
@@ -224,6 +226,11 @@ def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 64,
     return scores
 
 
+def _describe(config) -> str:
+    parts = ["residual comparator" if config.residual else "comparator", "symmetric" if config.symmetric else "one direction"]
+    return ", ".join(parts)
+
+
 def our_methods(checkpoints: Sequence[Path], log: Callable[[str], None]) -> list[tuple[str, str, Callable]]:
     """(name, description, bundle factory) for training-free, untrained and each checkpoint."""
     import torch
@@ -242,14 +249,21 @@ def our_methods(checkpoints: Sequence[Path], log: Callable[[str], None]) -> list
         return ModelBundle.training_free(bundle.pca, backbone=bundle.backbone), origin
 
     def untrained():
+        # The shipped network's own architecture (when it has one) at its initial weights.
         bundle, origin = base()
+        config = bundle.similarity.config
+        if not (config.attention and config.comparator):
+            config = SimilarityConfig(dim=bundle.pca.dim)
         torch.manual_seed(0)
-        network = HapVRSimilarity(SimilarityConfig(dim=bundle.pca.dim)).eval()
-        return ModelBundle(bundle.backbone, bundle.pca, network, mode="untrained"), origin
+        network = HapVRSimilarity(config).eval()
+        return ModelBundle(bundle.backbone, bundle.pca, network, mode="untrained"), f"{origin}; {_describe(config)}"
 
     methods = [("training-free", "hierarchical Chamfer over region features (no attention, no comparator)",
                 training_free),
-               ("untrained", "full network, random weights (seed 0)", untrained)]
+               ("untrained", "the shipped network's architecture at its initial weights (seed 0)", untrained)]
+    shipped_is_trained = DEFAULT_CHECKPOINT.is_file() and load_checkpoint(DEFAULT_CHECKPOINT).mode == "trained"
+    if shipped_is_trained and all(Path(p).resolve() != DEFAULT_CHECKPOINT.resolve() for p in checkpoints):
+        checkpoints = [DEFAULT_CHECKPOINT, *checkpoints]  # the model the service ships is always measured
     for path in checkpoints:
         methods.append((Path(path).stem, f"checkpoint {path}",
                         lambda p=path: (load_checkpoint(p), f"its own PCA ({Path(p).name})")))

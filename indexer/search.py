@@ -35,7 +35,7 @@ import torch
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from indexer.features import VideoFeatures
 from model.similarity.network import HapVRSimilarity, stretched_frame_index
-from model.similarity.segments import Segment, matched_segments
+from model.similarity.segments import Segment, cosine_scaled, matched_segments
 
 if TYPE_CHECKING:
     from indexer.vector_index import FrameIndex
@@ -197,10 +197,11 @@ class SearchEngine:
         hits = []
         for rank, video_id in enumerate(order[:k], start=1):
             score, variant_index, frame_sim = scored[video_id]
+            query_variant, target = queries[variant_index], loaded[video_id]
             segments = matched_segments(
-                frame_sim,
-                queries[variant_index].timestamps,
-                loaded[video_id].timestamps,
+                cosine_scaled(frame_sim, query_variant.regions, target.regions),
+                query_variant.timestamps,
+                target.timestamps,
                 self.config.segment_threshold,
             )
             hits.append(SearchHit(video_id=video_id, score=score, rank=rank, segments=segments))

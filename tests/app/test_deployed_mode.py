@@ -175,8 +175,9 @@ def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> Non
     import redis
 
     service = api()
-    deployment.start_worker(delay=4.0)
-    deployment.start_worker(delay=4.0)
+    # The embed waits 10 s, so the kill lands mid-job even when a loaded box polls late.
+    deployment.start_worker(delay=10.0)
+    deployment.start_worker(delay=10.0)
     video_id = upload_id(service, media.video("killed.mp4", seed=11, seconds=6))
     client = redis.Redis.from_url(REDIS_URL)
     key = lease_key(deployment.prefix, video_id)
