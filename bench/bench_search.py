@@ -7,7 +7,7 @@ size to the next and can live in --data-dir to be resumed or reused (bench/searc
 At each size:
 
 - latency: the real SearchEngine (FAISS candidates, feature-store reads, exact re-rank with the
-  training-free HAP-VR similarity, segments), searching either by an indexed video (GET
+  similarity network of --checkpoint, the shipped one by default, segments), searching either by an indexed video (GET
   /search?video_id=V: its features read from the store, V excluded) or by an edited excerpt of
   one (POST /search, the clip's features given); p50, p95, p99 and the stages' medians;
 - memory per indexed video minute: the saved index file, the resident memory loading it adds,
@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     search = parser.add_argument_group("search")
     search.add_argument("--queries", type=int, default=200, help="timed queries per size (half by id, half by clip)")
+    search.add_argument("--checkpoint", type=Path, default=None,
+                        help="model whose similarity network re-ranks (default: the shipped checkpoint)")
     search.add_argument("--warmup", type=int, default=5)
     search.add_argument("--k", type=int, default=20)
     search.add_argument("--candidates", type=int, default=None, help="C (default: SearchConfig's)")
@@ -254,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.search_library import Library, LibraryMismatch, LibrarySpec
-    from model.similarity.config import SimilarityConfig
-    from model.similarity.network import HapVRSimilarity
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -268,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         f"at {args.sizes[-1]} videos, in {root}",
         flush=True,
     )
-    similarity = HapVRSimilarity(SimilarityConfig.training_free())
+    # The synthetic features stand for indexed ones, so only the comparison side of the model runs.
+    bundle = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)
+    similarity = bundle.similarity
+    print(f"re-rank: {bundle.mode} network of {args.checkpoint or DEFAULT_CHECKPOINT.name}", flush=True)
     try:
         try:
             library = Library(root, spec)
@@ -291,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
 INTRO = """# Search latency, memory and candidate recall
 
 `python bench/bench_search.py --sizes 1000,10000,100000 --data-dir DIR` (see its docstring).
-Real query path (FAISS candidates, feature store reads from disk, exact training-free HAP-VR
-re-rank of C candidates, segments) over synthetic features, 9 regions x 512-d, float16 in the
+Real query path (FAISS candidates, feature store reads from disk, exact HAP-VR re-rank of C
+candidates with the shipped network, comparator included, segments) over synthetic features, 9 regions x 512-d, float16 in the
 store. Half the queries search by an indexed video (features read from the store, the video
 excluded), half by an edited excerpt of one. Latency is per search, in ms; stages are medians.
 "load" is the 1-minute load average after the timed queries. Target: p95 under 150 ms at
