@@ -35,7 +35,7 @@ import torch
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from indexer.features import VideoFeatures
 from model.similarity.network import HapVRSimilarity, stretched_frame_index
-from model.similarity.segments import Segment, cosine_scaled, matched_segments
+from model.similarity.segments import Segment, cosine_scaled, frame_energy, matched_segments
 
 if TYPE_CHECKING:
     from indexer.vector_index import FrameIndex
@@ -195,11 +195,12 @@ class SearchEngine:
         if min_score is not None:
             order = [video_id for video_id in order if scored[video_id][0] >= min_score]
         hits = []
+        query_energies = [frame_energy(variant.regions) for variant in queries]
         for rank, video_id in enumerate(order[:k], start=1):
             score, variant_index, frame_sim = scored[video_id]
             query_variant, target = queries[variant_index], loaded[video_id]
             segments = matched_segments(
-                cosine_scaled(frame_sim, query_variant.regions, target.regions),
+                cosine_scaled(frame_sim, query_energies[variant_index], frame_energy(target.regions)),
                 query_variant.timestamps,
                 target.timestamps,
                 self.config.segment_threshold,

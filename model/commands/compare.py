@@ -51,7 +51,7 @@ def compare_files(bundle, first: Path, second: Path, fps: float, segment_thresho
 
     from model.pipeline import VideoPipeline
     from model.similarity.network import stretched_frame_index
-    from model.similarity.segments import cosine_scaled, matched_segments
+    from model.similarity.segments import cosine_scaled, frame_energy, matched_segments
     from model.video import VideoDecodeError
 
     pipeline = VideoPipeline(bundle, fps=fps)
@@ -70,7 +70,8 @@ def compare_files(bundle, first: Path, second: Path, fps: float, segment_thresho
     query_rows = stretched_frame_index(len(query.timestamps), min_frames)
     target_cols = stretched_frame_index(len(target.timestamps), min_frames)
     frame_sim = output.frame_sim[0, : len(query_rows), : len(target_cols)].numpy()
-    frame_sim = cosine_scaled(frame_sim, query.regions[query_rows].numpy(), target.regions[target_cols].numpy())
+    energies = [frame_energy(video.regions[rows].numpy()) for video, rows in ((query, query_rows), (target, target_cols))]
+    frame_sim = cosine_scaled(frame_sim, *energies)
     segments = matched_segments(
         frame_sim, query.timestamps[query_rows], target.timestamps[target_cols], segment_threshold
     )

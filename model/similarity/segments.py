@@ -82,19 +82,18 @@ def matched_segments(
     return sorted(segments, key=lambda segment: segment.score, reverse=True)
 
 
-def cosine_scaled(frame_sim: np.ndarray, query_regions: np.ndarray, target_regions: np.ndarray) -> np.ndarray:
-    """F [Tq, Tt] of indexed regions [Tq, R, D] x [Tt, R, D] divided by sqrt(e_i * e_j), e = each frame's
-    mean squared region norm.
+def cosine_scaled(frame_sim: np.ndarray, query_energy: np.ndarray, target_energy: np.ndarray) -> np.ndarray:
+    """F [Tq, Tt] divided by sqrt(e_i * e_j), with `frame_energy` of the query's and the target's frames.
 
     Attention shrinks region vectors and F with them (a trained network's F sits near half of the
     training-free one), while the segment threshold is set on the cosine scale. Without attention
-    every e is 1 and F is returned as it is.
+    every energy is 1 and F comes back as it was.
     """
-    query_energy, target_energy = _frame_energy(query_regions), _frame_energy(target_regions)
     return frame_sim / np.sqrt(np.maximum(np.outer(query_energy, target_energy), 1e-12))
 
 
-def _frame_energy(regions: np.ndarray) -> np.ndarray:
+def frame_energy(regions: np.ndarray) -> np.ndarray:
+    """Mean squared norm of each frame's indexed region vectors: [T, R, D] -> [T]."""
     regions = np.asarray(regions, dtype=np.float32)
     return np.einsum("trd,trd->t", regions, regions) / regions.shape[1]
 
