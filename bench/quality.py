@@ -261,8 +261,10 @@ def our_methods(checkpoints: Sequence[Path], log: Callable[[str], None]) -> list
     methods = [("training-free", "hierarchical Chamfer over region features (no attention, no comparator)",
                 training_free),
                ("untrained", "the shipped network's architecture at its initial weights (seed 0)", untrained)]
-    shipped_is_trained = DEFAULT_CHECKPOINT.is_file() and load_checkpoint(DEFAULT_CHECKPOINT).mode == "trained"
-    if shipped_is_trained and all(Path(p).resolve() != DEFAULT_CHECKPOINT.resolve() for p in checkpoints):
+    from bench.results_page import shipped_method  # the row RESULTS.md reads as the shipped model
+
+    shipped_has_network = shipped_method() == DEFAULT_CHECKPOINT.stem
+    if shipped_has_network and all(Path(p).resolve() != DEFAULT_CHECKPOINT.resolve() for p in checkpoints):
         checkpoints = [DEFAULT_CHECKPOINT, *checkpoints]  # the model the service ships is always measured
     for path in checkpoints:
         methods.append((Path(path).stem, f"checkpoint {path}",
