@@ -14,8 +14,8 @@ import sys
 # Subcommand modules, in the order `hapvr --help` lists them.
 COMMAND_MODULES = (
     "app.commands.serve",
-    "app.commands.worker",
-    "app.commands.migrate",
+    "indexer.commands.worker",
+    "indexer.commands.migrate",
     "model.commands.compare",
     "model.commands.fit_pca",
     "model.train.command",

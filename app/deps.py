@@ -8,37 +8,63 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app.components import Components
-from app.db import session_scope
-from app.library import Library
-from app.runtime import Runtime
-from app.settings import Settings
+from indexer.backend import Backend
+from indexer.components import Components
+from indexer.db import session_scope
+from indexer.ingest import Ingest
+from indexer.library import Library
+from indexer.metrics import Metrics
+from indexer.search_service import SearchService
+from indexer.settings import Settings
+from indexer.upload_store import UploadStore
 
 
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+def get_backend(request: Request) -> Backend:
+    return request.app.state.backend
 
 
-def get_settings(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Settings:
-    return runtime.settings
+BackendDep = Annotated[Backend, Depends(get_backend)]
 
 
-def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    with session_scope(runtime.sessions) as session:
+def get_settings(backend: BackendDep) -> Settings:
+    return backend.settings
+
+
+def get_session(backend: BackendDep) -> Iterator[Session]:
+    with session_scope(backend.sessions) as session:
         yield session
 
 
-def get_library(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Library:
+def get_library(backend: BackendDep) -> Library:
     """The loaded index and store; 503 while start-up is still loading them."""
-    return runtime.require_library()
+    return backend.require_library()
 
 
-def get_components(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Components:
-    return runtime.require_components()
+def get_components(backend: BackendDep) -> Components:
+    return backend.require_components()
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SessionDep = Annotated[Session, Depends(get_session)]
+def get_ingest(backend: BackendDep) -> Ingest:
+    return backend.ingest
+
+
+def get_search(backend: BackendDep) -> SearchService:
+    return backend.search
+
+
+def get_uploads(backend: BackendDep) -> UploadStore:
+    return backend.uploads
+
+
+def get_metrics(backend: BackendDep) -> Metrics:
+    return backend.metrics
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
 LibraryDep = Annotated[Library, Depends(get_library)]
 ComponentsDep = Annotated[Components, Depends(get_components)]
+IngestDep = Annotated[Ingest, Depends(get_ingest)]
+SearchDep = Annotated[SearchService, Depends(get_search)]
+UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

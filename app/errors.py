@@ -10,38 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from indexer.errors import NotReady, ServiceError
+
 log = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
-    """An expected failure with an HTTP status and a message for the client."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class NotFound(ServiceError):
-    status_code = status.HTTP_404_NOT_FOUND
-
-
-class Conflict(ServiceError):
-    status_code = status.HTTP_409_CONFLICT
-
-
-class Unprocessable(ServiceError):
-    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
-
-
-class NotReady(ServiceError):
-    """The index is still loading (or failed to load): retry later."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
-
-def _describe(errors: list[dict]) -> str:
+def describe_validation_errors(errors: list[dict]) -> str:
+    """pydantic's error list as one line for `detail`."""
     parts = []
     for error in errors:
         where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body",))
@@ -64,7 +39,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         errors = jsonable_encoder(error.errors(), exclude={"input", "ctx", "url"})
         return JSONResponse(
-            {"detail": _describe(errors), "errors": errors},
+            {"detail": describe_validation_errors(errors), "errors": errors},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
 

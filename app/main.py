@@ -1,4 +1,4 @@
-"""The FastAPI application: settings, runtime, error handlers and routers, nothing else."""
+"""The FastAPI application: settings, back end, error handlers and routers, nothing else."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.errors import install_error_handlers
 from app.routes import health, search, videos
-from app.runtime import ComponentsFactory, Runtime
-from app.settings import Settings
+from indexer.backend import ComponentsFactory, Backend
+from indexer.settings import Settings
 
 DESCRIPTION = """Near-duplicate video search. Upload videos; find, for any indexed video or
 uploaded clip, the other videos that contain the same footage, ranked, with the matching time
@@ -19,20 +19,20 @@ ranges. Errors are JSON objects with a `detail` message."""
 
 
 def create_app(settings: Settings | None = None, components_factory: ComponentsFactory | None = None) -> FastAPI:
-    """Build the app; the runtime starts with the app's lifespan (model and index load in the background)."""
+    """Build the app; the backend starts with the app's lifespan (model and index load in the background)."""
     settings = settings or Settings()
-    runtime = Runtime(settings) if components_factory is None else Runtime(settings, components_factory)
+    backend = Backend(settings) if components_factory is None else Backend(settings, components_factory)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(runtime.start)
+        await run_in_threadpool(backend.start)
         try:
             yield
         finally:
-            await run_in_threadpool(runtime.close)
+            await run_in_threadpool(backend.close)
 
     app = FastAPI(title="hapvr-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.state.runtime = runtime
+    app.state.backend = backend
     install_error_handlers(app)
     app.include_router(videos.router)
     app.include_router(search.router)

@@ -5,13 +5,46 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import json
 
-from app.models import VideoStatus
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from indexer.orm import VideoStatus
 
 
 class Message(BaseModel):
     detail: str
+
+
+class VideoCreate(BaseModel):
+    """The text fields of an upload, beside its file: the one place their limits are written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=500)
+    external_id: str | None = Field(None, max_length=255)
+    metadata: dict[str, Any] | None = Field(None, description="a JSON object, kept as is")
+
+    @field_validator("title", "external_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        """Multipart sends metadata as text: parse it here, so its errors read like the others."""
+        if not isinstance(value, str):
+            return value
+        if not value:
+            return None
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not valid JSON: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object")
+        return parsed
 
 
 class VideoPublic(BaseModel):
@@ -54,7 +87,9 @@ class VideoAccepted(BaseModel):
     duplicate: bool = Field(description="the same bytes were already uploaded; this is that video")
 
 
-class Segment(BaseModel):
+class SegmentPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     """A matching time range, in seconds of the query and of the result."""
 
     query_start: float
@@ -64,21 +99,25 @@ class Segment(BaseModel):
     score: float | None = Field(None, description="mean frame similarity along the segment")
 
 
-class SearchHit(BaseModel):
+class SearchHitPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     video_id: int
     score: float
     rank: int
     title: str | None = None
     external_id: str | None = None
-    segments: list[Segment]
+    segments: list[SegmentPublic]
 
 
-class SearchResults(BaseModel):
+class SearchResultsPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     query_video_id: int | None = Field(None, description="the indexed query video, if any")
     k: int
     min_score: float | None
     count: int
-    data: list[SearchHit]
+    data: list[SearchHitPublic]
     took_ms: float
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 import anyio
@@ -19,7 +18,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from app.storage import UploadStore
+from indexer.upload_store import ReceivedFile, UploadStore
 
 # Room allowed for multipart boundaries and part headers on top of the file and the fields.
 _ENVELOPE_BYTES = 64 * 1024
@@ -46,24 +45,6 @@ def is_clearly_not_video(content_type: str | None) -> bool:
     if major == "application":
         return minor in _NOT_VIDEO_APPLICATION or minor.endswith(("+json", "+xml", "+zip"))
     return False
-
-
-@dataclass
-class ReceivedFile:
-    """An upload streamed to a scratch file; the caller commits it or deletes it."""
-
-    path: Path
-    sha256: str
-    size: int
-    filename: str | None
-    content_type: str | None
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.filename).suffix if self.filename else ""
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 @dataclass

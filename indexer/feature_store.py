@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from indexer.features import VideoFeatures
+from model.fileio import TEMP_PREFIX, fsync_dir, write_bytes_atomic
 
 FORMAT_TAG = "hapvr-features/1"
 SUFFIX = ".safetensors"
-TEMP_PREFIX = ".tmp-"
 
 
 class FeatureStoreError(RuntimeError):
@@ -70,38 +69,6 @@ def _checksum(*arrays: np.ndarray) -> str:
     for array in arrays:
         crc = zlib.crc32(np.ascontiguousarray(array).data.cast("B"), crc)
     return f"{crc:08x}"
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside `path` durable (POSIX needs the directory itself synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a torn one.
-
-    Temp file in the same directory (same filesystem, so the rename is atomic), fsync it,
-    os.replace over the target, fsync the directory so the rename survives a power cut.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def _check_id(video_id: object) -> int:
@@ -152,7 +119,7 @@ class FeatureStore:
             },
             metadata=metadata,
         )
-        write_atomic(self.path_for(video_id), data)
+        write_bytes_atomic(self.path_for(video_id), data)
 
     def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures:
         """Read a video's features; MissingFeaturesError if absent, CorruptFeaturesError if unreadable.
@@ -221,7 +188,7 @@ class FeatureStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def __contains__(self, video_id: object) -> bool:
         try:

@@ -38,7 +38,7 @@ from model.similarity.network import HapVRSimilarity, stretched_frame_index
 from model.similarity.segments import Segment, cosine_scaled, frame_energy, matched_segments
 
 if TYPE_CHECKING:
-    from indexer.vector_index import FrameIndex
+    from indexer.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class SearchHit:
+class RankedHit:
     video_id: int
     score: float
     rank: int  # 1-based
@@ -99,7 +99,7 @@ class SearchHit:
 class SearchResult:
     """Hits plus what a caller may log or export: the candidates' votes and per-stage timings."""
 
-    hits: list[SearchHit]
+    hits: list[RankedHit]
     candidates: list[tuple[int, float]]  # (video id, vote estimate of the frame Chamfer), best first
     reranked: int  # how many of the candidates (from the first) the re-rank budget allowed
     timings: dict[str, float]  # seconds: candidates, load, rerank, segments, total
@@ -115,7 +115,7 @@ class SearchEngine:
     def __init__(
         self,
         store: FeatureStorage,
-        index: FrameIndex,
+        index: VectorIndex,
         similarity: HapVRSimilarity,
         config: SearchConfig | None = None,
     ) -> None:
@@ -138,7 +138,7 @@ class SearchEngine:
         exclude: Collection[int] = (),
         is_allowed: AllowedFilter | None = None,
         variants: Sequence[VideoFeatures] = (),
-    ) -> list[SearchHit]:
+    ) -> list[RankedHit]:
         """The k best videos for `query`, best first; see `search_detailed`."""
         return self.search_detailed(
             query,
@@ -205,7 +205,7 @@ class SearchEngine:
                 target.timestamps,
                 self.config.segment_threshold,
             )
-            hits.append(SearchHit(video_id=video_id, score=score, rank=rank, segments=segments))
+            hits.append(RankedHit(video_id=video_id, score=score, rank=rank, segments=segments))
         timings["segments"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         return SearchResult(hits=hits, candidates=ranked, reranked=len(chosen), timings=timings, skipped=skipped)

@@ -36,12 +36,12 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
 
-from indexer.feature_store import write_atomic
+from model.fileio import write_bytes_atomic
 
 if TYPE_CHECKING:
     from indexer.feature_store import FeatureStorage
@@ -108,12 +108,22 @@ class IndexConfig:
 
 
 @runtime_checkable
-class FrameIndex(Protocol):
-    """What search and ingest need from a frame index; a sharded or remote engine can provide it."""
+class VectorIndex(Protocol):
+    """Frame vectors of ready videos: what search, ingest and start-up need from a vector index.
+
+    Derived data, rebuilt from the feature store at will. FaissIndex is the in-process engine;
+    a sharded or remote engine can provide the same interface.
+    """
 
     def add(self, video_id: int, vectors: np.ndarray) -> None: ...
 
     def remove(self, video_id: int) -> int: ...
+
+    def video_ids(self) -> Iterable[int]: ...
+
+    def rebuild(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> int: ...
+
+    def save(self, path: str | Path) -> Any: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -212,7 +222,7 @@ def _counts(ids: np.ndarray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts)}
 
 
-class VectorIndex:
+class FaissIndex:
     """FAISS frame index; see the module docstring. Thread-safe."""
 
     def __init__(self, config: IndexConfig | None = None) -> None:
@@ -401,7 +411,7 @@ class VectorIndex:
             with self._lock:
                 data = faiss.serialize_index(self._index)
                 info = self.info()
-            write_atomic(path, memoryview(data))
+            write_bytes_atomic(path, memoryview(data))
             sidecar = {
                 "format": FORMAT_TAG,
                 "kind": info.kind,
@@ -414,13 +424,13 @@ class VectorIndex:
                 "frame_bits": FRAME_BITS,
                 "crc32": f"{zlib.crc32(memoryview(data)):08x}",
             }
-            write_atomic(_sidecar_path(path), json.dumps(sidecar, indent=1).encode())
+            write_bytes_atomic(_sidecar_path(path), json.dumps(sidecar, indent=1).encode())
             with self._lock:
                 self._saved_generation = max(self._saved_generation, info.generation)
         return info
 
     @classmethod
-    def load(cls, path: str | Path, config: IndexConfig | None = None) -> VectorIndex:
+    def load(cls, path: str | Path, config: IndexConfig | None = None) -> FaissIndex:
         """Read an index saved by `save`; IndexLoadError when it is missing, torn or inconsistent."""
         path = Path(path)
         sidecar_path = _sidecar_path(path)
@@ -533,11 +543,11 @@ __all__ = [
     "FRAME_BITS",
     "MAX_FRAMES_PER_VIDEO",
     "MAX_VIDEO_ID",
-    "FrameIndex",
+    "VectorIndex",
     "IndexConfig",
     "IndexInfo",
     "IndexLoadError",
-    "VectorIndex",
+    "FaissIndex",
     "pack_ids",
     "read_sidecar",
     "unpack_ids",

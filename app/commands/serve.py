@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from indexer.commands.options import configure_logging, overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,20 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, object]:
-    """The flags the user actually gave, as settings keyword arguments."""
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
-def configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Library chatter at start-up that says nothing about this service.
-    for name in ("alembic.runtime.plugins", "faiss.loader"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def run(args: argparse.Namespace) -> int:
     import logging
     import os
@@ -46,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
-    from app.settings import Settings
+    from indexer.settings import Settings
 
     settings = Settings(**overrides(args, ("host", "port", "data_dir", "workers", "checkpoint")))
     configure_logging(settings.log_level)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from app.deps import RuntimeDep
+from app.deps import BackendDep, MetricsDep
 from app.schemas import Health, Message, Readiness
 
 router = APIRouter(tags=["health"])
@@ -19,15 +19,15 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Message}})
-def readyz(runtime: RuntimeDep) -> Readiness:
+def readyz(backend: BackendDep) -> Readiness:
     """200 once the model and the index are loaded and reconciled; 503 before (or if start-up failed)."""
-    library = runtime.require_library()
+    library = backend.require_library()
     videos, vectors = library.size()
     return Readiness(status="ready", indexed_videos=videos, indexed_vectors=vectors)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(runtime: RuntimeDep) -> Response:
-    body, content_type = await run_in_threadpool(runtime.metrics.render)
+async def metrics(registry: MetricsDep) -> Response:
+    body, content_type = await run_in_threadpool(registry.render)
     return Response(content=body, media_type=content_type)
 

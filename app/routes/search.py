@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from app.deps import ComponentsDep, LibraryDep, RuntimeDep
-from app.errors import Unprocessable
+from app.deps import ComponentsDep, LibraryDep, SearchDep, SettingsDep, UploadsDep
 from app.routes.videos import ERRORS
-from app.schemas import Message, SearchResults
+from app.schemas import Message, SearchResultsPublic
 from app.uploads import receive_video_form
+from indexer.errors import Unprocessable
+from indexer.settings import Settings
 
 router = APIRouter(prefix="/search", tags=["search"])
 
@@ -33,8 +34,7 @@ CLIP_BODY = {
 }
 
 
-def _k(runtime: RuntimeDep, k: int | None) -> int:
-    settings = runtime.settings
+def _k(settings: Settings, k: int | None) -> int:
     k = settings.default_k if k is None else k
     if k > settings.max_k:
         raise Unprocessable(f"k must be at most {settings.max_k}")
@@ -43,37 +43,43 @@ def _k(runtime: RuntimeDep, k: int | None) -> int:
 
 @router.get(
     "",
-    response_model=SearchResults,
+    response_model=SearchResultsPublic,
     responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
 )
 async def search_by_video(
-    video_id: int, runtime: RuntimeDep, library: LibraryDep, k: K = None, min_score: MIN_SCORE = None
-) -> SearchResults:
+    video_id: int,
+    settings: SettingsDep,
+    search: SearchDep,
+    library: LibraryDep,
+    k: K = None,
+    min_score: MIN_SCORE = None,
+) -> SearchResultsPublic:
     """Videos sharing footage with an indexed video, best first, with the matching time ranges."""
-    search = runtime.search
-    return await search.run(search.by_video, video_id, k=_k(runtime, k), min_score=min_score, library=library)
+    matches = await search.run(search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library)
+    return SearchResultsPublic.model_validate(matches)
 
 
-@router.post("", response_model=SearchResults, openapi_extra=CLIP_BODY, responses={**ERRORS, 503: {"model": Message}})
+@router.post("", response_model=SearchResultsPublic, openapi_extra=CLIP_BODY, responses={**ERRORS, 503: {"model": Message}})
 async def search_by_clip(
     request: Request,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
+    search: SearchDep,
+    uploads: UploadsDep,
     library: LibraryDep,
     components: ComponentsDep,
     k: K = None,
     min_score: MIN_SCORE = None,
-) -> SearchResults:
+) -> SearchResultsPublic:
     """Search with an uploaded clip; the clip is embedded, searched with, and thrown away."""
-    wanted = _k(runtime, k)
+    wanted = _k(settings, k)
     form = await receive_video_form(
         request,
-        store=runtime.uploads,
-        max_file_bytes=runtime.settings.max_upload_bytes,
-        max_field_bytes=runtime.settings.max_field_bytes,
+        store=uploads,
+        max_file_bytes=settings.max_upload_bytes,
+        max_field_bytes=settings.max_field_bytes,
     )
-    search = runtime.search
     try:
-        return await search.run(
+        matches = await search.run(
             search.by_clip,
             form.file.path,
             k=wanted,
@@ -83,3 +89,4 @@ async def search_by_clip(
         )
     finally:
         form.file.discard()
+    return SearchResultsPublic.model_validate(matches)

@@ -8,13 +8,15 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app import catalog
-from app.deps import LibraryDep, RuntimeDep, SessionDep
-from app.errors import NotFound
-from app.ingest import FORM_FIELDS
-from app.models import VideoStatus
-from app.schemas import Message, VideoAccepted, VideoPublic, VideosPublic
+from pydantic import ValidationError
+
+from app.deps import IngestDep, LibraryDep, MetricsDep, SessionDep, SettingsDep, UploadsDep
+from app.errors import describe_validation_errors
+from app.schemas import Message, VideoAccepted, VideoCreate, VideoPublic, VideosPublic
 from app.uploads import receive_video_form
+from indexer import catalog
+from indexer.errors import NotFound, Unprocessable
+from indexer.orm import VideoStatus
 
 router = APIRouter(prefix="/videos", tags=["videos"])
 
@@ -29,8 +31,11 @@ UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "the video"},
-                        "title": {"type": "string", "maxLength": 500},
-                        "external_id": {"type": "string", "maxLength": 255},
+                        **{
+                            name: {"type": "string", "maxLength": field.metadata[0].max_length}
+                            for name, field in VideoCreate.model_fields.items()
+                            if name != "metadata"
+                        },
                         "metadata": {"type": "string", "description": "a JSON object, kept as is"},
                     },
                 }
@@ -55,17 +60,25 @@ ERRORS = {
     responses={200: {"model": VideoAccepted, "description": "these bytes are already indexed"}, **ERRORS},
     summary="Upload a video to index",
 )
-async def upload_video(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def upload_video(
+    request: Request, settings: SettingsDep, uploads: UploadsDep, ingest: IngestDep, metrics: MetricsDep
+) -> JSONResponse:
     """Store the upload and queue it for indexing; identical bytes return the existing video."""
-    settings = runtime.settings
     form = await receive_video_form(
         request,
-        store=runtime.uploads,
+        store=uploads,
         max_file_bytes=settings.max_upload_bytes,
         max_field_bytes=settings.max_field_bytes,
-        text_fields=FORM_FIELDS,
+        text_fields=frozenset(VideoCreate.model_fields),
     )
-    accepted = await run_in_threadpool(runtime.ingest.accept, form)
+    try:
+        fields = VideoCreate.model_validate(form.fields)
+    except ValidationError as error:
+        form.file.discard()
+        metrics.uploads.labels("rejected").inc()
+        raise Unprocessable(describe_validation_errors(error.errors())) from None
+    details = catalog.VideoDetails(title=fields.title, external_id=fields.external_id, meta=fields.metadata)
+    accepted = await run_in_threadpool(ingest.accept, form.file, details)
     video = accepted.video
     status_url = str(request.url_for("get_video", video_id=video.id).path)
     body = VideoAccepted(id=video.id, status=video.status, status_url=status_url, duplicate=accepted.duplicate)
@@ -105,7 +118,7 @@ def list_videos(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": Message}, 503: {"model": Message}},
 )
-def delete_video(video_id: int, runtime: RuntimeDep, library: LibraryDep) -> Response:
+def delete_video(video_id: int, ingest: IngestDep, library: LibraryDep) -> Response:
     """Remove the video from the index, the feature store, the catalog and (if unshared) the upload store."""
-    runtime.ingest.delete(video_id, library=library)
+    ingest.delete(video_id, library=library)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -18,8 +18,8 @@ import av
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.components import Components, index_overrides, make_probe
-from app.settings import Settings
+from indexer.components import Components, index_overrides, make_probe
+from indexer.settings import Settings
 
 LIGHT_DIM = 48
 
@@ -197,12 +197,12 @@ class LightSearcher:
 
 def light_components(settings: Settings) -> Components:
     from indexer.feature_store import FeatureStore
-    from indexer.vector_index import IndexConfig, IndexLoadError, VectorIndex
+    from indexer.vector_index import IndexConfig, IndexLoadError, FaissIndex
     config = IndexConfig(dim=LIGHT_DIM, pq_bytes=16, **index_overrides(settings))
 
     def load_index(path: Path):  # type: ignore[no-untyped-def]
         try:
-            return VectorIndex.load(path, config)
+            return FaissIndex.load(path, config)
         except IndexLoadError:
             return None
 
@@ -210,7 +210,7 @@ def light_components(settings: Settings) -> Components:
     return Components(
         embedder=LightEmbedder(settings),
         store=store,
-        new_index=lambda: VectorIndex(config),
+        new_index=lambda: FaissIndex(config),
         load_index=load_index,
         make_searcher=lambda index: LightSearcher(store, index),
         probe=make_probe(settings),
@@ -234,7 +234,7 @@ class Service:
 
     def __init__(self, client: TestClient) -> None:
         self.client = client
-        self.runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        self.backend = client.app.state.backend  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         """Shut down cleanly (lifespan exit), as SIGTERM would."""
@@ -264,13 +264,13 @@ class Service:
 
 def assert_consistent(service: Service) -> set[int]:
     """Ready in the catalog == stored features == indexed videos, with matching frame counts."""
-    from app import catalog
-    from app.db import session_scope
+    from indexer import catalog
+    from indexer.db import session_scope
 
-    runtime = service.runtime
-    with session_scope(runtime.sessions) as session:
+    backend = service.backend
+    with session_scope(backend.sessions) as session:
         ready = catalog.ids_with_status(catalog.READY, session=session)
-    library = runtime.library
+    library = backend.library
     assert set(library.store.ids()) == ready
     index = library._index
     assert set(index.video_ids()) == ready

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from apptools import Media, Service, light_components
 from app.main import create_app
-from app.settings import Settings
+from indexer.settings import Settings
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def service_factory(settings_factory) -> Iterator[Callable[..., Service]]:  # ty
         service = Service(client)
         opened.append(service)
         if wait:
-            assert service.runtime.wait_ready(60), service.runtime.startup_error
+            assert service.backend.wait_ready(60), service.backend.startup_error
         return service
 
     yield start

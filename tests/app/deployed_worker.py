@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from apptools import light_components  # noqa: E402
 
 from app.commands.serve import configure_logging  # noqa: E402
-from app.redis_queue import run_worker  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from indexer.redis_worker import run_worker  # noqa: E402
+from indexer.settings import Settings  # noqa: E402
 
 
 def slow_components(settings: Settings):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from indexer.settings import Settings
 from apptools import Service
 
 # Edits the model handles today; picture-in-picture and partial splices need the trained comparator.
@@ -31,7 +31,7 @@ def indexed(
     settings = Settings(data_dir=tmp_path_factory.mktemp("real") / "data", workers=2, cache_dir=model_cache)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         service = Service(client)
-        assert service.runtime.wait_ready(180), service.runtime.startup_error
+        assert service.backend.wait_ready(180), service.backend.startup_error
         originals = {clip: service.upload(clip, title=clip.stem).json()["id"] for clip in source_clips}
         copies = {}
         for number, clip in enumerate(source_clips):

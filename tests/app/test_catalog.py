@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from app import catalog
-from app.db import make_engine, make_session_factory, migrate, session_scope
+from indexer import catalog
+from indexer.db import make_engine, make_session_factory, migrate, session_scope
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from app.models import Base
+    from indexer.orm import Base
 
     engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite3'}")
     migrate(engine)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +20,8 @@ import pytest
 from apptools import Media, Service, light_components, wait_until
 
 from app.main import create_app
-from app.redis_queue import lease_key
-from app.settings import Settings
+from indexer.redis_queue import lease_key
+from indexer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).resolve().parent / "deployed_worker.py"
@@ -141,12 +140,12 @@ def api(deployment: Deployment) -> Iterator[Callable[[], Service]]:
         client.__enter__()
         service = Service(client)
         started.append(service)
-        assert service.runtime.wait_ready(60), service.runtime.startup_error
+        assert service.backend.wait_ready(60), service.backend.startup_error
         return service
 
     yield start
     for service in reversed(started):
-        if service.runtime.ready:
+        if service.backend.ready:
             service.stop()
 
 
@@ -158,14 +157,14 @@ def upload_id(service: Service, path: Path) -> int:
 
 def assert_index_agrees(service: Service) -> None:
     """The replica's index holds exactly the ready videos, each with its frames once."""
-    from app import catalog
-    from app.db import session_scope
+    from indexer import catalog
+    from indexer.db import session_scope
 
-    runtime = service.runtime
-    with session_scope(runtime.sessions) as session:
+    backend = service.backend
+    with session_scope(backend.sessions) as session:
         ready = catalog.ids_with_status(catalog.READY, session=session)
         rows = catalog.videos_by_ids(ready, session=session)
-    library = runtime.library
+    library = backend.library
     wait_until(lambda: {int(v) for v in library._index.video_ids()} == ready, timeout=30)
     assert library.size() == (len(ready), sum(row.frames_indexed or 0 for row in rows.values()))
     assert set(library.store.ids()) >= ready
@@ -189,10 +188,10 @@ def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> Non
     # dead worker's job record, by the stale-queued scan (STALE_QUEUED_S = 60 s) behind it.
     state = service.wait_done(video_id, timeout=120)
     assert state["status"] == "ready", state
-    from app import catalog
-    from app.db import session_scope
+    from indexer import catalog
+    from indexer.db import session_scope
 
-    with session_scope(service.runtime.sessions) as session:
+    with session_scope(service.backend.sessions) as session:
         row = catalog.get_video(video_id, session=session)
         assert row is not None and row.attempts == 2  # the killed run, then the one that finished
     survivor = next(p for p in deployment.workers if p.pid != holder)

@@ -66,9 +66,9 @@ def test_deleted_videos_are_never_returned(library) -> None:  # type: ignore[no-
 
 def test_videos_not_ready_are_409_and_never_returned(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
     service = service_factory(workers=0)
-    runtime = service.runtime
+    backend = service.backend
     original = service.upload(media.video("a.mp4", seed=1)).json()["id"]
-    assert runtime.run_job(runtime.queue.claim()) == "ready"
+    assert backend.run_job(backend.catalog_queue.claim()) == "ready"
     copy = service.upload(media.reencoded("copy.avi", seed=1)).json()["id"]
 
     # Queued: 409.
@@ -76,11 +76,11 @@ def test_videos_not_ready_are_409_and_never_returned(service_factory, media: Med
     assert response.status_code == 409 and "queued" in response.json()["detail"]
 
     # Processing, with its vectors already in the index (a worker between indexing and marking ready).
-    assert runtime.queue.claim() == copy
-    features = runtime.components.embedder.embed(runtime.uploads.path_for(
+    assert backend.catalog_queue.claim() == copy
+    features = backend.components.embedder.embed(backend.uploads.path_for(
         service.client.get(f"/videos/{copy}").json()["sha256"], ".avi"))
-    runtime.library.add(copy, features, still_wanted=lambda: True)
-    assert runtime.library.contains(copy)
+    backend.library.add(copy, features, still_wanted=lambda: True)
+    assert backend.library.contains(copy)
     hits = service.client.get("/search", params={"video_id": original}).json()["data"]
     assert copy not in [hit["video_id"] for hit in hits]
     assert service.client.get("/search", params={"video_id": copy}).status_code == 409
@@ -96,9 +96,9 @@ def test_failed_video_is_409(service_factory, media: Media) -> None:  # type: ig
 
 def test_search_by_clip_stores_nothing(library) -> None:  # type: ignore[no-untyped-def]
     service, videos = library
-    runtime = service.runtime
-    before_files = sorted(p for p in runtime.settings.data_dir.rglob("*") if p.is_file() and "catalog" not in p.name)
-    with open(runtime.uploads.path_for(videos["b"]["sha256"], ".mp4"), "rb") as handle:
+    backend = service.backend
+    before_files = sorted(p for p in backend.settings.data_dir.rglob("*") if p.is_file() and "catalog" not in p.name)
+    with open(backend.uploads.path_for(videos["b"]["sha256"], ".mp4"), "rb") as handle:
         clip = handle.read()
     response = service.client.post("/search", files={"file": ("clip.mp4", clip, "video/mp4")}, params={"k": 2})
     assert response.status_code == 200, response.text
@@ -107,5 +107,5 @@ def test_search_by_clip_stores_nothing(library) -> None:  # type: ignore[no-unty
     assert body["data"][0]["video_id"] == videos["b"]["id"]  # the clip is b itself: b may be returned
     assert len(body["data"]) <= 2
     assert service.client.get("/videos").json()["count"] == 4
-    after_files = sorted(p for p in runtime.settings.data_dir.rglob("*") if p.is_file() and "catalog" not in p.name)
+    after_files = sorted(p for p in backend.settings.data_dir.rglob("*") if p.is_file() and "catalog" not in p.name)
     assert after_files == before_files

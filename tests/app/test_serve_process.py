@@ -113,11 +113,11 @@ def _catalog(data_dir: Path) -> dict[int, tuple[str, int]]:
 def assert_data_dir_consistent(data_dir: Path) -> set[int]:
     """Offline check of a stopped server's directory: ready == stored == indexed."""
     from indexer.feature_store import FeatureStore
-    from indexer.vector_index import VectorIndex
+    from indexer.vector_index import FaissIndex
 
     ready = {video_id for video_id, (state, _) in _catalog(data_dir).items() if state == "ready"}
     store = FeatureStore(data_dir / "features")
-    index = VectorIndex.load(data_dir / "index" / "frames.faiss")
+    index = FaissIndex.load(data_dir / "index" / "frames.faiss")
     assert set(store.ids()) == ready
     assert index.video_ids() == ready
     for video_id in ready:

@@ -11,15 +11,15 @@ def test_switch_to_ivf_then_restart(service_factory, media: Media) -> None:  # t
     ids = [first.upload(media.video(f"{i}.mp4", seed=200 + i)).json()["id"] for i in range(24)]
     copy = first.ingest(media.reencoded("copy.avi", seed=200))["id"]
     assert all(first.wait_done(v)["status"] == "ready" for v in ids)
-    assert first.runtime.library._index.kind != "flat"
+    assert first.backend.library._index.kind != "flat"
     hits = first.client.get("/search", params={"video_id": copy, "k": 3}).json()["data"]
     assert hits[0]["video_id"] == ids[0]
     assert first.client.delete(f"/videos/{ids[1]}").status_code == 204
     first.stop()
 
     second = service_factory(**settings)
-    assert not second.runtime.reconcile_report.repaired
-    assert second.runtime.library._index.kind != "flat"
+    assert not second.backend.reconcile_report.repaired
+    assert second.backend.library._index.kind != "flat"
     assert assert_consistent(second) == (set(ids) - {ids[1]}) | {copy}
     hits = second.client.get("/search", params={"video_id": copy, "k": 3}).json()["data"]
     assert hits[0]["video_id"] == ids[0]

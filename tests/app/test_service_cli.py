@@ -17,7 +17,7 @@ def test_serve_refuses_a_missing_checkpoint(tmp_path: Path, caplog: pytest.LogCa
 
 def test_worker_refuses_a_data_dir_in_use(service_factory, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     service = service_factory()
-    code = main(["worker", "--burst", "--data-dir", str(service.runtime.settings.data_dir)])
+    code = main(["worker", "--burst", "--data-dir", str(service.backend.settings.data_dir)])
     assert code == 2
     assert "in use by pid" in caplog.text
 

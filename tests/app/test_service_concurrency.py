@@ -18,7 +18,7 @@ def test_parallel_uploads_with_several_workers(service_factory, media: Media) ->
     assert len(set(ids)) == 12
     assert all(service.wait_done(i)["status"] == "ready" for i in ids)
     assert assert_consistent(service) == set(ids)
-    assert service.runtime.pool.outcomes["ready"] == 12
+    assert service.backend.pool.outcomes["ready"] == 12
 
 
 def test_same_bytes_uploaded_in_parallel_make_one_video(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
@@ -52,8 +52,8 @@ def test_delete_during_indexing_keeps_nothing(service_factory, media: Media) -> 
     assert service.client.get(f"/videos/{video_id}").json()["status"] == "processing"
     assert service.client.delete(f"/videos/{video_id}").status_code == 204
     release.set()
-    wait_until(lambda: service.runtime.pool.outcomes["deleted"] == 1)
-    assert video_id not in service.runtime.library.store
-    assert not service.runtime.library.contains(video_id)
+    wait_until(lambda: service.backend.pool.outcomes["deleted"] == 1)
+    assert video_id not in service.backend.library.store
+    assert not service.backend.library.contains(video_id)
     keep = service.ingest(keep_path)
     assert assert_consistent(service) == {keep["id"]}

@@ -39,7 +39,7 @@ def test_failed_start_is_reported_by_readyz(service_factory) -> None:  # type: i
         raise FileNotFoundError("checkpoint not found: /nowhere/model.safetensors")
 
     service = service_factory(factory=broken, wait=False)
-    wait_until(lambda: service.runtime.startup_error is not None)
+    wait_until(lambda: service.backend.startup_error is not None)
     response = service.client.get("/readyz")
     assert response.status_code == 503
     assert "failed to start" in response.json()["detail"] and "/nowhere/model.safetensors" in response.json()["detail"]
@@ -88,7 +88,7 @@ def test_errors_are_json_with_a_detail_message(service: Service, monkeypatch: py
     def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service.runtime.search, "by_video", explode)
+    monkeypatch.setattr(service.backend.search, "by_video", explode)
     crashed = client.get("/search", params={"video_id": 1})
     assert crashed.status_code == 500
     assert crashed.json() == {"detail": "internal server error; the failure was logged"}

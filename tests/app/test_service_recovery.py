@@ -10,20 +10,19 @@ import shutil
 
 from sqlalchemy import update
 
-from app import catalog
-from app.db import session_scope
-from app.models import Video
+from indexer.db import session_scope
+from indexer.orm import Video
 from apptools import Media, Service, assert_consistent
 
 
 def _index_files(service: Service) -> list:
-    return sorted(service.runtime.settings.index_dir.iterdir())
+    return sorted(service.backend.settings.index_dir.iterdir())
 
 
 def test_interrupted_job_is_picked_up_again(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
     first = service_factory(workers=0)
     video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
-    assert first.runtime.queue.claim() == video_id  # a worker took it ... and the process died
+    assert first.backend.catalog_queue.claim() == video_id  # a worker took it ... and the process died
     first.stop()
 
     second = service_factory()
@@ -35,19 +34,19 @@ def test_interrupted_job_is_picked_up_again(service_factory, media: Media) -> No
 def test_job_interrupted_after_indexing_leaves_no_duplicates(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
     """Killed after features and vectors were durable but before the row turned ready."""
     first = service_factory(workers=0)
-    runtime = first.runtime
+    backend = first.backend
     video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
-    assert runtime.queue.claim() == video_id
-    features = runtime.components.embedder.embed(runtime.uploads.path_for(
+    assert backend.catalog_queue.claim() == video_id
+    features = backend.components.embedder.embed(backend.uploads.path_for(
         first.client.get(f"/videos/{video_id}").json()["sha256"], ".mp4"))
-    runtime.library.add(video_id, features, still_wanted=lambda: True)
-    runtime.library.persist()
+    backend.library.add(video_id, features, still_wanted=lambda: True)
+    backend.library.persist()
     first.stop()
 
     second = service_factory()
     assert second.wait_done(video_id)["status"] == "ready"
     assert assert_consistent(second) == {video_id}
-    assert second.runtime.library._index.num_frames == features.num_frames
+    assert second.backend.library._index.num_frames == features.num_frames
 
 
 def test_stale_index_with_a_deleted_video_is_repaired(service_factory, media: Media, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -55,19 +54,19 @@ def test_stale_index_with_a_deleted_video_is_repaired(service_factory, media: Me
     keep = first.ingest(media.video("keep.mp4", seed=1))["id"]
     gone = first.ingest(media.video("gone.mp4", seed=2))["id"]
     saved = tmp_path / "saved-index"
-    shutil.copytree(first.runtime.settings.index_dir, saved)
-    gone_features = first.runtime.library.store.path_for(gone)
+    shutil.copytree(first.backend.settings.index_dir, saved)
+    gone_features = first.backend.library.store.path_for(gone)
     features_copy = tmp_path / "gone.safetensors"
     shutil.copy(gone_features, features_copy)
     assert first.client.delete(f"/videos/{gone}").status_code == 204
     first.stop()
     # Crash staged: the row is gone, but the index and the store on disk still hold the video.
-    shutil.rmtree(first.runtime.settings.index_dir)
-    shutil.copytree(saved, first.runtime.settings.index_dir)
+    shutil.rmtree(first.backend.settings.index_dir)
+    shutil.copytree(saved, first.backend.settings.index_dir)
     shutil.copy(features_copy, gone_features)
 
     second = service_factory()
-    report = second.runtime.reconcile_report
+    report = second.backend.reconcile_report
     assert report.index_removed == [gone] and report.orphan_features == [gone]
     assert assert_consistent(second) == {keep}
     hits = second.client.get("/search", params={"video_id": keep}).json()["data"]
@@ -83,14 +82,14 @@ def test_missing_or_corrupt_index_is_rebuilt_from_the_store(service_factory, med
             path.write_bytes(b"garbage")
 
     second = service_factory()
-    assert second.runtime.reconcile_report.index_rebuilt
+    assert second.backend.reconcile_report.index_rebuilt
     assert assert_consistent(second) == ids
     second.stop()
     for path in _index_files(second):
         path.unlink()
 
     third = service_factory()
-    assert third.runtime.reconcile_report.index_rebuilt
+    assert third.backend.reconcile_report.index_rebuilt
     assert assert_consistent(third) == ids
 
 
@@ -98,10 +97,10 @@ def test_ready_video_without_features_is_indexed_again(service_factory, media: M
     first = service_factory()
     video_id = first.ingest(media.video("a.mp4", seed=1))["id"]
     first.stop()
-    first.runtime.library.store.delete(video_id)
+    first.backend.library.store.delete(video_id)
 
     second = service_factory()
-    assert second.runtime.reconcile_report.missing_features == [video_id]
+    assert second.backend.reconcile_report.missing_features == [video_id]
     video = second.wait_done(video_id)
     assert video["status"] == "ready"
     assert assert_consistent(second) == {video_id}
@@ -111,7 +110,7 @@ def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: 
     first = service_factory(workers=0, max_attempts=2)
     video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
     first.stop()
-    with session_scope(first.runtime.sessions) as session:
+    with session_scope(first.backend.sessions) as session:
         session.execute(update(Video).where(Video.id == video_id).values(status="processing", attempts=2))
 
     second = service_factory(max_attempts=2)
@@ -126,10 +125,10 @@ def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: 
 def test_second_process_on_the_same_data_dir_is_refused(service_factory) -> None:  # type: ignore[no-untyped-def]
     import pytest
 
-    from app.runtime import DataDirLocked, Runtime
+    from indexer.backend import DataDirLocked, Backend
 
     first = service_factory()
-    intruder = Runtime(first.runtime.settings)
+    intruder = Backend(first.backend.settings)
     with pytest.raises(DataDirLocked, match="in use by pid"):
         intruder.open()
     intruder.engine.dispose()

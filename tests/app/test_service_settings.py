@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.commands.serve import overrides, register
-from app.settings import Settings
+from indexer.settings import Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

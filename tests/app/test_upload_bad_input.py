@@ -20,17 +20,17 @@ def guarded(service_factory, media: Media) -> Iterator[tuple[Service, dict]]:  #
     service = service_factory(max_upload_bytes=200_000, max_frames=40, max_pixels=640 * 480)
     good = service.ingest(media.video("good.mp4", seed=1))
     assert good["status"] == "ready"
-    stored = service.runtime.uploads.path_for(good["sha256"], ".mp4")
+    stored = service.backend.uploads.path_for(good["sha256"], ".mp4")
     before = stored.read_bytes()
-    features = service.runtime.library.store.get(good["id"]).frame_vectors.copy()
+    features = service.backend.library.store.get(good["id"]).frame_vectors.copy()
     yield service, good
     assert service.client.get("/healthz").status_code == 200
     assert service.client.get(f"/videos/{good['id']}").json()["status"] == "ready"
     assert stored.read_bytes() == before
-    assert (service.runtime.library.store.get(good["id"]).frame_vectors == features).all()
-    assert service.runtime.library.contains(good["id"])
+    assert (service.backend.library.store.get(good["id"]).frame_vectors == features).all()
+    assert service.backend.library.contains(good["id"])
     assert service.client.get("/search", params={"video_id": good["id"]}).status_code == 200
-    assert not list(service.runtime.settings.tmp_dir.iterdir()), "scratch files left behind"
+    assert not list(service.backend.settings.tmp_dir.iterdir()), "scratch files left behind"
 
 
 def _no_new_videos(service: Service) -> None:
@@ -105,7 +105,7 @@ def test_frame_count_past_the_limit_fails_the_job(guarded, media: Media) -> None
     video = service.ingest(media.video("long.mp4", seed=7, seconds=60, fps=1, size=(32, 32)))
     assert video["status"] == "failed"
     assert "limit" in video["failure_reason"]
-    assert video["id"] not in service.runtime.library.store
+    assert video["id"] not in service.backend.library.store
 
 
 def test_upload_over_the_size_limit(guarded, media: Media) -> None:  # type: ignore[no-untyped-def]

@@ -31,9 +31,9 @@ def test_upload_is_accepted_then_indexed(service: Service, media: Media) -> None
 def test_upload_is_stored_content_addressed(service: Service, media: Media) -> None:
     path = media.video("a.mp4", seed=1)
     video = service.ingest(path)
-    stored = service.runtime.uploads.path_for(video["sha256"], ".mp4")
+    stored = service.backend.uploads.path_for(video["sha256"], ".mp4")
     assert stored.read_bytes() == path.read_bytes()
-    assert not list(service.runtime.settings.tmp_dir.iterdir())  # no scratch file left behind
+    assert not list(service.backend.settings.tmp_dir.iterdir())  # no scratch file left behind
 
 
 def test_same_bytes_return_the_existing_video(service: Service, media: Media) -> None:
@@ -44,7 +44,7 @@ def test_same_bytes_return_the_existing_video(service: Service, media: Media) ->
     assert again.json()["id"] == first["id"] and again.json()["duplicate"] is True
     listing = service.client.get("/videos").json()
     assert listing["count"] == 1
-    files = [p for p in service.runtime.settings.uploads_dir.rglob("*") if p.is_file()]
+    files = [p for p in service.backend.settings.uploads_dir.rglob("*") if p.is_file()]
     assert len(files) == 1
 
 
@@ -70,19 +70,19 @@ def test_unknown_video_is_404(service: Service) -> None:
 def test_delete_removes_everything(service: Service, media: Media) -> None:
     keep = service.ingest(media.video("keep.mp4", seed=1))
     gone = service.ingest(media.video("gone.mp4", seed=2))
-    runtime = service.runtime
-    stored = runtime.uploads.path_for(gone["sha256"], ".mp4")
-    assert stored.exists() and gone["id"] in runtime.library.store
+    backend = service.backend
+    stored = backend.uploads.path_for(gone["sha256"], ".mp4")
+    assert stored.exists() and gone["id"] in backend.library.store
 
     response = service.client.delete(f"/videos/{gone['id']}")
     assert response.status_code == 204
     assert service.client.get(f"/videos/{gone['id']}").status_code == 404
     assert service.client.delete(f"/videos/{gone['id']}").status_code == 404
     assert not stored.exists()
-    assert gone["id"] not in runtime.library.store
-    assert not runtime.library.contains(gone["id"])
+    assert gone["id"] not in backend.library.store
+    assert not backend.library.contains(gone["id"])
     # The other video is untouched and still searchable.
-    assert runtime.library.contains(keep["id"]) and keep["id"] in runtime.library.store
+    assert backend.library.contains(keep["id"]) and keep["id"] in backend.library.store
     assert service.client.get("/search", params={"video_id": keep["id"]}).status_code == 200
     # Uploading the same bytes again makes a new video.
     again = service.ingest(media.video("gone.mp4", seed=2))
@@ -96,7 +96,7 @@ def test_delete_while_queued_leaves_nothing_behind(service_factory, media: Media
     assert service.client.get(f"/videos/{video_id}").json()["status"] == "queued"
     assert service.client.delete(f"/videos/{video_id}").status_code == 204
     assert service.client.get("/videos").json()["count"] == 0
-    assert not [p for p in service.runtime.settings.uploads_dir.rglob("*") if p.is_file()]
+    assert not [p for p in service.backend.settings.uploads_dir.rglob("*") if p.is_file()]
 
 
 def test_invalid_form_fields(service: Service, media: Media) -> None:
@@ -112,4 +112,4 @@ def test_invalid_form_fields(service: Service, media: Media) -> None:
     response = service.client.post("/videos", data={"title": "no file"}, files={"other": ("x", b"1")})
     assert response.status_code == 422
     assert service.client.get("/videos").json()["count"] == 0
-    assert not list(service.runtime.settings.tmp_dir.iterdir())
+    assert not list(service.backend.settings.tmp_dir.iterdir())

@@ -11,7 +11,7 @@ import pytest
 from indexer.embedding import VideoEmbedder
 from indexer.feature_store import FeatureStore
 from indexer.search import SearchEngine
-from indexer.vector_index import VectorIndex
+from indexer.vector_index import FaissIndex
 from model.checkpoint import load_default
 from model.pipeline import VideoPipeline
 from model.video import DecodeLimits, VideoDecodeError
@@ -90,7 +90,7 @@ def test_embed_many_keeps_order_and_reports_bad_files(embedder: VideoEmbedder, t
 @pytest.fixture(scope="module")
 def indexed_library(embedder: VideoEmbedder, source_clips: list[Path], tmp_path_factory):
     store = FeatureStore(tmp_path_factory.mktemp("features"))
-    index = VectorIndex()
+    index = FaissIndex()
     for video_id, (path, result) in enumerate(embedder.embed_many(source_clips), start=1):
         assert not isinstance(result, VideoDecodeError), f"{path}: {result}"
         store.put(video_id, result.features)

@@ -12,7 +12,7 @@ from indexer.feature_store import FeatureStore
 from indexer.features import VideoFeatures
 from indexer.search import SearchConfig, SearchEngine, aggregate_votes, cpu_has_bfloat16
 from indexer.synthetic import edited_copy, random_unit, synthetic_video
-from indexer.vector_index import IndexConfig, VectorIndex
+from indexer.vector_index import IndexConfig, FaissIndex
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
 
@@ -20,10 +20,10 @@ DIM = 64
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory) -> tuple[FeatureStore, VectorIndex, dict[int, VideoFeatures]]:
+def library(tmp_path_factory) -> tuple[FeatureStore, FaissIndex, dict[int, VideoFeatures]]:
     rng = np.random.default_rng(1)
     store = FeatureStore(tmp_path_factory.mktemp("features"))
-    index = VectorIndex(IndexConfig(dim=DIM, pq_bytes=8))
+    index = FaissIndex(IndexConfig(dim=DIM, pq_bytes=8))
     videos = {}
     for video_id in range(1, 61):
         features = synthetic_video(rng, int(rng.integers(2, 40)), dim=DIM)
@@ -172,7 +172,7 @@ def test_variants_keep_each_videos_best_score(library) -> None:
 def test_empty_index_returns_nothing(tmp_path: Path) -> None:
     engine = SearchEngine(
         FeatureStore(tmp_path),
-        VectorIndex(IndexConfig(dim=DIM, pq_bytes=8)),
+        FaissIndex(IndexConfig(dim=DIM, pq_bytes=8)),
         HapVRSimilarity(SimilarityConfig.training_free(dim=DIM)),
     )
     query = VideoFeatures(
@@ -210,7 +210,7 @@ def test_a_large_k_reaches_every_copy_of_a_much_copied_video(tmp_path: Path) -> 
     frame reach at most 64 of the copies; asking for k videos widens the search to reach them all."""
     rng = np.random.default_rng(3)
     store = FeatureStore(tmp_path / "features")
-    index = VectorIndex(IndexConfig(dim=DIM))
+    index = FaissIndex(IndexConfig(dim=DIM))
     original = synthetic_video(rng, 8, dim=DIM, shot_frames=(8, 8))
     copies = set(range(2, 82))
     unrelated = [synthetic_video(rng, 8, dim=DIM) for _ in range(20)]

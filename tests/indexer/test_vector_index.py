@@ -13,10 +13,10 @@ from indexer.synthetic import random_unit, synthetic_video
 from indexer.vector_index import (
     FRAME_BITS,
     MAX_VIDEO_ID,
-    FrameIndex,
+    VectorIndex,
     IndexConfig,
     IndexLoadError,
-    VectorIndex,
+    FaissIndex,
     pack_ids,
     read_sidecar,
     unpack_ids,
@@ -38,8 +38,8 @@ def _videos(count: int, frames: int = 20, seed: int = 0) -> dict[int, np.ndarray
     }
 
 
-def _filled(count: int = 30, **overrides) -> tuple[VectorIndex, dict[int, np.ndarray]]:
-    index = VectorIndex(_config(**overrides))
+def _filled(count: int = 30, **overrides) -> tuple[FaissIndex, dict[int, np.ndarray]]:
+    index = FaissIndex(_config(**overrides))
     videos = _videos(count)
     for video_id, vectors in videos.items():
         index.add(video_id, vectors)
@@ -60,7 +60,7 @@ def test_id_packing_round_trip_and_bounds() -> None:
 
 def test_search_finds_the_exact_frame() -> None:
     index, videos = _filled()
-    assert isinstance(index, FrameIndex)
+    assert isinstance(index, VectorIndex)
     assert index.kind == "flat" and index.num_videos == 30 and index.num_frames == 600
     scores, video_ids, frame_ids = index.search(videos[7][[3, 11]], k=5)
     assert scores.shape == video_ids.shape == frame_ids.shape == (2, 5)
@@ -70,7 +70,7 @@ def test_search_finds_the_exact_frame() -> None:
 
 
 def test_empty_index_and_short_results() -> None:
-    index = VectorIndex(_config())
+    index = FaissIndex(_config())
     scores, video_ids, frame_ids = index.search(random_unit(np.random.default_rng(0), (3, DIM)), k=4)
     assert (video_ids == -1).all() and (frame_ids == -1).all() and np.isneginf(scores).all()
     index.add(5, random_unit(np.random.default_rng(1), (2, DIM)))
@@ -97,7 +97,7 @@ def test_adding_a_video_again_replaces_it() -> None:
 
 
 def test_rejects_wrong_shapes() -> None:
-    index = VectorIndex(_config())
+    index = FaissIndex(_config())
     with pytest.raises(ValueError, match=r"\[N, 64\]"):
         index.add(1, np.zeros((3, 32), np.float32))
     with pytest.raises(ValueError):
@@ -114,7 +114,7 @@ def test_save_and_load_give_the_same_answers(tmp_path: Path) -> None:
     assert sidecar is not None
     assert (sidecar.kind, sidecar.frames, sidecar.videos) == ("flat", 600, 30)
     assert sidecar.generation == saved.generation and sidecar.updated_at == saved.updated_at
-    loaded = VectorIndex.load(path, _config())
+    loaded = FaissIndex.load(path, _config())
     assert loaded.video_ids() == index.video_ids() and not loaded.dirty
     queries = videos[12]
     for got, expected in zip(loaded.search(queries, 8), index.search(queries, 8)):
@@ -126,16 +126,16 @@ def test_save_and_load_give_the_same_answers(tmp_path: Path) -> None:
 def test_load_refuses_missing_or_torn_files(tmp_path: Path) -> None:
     path = tmp_path / "frames.faiss"
     with pytest.raises(IndexLoadError, match="missing"):
-        VectorIndex.load(path)
+        FaissIndex.load(path)
     index, _ = _filled(3)
     index.save(path)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(IndexLoadError, match="sidecar"):
-        VectorIndex.load(path)
+        FaissIndex.load(path)
     index.save(path)
     path.with_name("frames.faiss.json").write_text("{not json")
     with pytest.raises(IndexLoadError, match="unreadable"):
-        VectorIndex.load(path)
+        FaissIndex.load(path)
 
 
 def test_rebuild_and_reconcile_from_the_store(tmp_path: Path) -> None:
@@ -143,11 +143,11 @@ def test_rebuild_and_reconcile_from_the_store(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path / "features")
     for video_id in range(1, 11):
         store.put(video_id, synthetic_video(rng, 12, dim=DIM, regions=4))
-    live = VectorIndex(_config())
+    live = FaissIndex(_config())
     for video_id in store.ids():
         live.add(video_id, store.get(video_id).frame_vectors)
 
-    rebuilt = VectorIndex(_config())
+    rebuilt = FaissIndex(_config())
     rebuilt.add(99, random_unit(rng, (4, DIM)))  # stale content is replaced
     assert rebuilt.rebuild(store) == 10
     assert rebuilt.video_ids() == set(range(1, 11))
@@ -164,7 +164,7 @@ def test_rebuild_and_reconcile_from_the_store(tmp_path: Path) -> None:
     assert live.video_ids() == {1, 2, 3}
 
 
-def _vote_top(index: VectorIndex, vectors: np.ndarray, count: int = 10) -> list[int]:
+def _vote_top(index: FaissIndex, vectors: np.ndarray, count: int = 10) -> list[int]:
     """Top videos by summed per-frame best score, the way the search engine picks candidates."""
     scores, video_ids, _ = index.search(vectors, k=20)
     votes: dict[int, float] = {}
@@ -178,7 +178,7 @@ def _vote_top(index: VectorIndex, vectors: np.ndarray, count: int = 10) -> list[
     return sorted(votes, key=votes.get, reverse=True)[:count]
 
 
-def _recall_at_10(approximate: VectorIndex, exact: VectorIndex, queries: np.ndarray) -> float:
+def _recall_at_10(approximate: FaissIndex, exact: FaissIndex, queries: np.ndarray) -> float:
     """1-recall@10: share of query vectors whose exact nearest frame is among the approximate top 10."""
     _, exact_videos, exact_frames = exact.search(queries, k=1)
     _, videos, frames = approximate.search(queries, k=10)
@@ -193,8 +193,8 @@ def test_switch_to_ivf_at_the_threshold_keeps_candidate_recall(kind: str) -> Non
         video_id: synthetic_video(rng, int(rng.integers(20, 60)), dim=DIM, regions=4).frame_vectors
         for video_id in range(1, 201)
     }
-    exact = VectorIndex(_config())
-    approximate = VectorIndex(_config(approximate_threshold=4000, approximate_kind=kind))
+    exact = FaissIndex(_config())
+    approximate = FaissIndex(_config(approximate_threshold=4000, approximate_kind=kind))
     for video_id, vectors in videos.items():
         exact.add(video_id, vectors)
         approximate.add(video_id, vectors)
@@ -226,7 +226,7 @@ def test_changes_during_training_are_kept(monkeypatch) -> None:
     """Adds and removes made while the IVF index trains off-lock are replayed into it."""
     import indexer.vector_index as module
 
-    index = VectorIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
+    index = FaissIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
     videos = _videos(110, frames=20, seed=9)
     for video_id in range(1, 100):
         index.add(video_id, videos[video_id])
@@ -265,7 +265,7 @@ def test_a_rebuild_during_training_wins(monkeypatch, tmp_path: Path) -> None:
     store = FeatureStore(tmp_path / "features")
     for video_id in (500, 501):
         store.put(video_id, synthetic_video(rng, 30, dim=DIM, regions=4))
-    index = VectorIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
+    index = FaissIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
     videos = _videos(100, frames=20, seed=13)
     for video_id in range(1, 100):
         index.add(video_id, videos[video_id])
@@ -293,12 +293,12 @@ def test_rebuild_past_the_threshold_trains_ivf(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path / "features")
     for video_id in range(60):
         store.put(video_id, synthetic_video(rng, 40, dim=DIM, regions=4))
-    index = VectorIndex(_config(approximate_threshold=2000))
+    index = FaissIndex(_config(approximate_threshold=2000))
     index.rebuild(store)
     assert index.kind == "ivfpq" and index.num_frames == 2400
     path = tmp_path / "frames.faiss"
     index.save(path)
-    loaded = VectorIndex.load(path, _config(approximate_threshold=2000))
+    loaded = FaissIndex.load(path, _config(approximate_threshold=2000))
     assert loaded.kind == "ivfpq" and loaded.video_ids() == set(range(60))
     query = store.get(17).frame_vectors
     for got, expected in zip(loaded.search(query, 5), index.search(query, 5)):

@@ -1,6 +1,6 @@
 """ORM models of the catalog (kept apart from the API schemas in app/schemas.py).
 
-Any change here needs a migration in app/migrations/versions/.
+Any change here needs a migration in indexer/migrations/versions/.
 """
 
 from __future__ import annotations

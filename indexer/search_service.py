@@ -17,19 +17,46 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import catalog
-from app.db import session_scope
-from app.errors import Conflict, NotFound, Unprocessable
-from app.library import Library
-from app.metrics import Metrics
-from app.schemas import SearchHit, SearchResults, Segment
+from indexer import catalog
+from indexer.db import session_scope
+from indexer.errors import Conflict, NotFound, Unprocessable
+from indexer.library import Library
+from indexer.metrics import Metrics
+from model.similarity.segments import Segment
 
 if TYPE_CHECKING:
-    from app.components import Embedder, Searcher
+    from indexer.components import Embedder, Searcher
     from indexer.features import VideoFeatures
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Match:
+    """A catalog-checked, re-ranked result: an indexed video sharing footage with the query."""
+
+    video_id: int
+    score: float
+    rank: int  # 1-based
+    title: str | None
+    external_id: str | None
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The answer to one search: its matches best first and what it cost."""
+
+    query_video_id: int | None
+    k: int
+    min_score: float | None
+    data: list[Match]
+    took_ms: float
+
+    @property
+    def count(self) -> int:
+        return len(self.data)
 
 
 @dataclass(frozen=True)
@@ -67,7 +94,7 @@ class SearchService:
         with session_scope(self._sessions) as session:
             return catalog.ready_among(video_ids, session=session)
 
-    def by_video(self, video_id: int, *, k: int, min_score: float | None, library: Library) -> SearchResults:
+    def by_video(self, video_id: int, *, k: int, min_score: float | None, library: Library) -> Matches:
         started = time.perf_counter()
         with session_scope(self._sessions) as session:
             video = catalog.get_video(video_id, session=session)
@@ -84,11 +111,11 @@ class SearchService:
         hits = self._present(raw, k=k, exclude={video_id})
         took = time.perf_counter() - started
         self._metrics.search_latency.labels("video").observe(took)
-        return SearchResults(query_video_id=video_id, k=k, min_score=min_score, count=len(hits), data=hits, took_ms=took * 1000)
+        return Matches(query_video_id=video_id, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
     def by_clip(
         self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder
-    ) -> SearchResults:
+    ) -> Matches:
         from model.video import VideoDecodeError
 
         started = time.perf_counter()
@@ -100,7 +127,7 @@ class SearchService:
         hits = self._present(raw, k=k, exclude=set())
         took = time.perf_counter() - started
         self._metrics.search_latency.labels("upload").observe(took)
-        return SearchResults(query_video_id=None, k=k, min_score=min_score, count=len(hits), data=hits, took_ms=took * 1000)
+        return Matches(query_video_id=None, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
     def _run(
         self, searcher: Searcher, features: VideoFeatures | None, k: int, min_score: float | None, exclude: set[int]
@@ -115,38 +142,25 @@ class SearchService:
             is_allowed=self.ready_among,
         )
 
-    def _present(self, raw: list[Any], *, k: int, exclude: set[int]) -> list[SearchHit]:
+    def _present(self, raw: list[Any], *, k: int, exclude: set[int]) -> list[Match]:
         """Catalog-checked, re-ranked hits with their titles."""
         with session_scope(self._sessions) as session:
             rows = catalog.videos_by_ids([hit.video_id for hit in raw], session=session)
-        hits: list[SearchHit] = []
+        hits: list[Match] = []
         for hit in sorted(raw, key=lambda h: (-float(h.score), int(h.video_id))):
             row = rows.get(int(hit.video_id))
             if row is None or row.status != catalog.READY or row.id in exclude:
                 continue
             hits.append(
-                SearchHit(
+                Match(
                     video_id=row.id,
                     score=float(hit.score),
                     rank=len(hits) + 1,
                     title=row.title,
                     external_id=row.external_id,
-                    segments=[
-                        Segment(
-                            query_start=float(s.query_start),
-                            query_end=float(s.query_end),
-                            target_start=float(s.target_start),
-                            target_end=float(s.target_end),
-                            score=_optional_float(getattr(s, "score", None)),
-                        )
-                        for s in hit.segments
-                    ],
+                    segments=list(hit.segments),
                 )
             )
             if len(hits) == k:
                 break
         return hits
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)

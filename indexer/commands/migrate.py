@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.commands.serve import configure_logging, overrides
+from indexer.commands.options import configure_logging, overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sqlalchemy import text
 
-    from app.db import make_engine, migrate
-    from app.settings import Settings
+    from indexer.db import make_engine, migrate
+    from indexer.settings import Settings
 
     settings = Settings(**overrides(args, ("data_dir", "database_url")))
     configure_logging(settings.log_level)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from app.components import Components, Searcher, VectorIndex
-from app.index_guard import GroupPersister, ReadWriteLock
+from indexer.components import Components, Searcher
+from indexer.index_guard import GroupPersister, ReadWriteLock
 
 if TYPE_CHECKING:
     from indexer.features import VideoFeatures
+    from indexer.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 

@@ -8,58 +8,30 @@ bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import catalog
-from app.db import session_scope
-from app.errors import NotFound, Unprocessable
-from app.library import Library
-from app.metrics import Metrics
-from app.models import Video
-from app.queue import JobQueue
-from app.storage import UploadStore
-from app.uploads import ReceivedForm
+from indexer import catalog
+from indexer.db import session_scope
+from indexer.errors import NotFound, Unprocessable
+from indexer.library import Library
+from indexer.metrics import Metrics
+from indexer.orm import Video
+from indexer.queue import JobPublisher
+from indexer.upload_store import ReceivedFile, UploadStore
 
 log = logging.getLogger(__name__)
-
-FORM_FIELDS = frozenset({"title", "external_id", "metadata"})
-_MAX_TITLE = 500
-_MAX_EXTERNAL_ID = 255
-
 
 @dataclass(frozen=True)
 class Accepted:
     video: Video
     duplicate: bool
-
-
-def parse_form_fields(fields: dict[str, str]) -> dict[str, Any]:
-    """Validate the optional text fields of an upload (422 with a message when wrong)."""
-    title = fields.get("title") or None
-    external_id = fields.get("external_id") or None
-    if title is not None and len(title) > _MAX_TITLE:
-        raise Unprocessable(f"title is longer than {_MAX_TITLE} characters")
-    if external_id is not None and len(external_id) > _MAX_EXTERNAL_ID:
-        raise Unprocessable(f"external_id is longer than {_MAX_EXTERNAL_ID} characters")
-    meta = None
-    raw = fields.get("metadata")
-    if raw:
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise Unprocessable(f"metadata is not valid JSON: {error}") from None
-        if not isinstance(meta, dict):
-            raise Unprocessable("metadata must be a JSON object")
-    return {"title": title, "external_id": external_id, "meta": meta}
 
 
 class Ingest:
@@ -68,7 +40,7 @@ class Ingest:
         *,
         sessions: sessionmaker[Session],
         uploads: UploadStore,
-        queue: JobQueue,
+        queue: JobPublisher,
         metrics: Metrics,
         probe: Callable[[Path], None] | None = None,
     ) -> None:
@@ -83,11 +55,9 @@ class Ingest:
         """Install the header check once the decoder is loaded (uploads before that skip it)."""
         self._probe = probe
 
-    def accept(self, form: ReceivedForm) -> Accepted:
+    def accept(self, received: ReceivedFile, details: catalog.VideoDetails) -> Accepted:
         """Catalog an upload (or find its twin); the scratch file is consumed either way."""
-        received = form.file
         try:
-            details = parse_form_fields(form.fields)
             if self._probe is not None:
                 try:
                     self._probe(received.path)
@@ -102,7 +72,7 @@ class Ingest:
             with session_scope(self._sessions) as session:
                 existing = catalog.get_by_sha256(received.sha256, session=session)
                 if existing is not None:
-                    return self._twin(existing, form, session=session)
+                    return self._twin(existing, received, session=session)
             final = self._uploads.commit(received.path, received.sha256, received.suffix)
             stored = self._uploads.relative(final)
             try:
@@ -114,7 +84,7 @@ class Ingest:
                             size_bytes=received.size,
                             content_type=received.content_type,
                             filename=received.filename,
-                            **details,
+                            details=details,
                         ),
                         session=session,
                     )
@@ -124,7 +94,7 @@ class Ingest:
                     existing = catalog.get_by_sha256(received.sha256, session=session)
                     if existing is None:
                         raise
-                    accepted = self._twin(existing, form, session=session)
+                    accepted = self._twin(existing, received, session=session)
                 if stored != accepted.video.storage_path:
                     self._forget_file(stored)
                 return accepted
@@ -136,9 +106,8 @@ class Ingest:
         log.info("video %d queued (%s, %d bytes)", video.id, received.filename, received.size)
         return Accepted(video=video, duplicate=False)
 
-    def _twin(self, existing: Video, form: ReceivedForm, *, session: Session) -> Accepted:
+    def _twin(self, existing: Video, received: ReceivedFile, *, session: Session) -> Accepted:
         """The same bytes again: a failed video gets another try, anything else is returned as is."""
-        received = form.file
         if existing.status == catalog.FAILED:
             # The stored copy may have been what broke (or gone): keep the fresh bytes.
             final = self._uploads.commit(received.path, received.sha256, received.suffix)

@@ -17,8 +17,9 @@ import numpy as np
 if TYPE_CHECKING:
     from indexer.feature_store import FeatureStorage
     from indexer.features import VideoFeatures
+    from indexer.vector_index import VectorIndex
 
-    from app.settings import Settings
+    from indexer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +28,6 @@ class Embedder(Protocol):
     """A video file to features; raises model.video.VideoDecodeError for unusable input."""
 
     def embed(self, path: str | Path) -> VideoFeatures: ...
-
-
-class VectorIndex(Protocol):
-    """Frame vectors of ready videos (derived data: rebuilt from the feature store at will)."""
-
-    def add(self, video_id: int, vectors: np.ndarray) -> None: ...
-
-    def remove(self, video_id: int) -> Any: ...
-
-    def video_ids(self) -> Iterable[int]: ...
-
-    def rebuild(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> int: ...
-
-    def save(self, path: str | Path) -> Any: ...
-
-    @property
-    def num_videos(self) -> int: ...
-
-    @property
-    def num_frames(self) -> int: ...
 
 
 class Searcher(Protocol):
@@ -119,7 +100,7 @@ def build_components(settings: Settings) -> Components:
     from indexer.embedding import VideoEmbedder
     from indexer.feature_store import FeatureStore
     from indexer.search import SearchConfig, SearchEngine
-    from indexer.vector_index import IndexConfig, IndexLoadError, VectorIndex
+    from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
     from model.checkpoint import load_default
 
     bundle = load_default(settings.checkpoint)
@@ -137,7 +118,7 @@ def build_components(settings: Settings) -> Components:
         if not path.exists():
             return None  # a first start: nothing saved yet
         try:
-            return VectorIndex.load(path, index_config)
+            return FaissIndex.load(path, index_config)
         except IndexLoadError as error:
             log.warning("%s; rebuilding the index from the feature store", error)
             return None
@@ -145,7 +126,7 @@ def build_components(settings: Settings) -> Components:
     return Components(
         embedder=embedder,
         store=store,
-        new_index=lambda: VectorIndex(index_config),
+        new_index=lambda: FaissIndex(index_config),
         load_index=load_index,
         make_searcher=lambda index: SearchEngine(store, index, bundle.similarity, search_config),
         probe=make_probe(settings),

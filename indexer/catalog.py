@@ -1,7 +1,7 @@
 """Catalog operations: the one way the service reads and writes video rows.
 
 Each function takes its session as a keyword argument and leaves committing to the caller
-(see app.db.session_scope), except where a state change must be atomic on its own (claiming a
+(see indexer.db.session_scope), except where a state change must be atomic on its own (claiming a
 job), which the function documents.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Video, VideoStatus, utcnow
+from indexer.orm import Video, VideoStatus, utcnow
 
 QUEUED = VideoStatus.queued.value
 PROCESSING = VideoStatus.processing.value
@@ -23,13 +23,20 @@ FAILED = VideoStatus.failed.value
 
 
 @dataclass(frozen=True)
+class VideoDetails:
+    """What the uploader says about a video (validated by the API's VideoCreate schema)."""
+
+    title: str | None = None
+    external_id: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class NewVideo:
     sha256: str
     storage_path: str
     size_bytes: int
-    title: str | None = None
-    external_id: str | None = None
-    meta: dict[str, Any] | None = None
+    details: VideoDetails = VideoDetails()
     content_type: str | None = None
     filename: str | None = None
 
@@ -40,9 +47,9 @@ def add_video(new: NewVideo, *, session: Session) -> Video:
         sha256=new.sha256,
         storage_path=new.storage_path,
         size_bytes=new.size_bytes,
-        title=new.title,
-        external_id=new.external_id,
-        meta=new.meta,
+        title=new.details.title,
+        external_id=new.details.external_id,
+        meta=new.details.meta,
         content_type=new.content_type,
         filename=new.filename,
         status=QUEUED,
@@ -230,7 +237,7 @@ def storage_path_in_use(storage_path: str, *, session: Session) -> bool:
     )
 
 
-# -- deployed mode: jobs delivered by a networked queue (app.redis_queue) ------------------------
+# -- deployed mode: jobs delivered by a networked queue (indexer.redis_queue) ------------------------
 
 
 def claim(video_id: int, *, session: Session) -> bool:

@@ -1,4 +1,4 @@
-"""Indexer workers: threads that take jobs from a JobQueue and run app.jobs.index_video.
+"""Indexer workers: threads that take jobs from a JobSource and run indexer.jobs.index_video.
 
 `WorkerPool` runs beside the API in `hapvr serve`; `drain()` is the burst mode of
 `hapvr worker --burst` and of tests: process jobs until the queue is empty, then return.
@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from app.queue import JobQueue
+from indexer.queue import JobSource
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
-def drain(queue: JobQueue, run: Callable[[int], str], *, should_stop: Callable[[], bool] = lambda: False) -> Counter[str]:
+def drain(queue: JobSource, run: Callable[[int], str], *, should_stop: Callable[[], bool] = lambda: False) -> Counter[str]:
     """Run jobs until none is queued (or `should_stop()`); returns outcome counts."""
     outcomes: Counter[str] = Counter()
     while not should_stop():
@@ -31,8 +31,24 @@ def drain(queue: JobQueue, run: Callable[[int], str], *, should_stop: Callable[[
     return outcomes
 
 
+def drain_in_threads(
+    source: JobSource, run: Callable[[int], str], threads: int, *, should_stop: Callable[[], bool]
+) -> Counter[str]:
+    """`drain` on `threads` threads at once (the burst mode of `hapvr worker --workers N`)."""
+    results: list[Counter[str]] = []
+    pool = [
+        threading.Thread(target=lambda: results.append(drain(source, run, should_stop=should_stop)))
+        for _ in range(threads)
+    ]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return sum(results, Counter())
+
+
 class WorkerPool:
-    def __init__(self, queue: JobQueue, run: Callable[[int], str], threads: int) -> None:
+    def __init__(self, queue: JobSource, run: Callable[[int], str], threads: int) -> None:
         self._queue = queue
         self._run = run
         self._count = threads

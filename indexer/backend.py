@@ -15,22 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from app import catalog
-from app.components import Components, build_components
-from app.db import make_engine, make_session_factory, migrate, session_scope
-from app.errors import NotReady
-from app.ingest import Ingest
-from app.jobs import JobContext, index_video
-from app.library import Library, ReconcileReport
-from app.metrics import Metrics
-from app.queue import CatalogQueue, JobQueue
-from app.search import SearchLimits, SearchService
-from app.settings import Settings
-from app.storage import UploadStore
-from app.worker import WorkerPool
+from indexer import catalog
+from indexer.components import Components, build_components
+from indexer.db import make_engine, make_session_factory, migrate, session_scope
+from indexer.errors import NotReady
+from indexer.ingest import Ingest
+from indexer.jobs import JobContext, index_video
+from indexer.library import Library, ReconcileReport
+from indexer.metrics import Metrics
+from indexer.queue import CatalogQueue, JobPublisher
+from indexer.search_service import SearchLimits, SearchService
+from indexer.settings import Settings
+from indexer.upload_store import UploadStore
+from indexer.worker import WorkerPool
 
 if TYPE_CHECKING:
-    from app.index_sync import IndexSync  # redis is only needed in the deployed mode
+    # Redis is only needed in the deployed mode.
+    from indexer.index_sync import IndexSync
+    from indexer.redis_queue import RedisQueue
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class DataDirLocked(RuntimeError):
     """Another process already serves this data directory."""
 
 
-class Runtime:
+class Backend:
     def __init__(self, settings: Settings, components_factory: ComponentsFactory = build_components) -> None:
         self.settings = settings
         self._factory = components_factory
@@ -53,7 +55,9 @@ class Runtime:
         self.sessions = make_session_factory(self.engine)
         self.uploads = UploadStore(settings.uploads_dir, settings.tmp_dir)
         # Deployed: jobs go to Redis (workers in other processes); embedded: the catalog is the queue.
-        self.queue: JobQueue = self._deployed_queue() if settings.deployed else CatalogQueue(self.sessions)
+        self.redis_queue: RedisQueue | None = _redis_queue(settings) if settings.deployed else None
+        self.catalog_queue: CatalogQueue | None = None if settings.deployed else CatalogQueue(self.sessions)
+        self.queue: JobPublisher = self.redis_queue or self.catalog_queue  # type: ignore[assignment]
         self.index_sync: IndexSync | None = None
         self.ingest = Ingest(sessions=self.sessions, uploads=self.uploads, queue=self.queue, metrics=self.metrics)
         self.search = SearchService(
@@ -118,13 +122,14 @@ class Runtime:
             raise
         self._ready.set()
         if self.settings.deployed:
-            from app.index_sync import IndexSync
+            from indexer.index_sync import IndexSync
 
             assert self.settings.redis_url is not None
             self.index_sync = IndexSync(self.settings.redis_url, self.settings.redis_prefix, self.sessions, library)
             self.index_sync.start()
         elif start_workers and self.settings.workers > 0:
-            self.pool = WorkerPool(self.queue, self.run_job, self.settings.workers)
+            assert self.catalog_queue is not None
+            self.pool = WorkerPool(self.catalog_queue, self.run_job, self.settings.workers)
             self.pool.start()
         log.info(
             "ready: %d videos indexed (%s)",
@@ -166,15 +171,11 @@ class Runtime:
         self._unlock_data_dir()
 
     # -- deployed mode ---------------------------------------------------------------------------
-    def _deployed_queue(self) -> JobQueue:
-        from app.redis_queue import RedisQueue
-
-        return RedisQueue.from_settings(self.settings)
-
     def _recover_deployed(self) -> None:
         """Enqueue every queued row: Redis may have lost its queue. Interrupted (`processing`)
         jobs are left to the workers' reapers, which know whether their worker is still alive."""
-        count = self.queue.enqueue_queued(self.sessions)  # type: ignore[attr-defined]
+        assert self.redis_queue is not None
+        count = self.redis_queue.enqueue_queued(self.sessions)
         if count:
             log.info("enqueued %d queued videos from the catalog", count)
 
@@ -187,7 +188,7 @@ class Runtime:
             sessions=self.sessions,
             uploads=self.uploads,
             embedder=components.embedder,
-            library=library,
+            features=library,
             metrics=self.metrics,
             max_attempts=self.settings.max_attempts,
         )
@@ -245,3 +246,9 @@ class Runtime:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def _redis_queue(settings: Settings) -> RedisQueue:
+    from indexer.redis_queue import RedisQueue  # redis and rq load only in the deployed mode
+
+    return RedisQueue.from_settings(settings)

@@ -1,7 +1,7 @@
 """Alembic environment of the catalog.
 
-The service runs migrations programmatically (app.db.migrate) and hands over its own
-connection, so no URL is read here. From the command line (`alembic -c app/migrations/alembic.ini
+The service runs migrations programmatically (indexer.db.migrate) and hands over its own
+connection, so no URL is read here. From the command line (`alembic -c indexer/migrations/alembic.ini
 upgrade head`) the URL comes from the service settings, the one place configuration lives.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from app.models import Base
+from indexer.orm import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -33,8 +33,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from app.db import make_engine
-    from app.settings import Settings
+    from indexer.db import make_engine
+    from indexer.settings import Settings
 
     url = config.get_main_option("sqlalchemy.url") or Settings().catalog_url
     engine = make_engine(url)
@@ -46,7 +46,7 @@ def run_migrations_online() -> None:
 
 
 def run_migrations_offline() -> None:
-    from app.settings import Settings
+    from indexer.settings import Settings
 
     url = config.get_main_option("sqlalchemy.url") or Settings().catalog_url
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)

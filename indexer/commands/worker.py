@@ -3,17 +3,21 @@
 In the embedded mode the queue is the catalog, so this drains the jobs of a data directory
 that no `hapvr serve` holds (after a bulk load, or to finish work before serving). `--burst`
 returns when the queue is empty, with a non-zero exit code if any job failed. In the deployed
-mode (HAPVR_REDIS_URL set) it runs rq workers on the Redis queue instead (app.redis_queue), as
+mode (HAPVR_REDIS_URL set) it runs rq workers on the Redis queue instead (indexer.redis_queue), as
 many processes as `--workers`, on any number of machines.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import Counter
+import logging
+import signal
+import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.commands.serve import configure_logging, overrides
+from indexer.commands.options import configure_logging, overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,23 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
-    import signal
-    import threading
+if TYPE_CHECKING:
+    from indexer.settings import Settings
 
-    from app.runtime import DataDirLocked, Runtime
-    from app.settings import Settings
-    from app.worker import WorkerPool
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.backend import Backend, DataDirLocked
+    from indexer.settings import Settings
+    from indexer.worker import WorkerPool, drain_in_threads
 
     settings = Settings(**overrides(args, ("data_dir", "workers", "checkpoint")))
     configure_logging(settings.log_level)
     log = logging.getLogger("hapvr.worker")
     if settings.deployed:
         return _deployed(settings, burst=args.burst)
-    runtime = Runtime(settings)
+    backend = Backend(settings)
     try:
-        runtime.open()
+        backend.open()
     except DataDirLocked as error:
         log.error("%s", error)
         return 2
@@ -53,47 +57,31 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     threads = max(1, settings.workers)
+    queue = backend.catalog_queue
+    assert queue is not None  # the embedded mode's queue
     try:
-        runtime.load(start_workers=False)
+        backend.load(start_workers=False)
         if args.burst:
-            outcomes = _burst(runtime, threads, stop)
+            outcomes = drain_in_threads(queue, backend.run_job, threads, should_stop=stop.is_set)
         else:
-            pool = WorkerPool(runtime.queue, runtime.run_job, threads)
+            pool = WorkerPool(queue, backend.run_job, threads)
             pool.start()
             while not stop.wait(1.0):
                 pass
             pool.stop()
             outcomes = pool.outcomes
     finally:
-        runtime.close()
+        backend.close()
     log.info("worker finished: %s", dict(outcomes) or "no jobs")
     print(" ".join(f"{name}={count}" for name, count in sorted(outcomes.items())) or "no jobs")
     return 1 if outcomes.get("failed") else 0
 
 
-def _burst(runtime, threads: int, stop) -> Counter[str]:  # type: ignore[no-untyped-def]
-    """Drain the queue with `threads` threads; returns outcome counts."""
-    import threading
-
-    from app.worker import drain
-
-    results: list[Counter[str]] = []
-    pool = [
-        threading.Thread(target=lambda: results.append(drain(runtime.queue, runtime.run_job, should_stop=stop.is_set)))
-        for _ in range(threads)
-    ]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return sum(results, Counter())
-
-
-def _deployed(settings, *, burst: bool) -> int:  # type: ignore[no-untyped-def]
+def _deployed(settings: Settings, *, burst: bool) -> int:
     """Deployed mode: rq workers on the Redis queue, one process each (`--workers N` starts N)."""
     import multiprocessing
 
-    from app.redis_queue import run_worker
+    from indexer.redis_worker import run_worker
 
     if settings.workers <= 1:
         return run_worker(settings, burst=burst).exit_code
@@ -109,10 +97,8 @@ def _deployed(settings, *, burst: bool) -> int:  # type: ignore[no-untyped-def]
     return max((process.exitcode or 0) for process in processes)
 
 
-def _deployed_child(settings, burst: bool) -> None:  # type: ignore[no-untyped-def]
-    import sys
-
-    from app.redis_queue import run_worker
+def _deployed_child(settings: Settings, burst: bool) -> None:
+    from indexer.redis_worker import run_worker
 
     configure_logging(settings.log_level)
     sys.exit(run_worker(settings, burst=burst).exit_code)

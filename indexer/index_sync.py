@@ -2,7 +2,7 @@
 
 In the deployed mode workers in other processes write features to the shared store and mark
 videos ready; each API replica holds its own FAISS index. Workers publish an event per video
-(app.redis_queue.publish); this thread applies them at once. Pub/sub delivers at most once, so
+(indexer.redis_queue.publish); this thread applies them at once. Pub/sub delivers at most once, so
 events can be missed (Redis restarted, the connection dropped, the replica was busy starting):
 a full catch-up from the catalog runs after every (re)subscription and every RECONCILE_S.
 """
@@ -16,10 +16,10 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import catalog
-from app.db import session_scope
-from app.library import Library
-from app.redis_queue import connect, events_channel
+from indexer import catalog
+from indexer.db import session_scope
+from indexer.library import Library
+from indexer.redis_queue import connect, events_channel
 
 log = logging.getLogger(__name__)
 

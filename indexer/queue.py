@@ -1,10 +1,11 @@
 """The job queue: which video an indexer worker should process next.
 
-`JobQueue` is the narrow interface workers and the upload path use. The embedded
-implementation keeps no queue of its own: a job is a catalog row with status `queued`, and
-claiming one is an atomic conditional UPDATE (app.catalog.claim_next), so the queue survives
-any crash together with the catalog. A networked queue (Redis, deployed mode) implements the
-same interface; the job itself (app.jobs.index_video) stays as it is.
+Two narrow sides. The upload path only announces jobs (`JobPublisher`); in-process workers
+take them (`JobSource`). The embedded queue, `CatalogQueue`, is both and keeps no queue of its
+own: a job is a catalog row with status `queued`, and claiming one is an atomic conditional
+UPDATE (indexer.catalog.claim_next), so the queue survives any crash together with the catalog.
+The deployed queue (indexer.redis_queue) is a publisher only: rq delivers its jobs to
+`hapvr worker` processes. The job itself (indexer.jobs.index_video) is the same for both.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import catalog
-from app.db import session_scope
+from indexer import catalog
+from indexer.db import session_scope
 
 
-class JobQueue(Protocol):
+class JobPublisher(Protocol):
     def enqueue(self, video_id: int) -> None:
         """Announce a video whose row is already `queued` in the catalog."""
 
+
+class JobSource(Protocol):
     def claim(self) -> int | None:
         """Take the next job (its row turns `processing`), or None when there is none."""
 
@@ -33,7 +36,7 @@ class JobQueue(Protocol):
 
 
 class CatalogQueue:
-    """Jobs are catalog rows; a condition variable saves idle workers from busy polling."""
+    """JobPublisher and JobSource over catalog rows; a condition variable saves idle workers from busy polling."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions

@@ -10,21 +10,58 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import catalog
-from app.db import session_scope
-from app.library import Library
-from app.metrics import Metrics
-from app.storage import UploadStore
+from indexer import catalog
+from indexer.db import session_scope
+from indexer.metrics import Metrics
+from indexer.upload_store import UploadStore
 
 if TYPE_CHECKING:
-    from app.components import Embedder
+    from indexer.components import Embedder
+    from indexer.feature_store import FeatureStorage
+    from indexer.features import VideoFeatures
 
 log = logging.getLogger(__name__)
+
+
+class FeatureSink(Protocol):
+    """Where a job's features go: the embedded library (store + index) or, for a deployed
+    worker, the shared feature store alone (API replicas index what workers store)."""
+
+    def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
+        """Keep the features; False (and nothing kept) when `still_wanted()` says the video was deleted."""
+        ...
+
+    def remove(self, video_id: int) -> None: ...
+
+    def persist(self) -> None:
+        """Return once everything added so far is durable."""
+        ...
+
+
+class StoreSink:
+    """A FeatureSink over the feature store alone; its writes are durable when they return."""
+
+    def __init__(self, store: FeatureStorage) -> None:
+        self._store = store
+
+    def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
+        self._store.put(video_id, features)
+        if not still_wanted():
+            self._store.delete(video_id)
+            return False
+        return True
+
+    def remove(self, video_id: int) -> None:
+        self._store.delete(video_id)
+
+    def persist(self) -> None:
+        """Nothing to do: FeatureStorage.put fsyncs before it returns."""
 
 
 @dataclass
@@ -32,7 +69,7 @@ class JobContext:
     sessions: sessionmaker[Session]
     uploads: UploadStore
     embedder: Embedder
-    library: Library
+    features: FeatureSink
     metrics: Metrics
     max_attempts: int
 
@@ -66,10 +103,10 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
     decode_error = _decode_error_type()
     try:
         features = ctx.embedder.embed(ctx.uploads.resolve(stored))
-        if not ctx.library.add(video_id, features, still_wanted=still_processing):
+        if not ctx.features.add(video_id, features, still_wanted=still_processing):
             ctx.metrics.ingests.labels("deleted").inc()
             return "deleted"
-        ctx.library.persist()
+        ctx.features.persist()
         with session_scope(ctx.sessions) as session:
             marked = catalog.mark_ready(
                 video_id,
@@ -80,7 +117,7 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
             )
         if not marked:
             # Deleted between indexing and now: take back what this job wrote.
-            ctx.library.remove(video_id)
+            ctx.features.remove(video_id)
             ctx.metrics.ingests.labels("deleted").inc()
             return "deleted"
     except decode_error as error:
@@ -116,7 +153,7 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
 def _take_back(video_id: int, *, ctx: JobContext) -> None:
     """Remove whatever a failed attempt may have written (best effort; start-up reconciles the rest)."""
     try:
-        ctx.library.remove(video_id)
+        ctx.features.remove(video_id)
     except Exception:  # noqa: BLE001
         log.exception("could not clean up after video %d", video_id)
 

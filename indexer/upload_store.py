@@ -10,19 +10,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from model.fileio import fsync_dir
 
 # Suffixes kept on stored files (a hint for the demuxer and for people browsing the folder).
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class UploadStore:
@@ -58,7 +53,7 @@ class UploadStore:
         with open(scratch, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(scratch, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return final
 
     def relative(self, path: Path) -> str:
@@ -79,3 +74,21 @@ def safe_suffix(suffix: str) -> str:
     """A lower-case file suffix like `.mp4`, or "" when the given one looks odd."""
     suffix = suffix.lower()
     return suffix if _SUFFIX.match(suffix) else ""
+
+
+@dataclass
+class ReceivedFile:
+    """An upload streamed to a scratch file; the caller commits it or deletes it."""
+
+    path: Path
+    sha256: str
+    size: int
+    filename: str | None
+    content_type: str | None
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.filename).suffix if self.filename else ""
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)

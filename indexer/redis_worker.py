@@ -1,0 +1,238 @@
+"""The deployed mode's worker side: rq workers that index videos queued in Redis.
+
+See indexer.redis_queue for the delivery guarantees (catalog claim, lease, reapers). A worker
+process holds the catalog, the upload store, the feature store and the embedder; it writes
+features to the shared store and publishes an event per video, and API replicas index them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from indexer import catalog
+from indexer.db import session_scope
+from indexer.jobs import JobContext, StoreSink, index_video
+from indexer.redis_queue import (
+    HEARTBEAT_S,
+    LEASE_TTL_S,
+    REAP_INTERVAL_S,
+    STALE_QUEUED_S,
+    RedisQueue,
+    lease_key,
+    publish,
+)
+from indexer.upload_store import UploadStore
+
+if TYPE_CHECKING:
+    from indexer.components import Components
+    from indexer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(RuntimeError):
+    """Raised to rq after an unexpected error with attempts left: rq retries after a back-off."""
+
+
+class Lease:
+    """A job's claim on its video in Redis, kept alive by a heartbeat thread."""
+
+    def __init__(self, redis: Redis, prefix: str, video_id: int) -> None:
+        self.redis = redis
+        self.key = lease_key(prefix, video_id)
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        """Take the lease of a video whose row this worker has just claimed (the claim is what
+        excludes a duplicate delivery; the lease only says the claimant is alive)."""
+        self.redis.set(self.key, self.token, ex=int(LEASE_TTL_S))
+        self._thread = threading.Thread(target=self._beat, name=f"hapvr-lease-{self.key}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                # SET, not EXPIRE: the lease comes back after Redis lost it (a restart).
+                self.redis.set(self.key, self.token, ex=int(LEASE_TTL_S))
+            except RedisError as error:
+                log.warning("lease heartbeat of %s failed: %s", self.key, error)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            if self.redis.get(self.key) == self.token.encode():
+                self.redis.delete(self.key)
+        except RedisError as error:
+            log.warning("could not release %s: %s", self.key, error)
+
+
+class IndexWorker:
+    """What one worker process holds: the job context, Redis, the reaper."""
+
+    def __init__(self, ctx: JobContext, queue: RedisQueue) -> None:
+        self.ctx = ctx
+        self.queue = queue
+        self.redis = queue.redis
+        self.prefix = queue.prefix
+        self.outcomes: Counter[str] = Counter()
+        self._missing: dict[int, float] = {}
+        self._last_stale_scan = 0.0
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    def run(self, video_id: int) -> str:
+        # Claim the row before taking the lease: once the lease is visible the attempt is counted,
+        # so a worker killed at any moment after it leaves a `processing` row the reapers release.
+        # (Lease first left a window where a kill lost the job with the row still queued.)
+        with session_scope(self.ctx.sessions) as session:
+            claimed = catalog.claim(video_id, session=session)
+        if not claimed:
+            return self._count("skipped")  # done, deleted, or another delivery has it
+        lease = Lease(self.redis, self.prefix, video_id)
+        lease.acquire()
+        try:
+            outcome = index_video(video_id, ctx=self.ctx)
+        finally:
+            lease.release()
+        self._count(outcome)
+        if outcome in ("ready", "deleted"):
+            publish(self.redis, self.prefix, "indexed" if outcome == "ready" else "deleted", video_id)
+        if outcome == "retried":
+            raise RetryLater(f"video {video_id}: indexing failed unexpectedly; retrying after a back-off")
+        return outcome
+
+    def _count(self, outcome: str) -> str:
+        self.outcomes[outcome] += 1
+        return outcome
+
+    # -- the reaper ----------------------------------------------------------------------------
+    def start_reaper(self) -> None:
+        self._reaper = threading.Thread(target=self._reap_loop, name="hapvr-reaper", daemon=True)
+        self._reaper.start()
+
+    def stop_reaper(self) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(REAP_INTERVAL_S * 2)
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(REAP_INTERVAL_S):
+            try:
+                self.reap_once()
+            except Exception:  # noqa: BLE001 - the reaper must outlive a Redis or database hiccup
+                log.exception("reaper pass failed; retrying")
+
+    def reap_once(self, now: float | None = None) -> list[int]:
+        """Release `processing` videos whose lease stayed missing for LEASE_TTL_S; returns them."""
+        now = time.monotonic() if now is None else now
+        with session_scope(self.ctx.sessions) as session:
+            processing = catalog.ids_with_status(catalog.PROCESSING, session=session)
+        for video_id in set(self._missing) - processing:
+            del self._missing[video_id]
+        released: list[int] = []
+        for video_id in sorted(processing):
+            if self.redis.exists(lease_key(self.prefix, video_id)):
+                self._missing.pop(video_id, None)
+                continue
+            first = self._missing.setdefault(video_id, now)
+            if now - first < LEASE_TTL_S:
+                continue
+            del self._missing[video_id]
+            with session_scope(self.ctx.sessions) as session:
+                status = catalog.release_abandoned(video_id, session=session, max_attempts=self.ctx.max_attempts)
+            if status == catalog.QUEUED:
+                log.warning("video %d: its worker stopped mid-job; queued again", video_id)
+                self.queue.enqueue(video_id)
+                released.append(video_id)
+            elif status == catalog.FAILED:
+                log.warning("video %d: its worker stopped mid-job too often; failed", video_id)
+                released.append(video_id)
+        if now - self._last_stale_scan >= STALE_QUEUED_S:
+            self._last_stale_scan = now
+            moment = datetime.now(timezone.utc) - timedelta(seconds=STALE_QUEUED_S)
+            with session_scope(self.ctx.sessions) as session:
+                stale = catalog.queued_before(moment, session=session)
+            if stale:
+                self.queue.enqueue_many(stale)  # a job still waiting in Redis is left as it is
+        return released
+
+
+@dataclass
+class WorkerResult:
+    outcomes: Counter[str]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.outcomes.get("failed") else 0
+
+
+def bound_job_class(run: Callable[[int], str]) -> type[Job]:
+    """An rq job class whose function is `run`, bound in the worker process that takes the job.
+
+    Jobs are enqueued under JOB_NAME; instead of importing a module-level function that would
+    need a global to reach this process's context, the worker's own job class supplies it.
+    """
+
+    class IndexJob(Job):
+        @property
+        def func(self) -> Callable[[int], str]:
+            return run
+
+    return IndexJob
+
+
+def run_worker(
+    settings: Settings, *, burst: bool = False, components_factory: Callable[[Settings], Components] | None = None
+) -> WorkerResult:
+    """One rq worker in this process (the CLI starts one per `--workers`); returns its outcomes.
+
+    A worker needs the catalog, the upload and feature stores, the embedder and Redis: it never
+    builds a vector index (API replicas index what workers store, see indexer.index_sync).
+    """
+    from rq import SimpleWorker
+
+    from indexer.components import build_components
+    from indexer.db import make_engine, make_session_factory, migrate
+    from indexer.metrics import Metrics
+
+    factory = components_factory or build_components
+    engine = make_engine(settings.catalog_url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    components = factory(settings)
+    ctx = JobContext(
+        sessions=sessions,
+        uploads=UploadStore(settings.uploads_dir, settings.tmp_dir),
+        embedder=components.embedder,
+        features=StoreSink(components.store),
+        metrics=Metrics(),
+        max_attempts=settings.max_attempts,
+    )
+    queue = RedisQueue.from_settings(settings)
+    worker = IndexWorker(ctx, queue)
+    queue.enqueue_queued(sessions)
+    worker.start_reaper()
+    try:
+        rq_worker = SimpleWorker([queue.rq], connection=queue.redis, job_class=bound_job_class(worker.run))
+        rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+    finally:
+        worker.stop_reaper()
+        engine.dispose()
+    return WorkerResult(worker.outcomes)
