@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # bench/ is not an installed package; bare `pytest` needs this
-    sys.path.insert(0, str(_ROOT))
-
-from bench.footage import FootageUnavailable  # noqa: E402
-
-try:  # tests/ is a namespace package seen from the root, or on sys.path itself
-    from tests.footage import VideoSpec, real_clips, write_audio_only, write_video
-    from tests.footage import edited_copy as make_edited_copy
-except ImportError:  # pragma: no cover
-    from footage import VideoSpec, real_clips, write_audio_only, write_video
-    from footage import edited_copy as make_edited_copy
+from bench.footage import FootageUnavailable
+from tests.footage import VideoSpec, real_clips, write_audio_only, write_video
+from tests.footage import edited_copy as make_edited_copy
 
 
 class VideoFactory:

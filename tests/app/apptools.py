@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-from fastapi.testclient import TestClient
 
 from indexer.components import Components, index_overrides, make_probe
 from indexer.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 LIGHT_DIM = 48
 

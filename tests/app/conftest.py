@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from apptools import Media, Service, light_components
+from tests.app.apptools import Media, Service, light_components
 from app.main import create_app
 from indexer.settings import Settings
 

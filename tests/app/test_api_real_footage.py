@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from indexer.settings import Settings
-from apptools import Service
+from tests.app.apptools import Service
 
 # Edits the model handles today; picture-in-picture and partial splices need the trained comparator.
 EDITS = ("reencode", "rescale", "crop", "color", "blur", "overlay", "letterbox", "subclip", "fps", "speed", "hflip")

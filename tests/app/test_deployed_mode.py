@@ -17,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from apptools import Media, Service, light_components, wait_until
+from tests.app.apptools import Media, Service, light_components, wait_until
 
 from app.main import create_app
 from indexer.redis_queue import lease_key
 from indexer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER_SCRIPT = Path(__file__).resolve().parent / "deployed_worker.py"
+WORKER_MODULE = "tests.app.deployed_worker"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_START = [
@@ -87,7 +87,7 @@ class Deployment:
 
     def start_worker(self, *, delay: float = 0.0, burst: bool = False) -> subprocess.Popen[bytes]:
         log = open(self.root / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115 - closed with the process
-        command = [sys.executable, str(WORKER_SCRIPT), *(["--burst"] if burst else [])]
+        command = [sys.executable, "-m", WORKER_MODULE, *(["--burst"] if burst else [])]
         process = subprocess.Popen(command, cwd=ROOT, env=self.environment(delay), stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(process)
         return process

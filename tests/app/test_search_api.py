@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apptools import Media, Service
+from tests.app.apptools import Media, Service
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apptools import Media
+from tests.app.apptools import Media
 
 START_TIMEOUT_S = 180.0
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apptools import Media, assert_consistent
+from tests.app.apptools import Media, assert_consistent
 
 
 def test_switch_to_ivf_then_restart(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,21 @@ def test_migrate_creates_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["migrate", "--database-url", f"sqlite:///{tmp_path / 'catalog.sqlite3'}"]) == 0  # idempotent
     assert capsys.readouterr().out.splitlines() == ["catalog at revision 0001"] * 2
     assert (tmp_path / "catalog.sqlite3").is_file()
+
+
+def test_worker_burst_never_loads_the_web_framework(tmp_path: Path, model_cache: Path) -> None:
+    """`hapvr worker` indexes with the real model and never imports fastapi or starlette."""
+    data_dir = tmp_path / "data"
+    assert main(["migrate", "--data-dir", str(data_dir)]) == 0
+    script = (
+        "import sys\n"
+        "from app.cli import main\n"
+        f"code = main(['worker', '--burst', '--data-dir', {str(data_dir)!r}])\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
+        "print('web modules:', web)\n"
+        "sys.exit(code or (3 if web else 0))\n"
+    )
+    env = {**os.environ, "HAPVR_CACHE_DIR": str(model_cache)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "web modules: []" in result.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from apptools import LightEmbedder, Media, assert_consistent, light_components, wait_until
+from tests.app.apptools import LightEmbedder, Media, assert_consistent, light_components, wait_until
 
 
 def test_parallel_uploads_with_several_workers(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]

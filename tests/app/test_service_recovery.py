@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from indexer.db import session_scope
 from indexer.orm import Video
-from apptools import Media, Service, assert_consistent
+from tests.app.apptools import Media, Service, assert_consistent
 
 
 def _index_files(service: Service) -> list:

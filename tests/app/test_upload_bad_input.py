@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from apptools import Media, Service
+from tests.app.apptools import Media, Service
 
 
 @pytest.fixture

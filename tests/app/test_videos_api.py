@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from apptools import Media, Service
+from tests.app.apptools import Media, Service
 
 
 def test_upload_is_accepted_then_indexed(service: Service, media: Media) -> None:

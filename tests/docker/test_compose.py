@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockertools import COMPOSE_FILE, ENV_EXAMPLE, GPU_FILE, ROOT, clean_env, compose_command
+from tests.docker.dockertools import COMPOSE_FILE, ENV_EXAMPLE, GPU_FILE, ROOT, clean_env, compose_command
 
 from app.cli import build_parser
 

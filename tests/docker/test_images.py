@@ -21,7 +21,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from dockertools import DOCKERFILES, ROOT, find_tool
+from tests.docker.dockertools import DOCKERFILES, ROOT, find_tool
 
 from app.cli import build_parser
 

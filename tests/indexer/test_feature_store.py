@@ -144,9 +144,8 @@ def test_crash_mid_write_leaves_the_old_file(store: FeatureStore) -> None:
     store.put(3, old)
     script = textwrap.dedent(
         f"""
-        import os, sys
+        import os
         import numpy as np
-        sys.path.insert(0, {str(REPO)!r})
         from indexer.feature_store import FeatureStore
         from indexer.synthetic import synthetic_video
         os.replace = lambda src, dst: os._exit(17)  # die exactly between fsync and rename

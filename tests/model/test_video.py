@@ -10,10 +10,7 @@ import pytest
 
 from model.video import DecodeLimits, DecodedVideo, VideoDecodeError, decode_video, probe_video
 
-try:
-    from tests.footage import corner_colours, frame_index
-except ImportError:  # pragma: no cover - tests/ itself on sys.path
-    from footage import corner_colours, frame_index
+from tests.footage import corner_colours, frame_index
 
 SMALL = 48  # decode at the synthetic clips' own short side: no scaling blur in index checks
 
