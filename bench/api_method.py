@@ -80,10 +80,10 @@ def free_port() -> int:
 
 def service_environment() -> dict[str, str]:
     """This process's environment minus every service setting, plus the shared model cache."""
-    from model.encoders.onnx_runtime import default_cache_dir
+    from model.encoders.onnx_runtime import CACHE_ENV, CacheSettings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAPVR_") and k not in FOREIGN_ENV}
-    env["HAPVR_CACHE_DIR"] = str(default_cache_dir())
+    env[CACHE_ENV] = str(CacheSettings().cache_dir)
     return env
 
 
@@ -185,7 +185,7 @@ def served_model(service: Service) -> str | None:
 
 def service_defaults() -> tuple[int, int]:
     """(C, max k) of a service started without HAPVR_* settings."""
-    from app.settings import Settings
+    from indexer.settings import Settings
 
     fields = Settings.model_fields
     return int(fields["candidates"].default), int(fields["max_k"].default)

@@ -2,7 +2,7 @@
 
 The library is made of synthetic videos (indexer.synthetic: shots of near-identical frames,
 9 regions of 512-d, lengths log-uniform between --min-seconds and --max-seconds at 1 fps)
-written to a real FeatureStore on disk and indexed in a real VectorIndex; it grows from one
+written to a real FeatureStore on disk and indexed in a real FaissIndex; it grows from one
 size to the next and can live in --data-dir to be resumed or reused (bench/search_library.py).
 At each size:
 

@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from indexer.feature_store import FeatureStorage
 from indexer.search import aggregate_votes
-from indexer.vector_index import FrameIndex
+from indexer.vector_index import VectorIndex
 
 
 class RecordingIndex:
-    """A FrameIndex that forwards every call and keeps a copy of what each search asked."""
+    """A VectorIndex that forwards every call and keeps a copy of what each search asked."""
 
-    def __init__(self, inner: FrameIndex) -> None:
+    def __init__(self, inner: VectorIndex) -> None:
         self.inner = inner
         self.searches: list[tuple[np.ndarray, int]] = []  # (query vectors [N, D], k)
 
@@ -94,7 +94,7 @@ def exact_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest stored frames (inner product) of each query -> (scores, video ids), each [N, k], best first.
 
-    Slots past the number of stored frames hold video -1 and score -inf, as VectorIndex.search.
+    Slots past the number of stored frames hold video -1 and score -inf, as FaissIndex.search.
     """
     heap = faiss.ResultHeap(len(queries), k, keep_max=True)
     queries = np.ascontiguousarray(queries, dtype=np.float32)

@@ -51,6 +51,7 @@ from bench.footage import (
     HELDOUT_PACKAGES, TEST_PACKAGES, FootageUnavailable, footage_dir, group_of, heldout_videos,
     make_segments, plan_segments,
 )
+from model.fileio import write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "hapvr-near-duplicate-benchmark"
@@ -248,9 +249,7 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
         "videos": videos, "positives": positives, "kind": kind, "source": source, "group": group,
         "edit": edits, "backgrounds": {n: f"backgrounds/{n}.mp4" for n in background_names},
     }
-    tmp = manifest_path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False))
-    os.replace(tmp, manifest_path)
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=False), mode=0o644)
     stamp.unlink(missing_ok=True)
     log(f"wrote {manifest_path} ({len(videos)} videos, {len(positives)} queries) "
         f"in {time.monotonic() - started:.0f} s")

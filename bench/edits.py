@@ -23,6 +23,7 @@ import av
 import numpy as np
 
 from bench.footage import VideoWriter, iter_frames, probe
+from model.fileio import atomic_path
 
 DEFAULT_CRF = 23
 
@@ -63,17 +64,16 @@ def write_clip(clip: Clip, out: str | os.PathLike[str]) -> Path:
     """Encode `clip` (H.264 by default; suffix picks the container) with its params as a tag."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
     width, height = clip.size
-    writer = VideoWriter(tmp, width, height, clip.fps, crf=clip.crf)
-    try:
-        if clip.params:
-            writer.container.metadata["comment"] = json.dumps(clip.params, sort_keys=True)
-        for image in clip.frames:
-            writer.write(image)
-    finally:
-        writer.close()
-    os.replace(tmp, out)
+    with atomic_path(out, mode=0o644) as tmp:  # the temp name keeps the suffix: it picks the container
+        writer = VideoWriter(tmp, width, height, clip.fps, crf=clip.crf)
+        try:
+            if clip.params:
+                writer.container.metadata["comment"] = json.dumps(clip.params, sort_keys=True)
+            for image in clip.frames:
+                writer.write(image)
+        finally:
+            writer.close()
     return out
 
 

@@ -88,9 +88,32 @@ from pathlib import Path
 
 import av
 import numpy as np
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.fileio import atomic_path, atomic_write
+
+# The variable FootageSettings reads (its env prefix + field name).
 FOOTAGE_ENV = "HAPVR_FOOTAGE_DIR"
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v")
+
+
+def _default_footage_dir() -> Path:
+    return Path.home() / ".cache" / "hapvr-search" / "footage"
+
+
+class FootageSettings(BaseSettings):
+    """The footage cache root: $HAPVR_FOOTAGE_DIR, else ~/.cache/hapvr-search/footage."""
+
+    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="ignore")
+
+    footage_dir: Path = Field(default_factory=_default_footage_dir)
+
+    @field_validator("footage_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if value is None or value == "":  # set but empty: as if unset
+            return _default_footage_dir()
+        return Path(value).expanduser() if isinstance(value, (str, Path)) else value
 
 
 class FootageUnavailable(RuntimeError):
@@ -241,8 +264,7 @@ HELDOUT_PACKAGES: tuple[str, ...] = TEST_PACKAGES + ("opencv-python",)
 
 def footage_dir() -> Path:
     """The cache root ($HAPVR_FOOTAGE_DIR or ~/.cache/hapvr-search/footage), created."""
-    root = os.environ.get(FOOTAGE_ENV)
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "hapvr-search" / "footage"
+    path = FootageSettings().footage_dir
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -396,7 +418,7 @@ def _extract(archive: Path, entries: Sequence[FootageFile], target: Path) -> Non
             for member, name in wanted.items():
                 try:
                     with zf.open(member) as src:
-                        _write_atomic(target / name, src)
+                        atomic_write(target / name, lambda out: shutil.copyfileobj(src, out, 1 << 20), mode=0o644)
                 except KeyError:
                     continue
                 written.add(member)
@@ -408,19 +430,12 @@ def _extract(archive: Path, entries: Sequence[FootageFile], target: Path) -> Non
                 if member in wanted and info.isfile():
                     src = tf.extractfile(info)
                     if src is not None:
-                        _write_atomic(target / wanted[member], src)
+                        atomic_write(target / wanted[member],
+                                     lambda out: shutil.copyfileobj(src, out, 1 << 20), mode=0o644)
                         written.add(member)
     missing = sorted(set(wanted) - written)
     if missing:
         raise FootageUnavailable(f"{archive.name} lacks {missing}")
-
-
-def _write_atomic(path: Path, src) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as out:
-        while chunk := src.read(1 << 20):
-            out.write(chunk)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -657,22 +672,20 @@ def cut_segment(source: str | os.PathLike[str], start: float, length: float,
     _, rate, width, height = probe(source)
     fps = Fraction(rate) if rate and 0 < rate <= max_fps else Fraction(max_fps).limit_denominator(1001)
     size = scaled_size(width, height, short_side)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
     step = 1.0 / float(fps)
     next_t = 0.0
-    with VideoWriter(tmp, *size, fps, crf=crf) as writer:
-        for t, frame in iter_frames(source, start, start + length):
-            rel = t - start
-            if rel + 1e-3 < next_t:
-                continue
-            writer.write(frame)
-            next_t += step
-            while next_t <= rel + 1e-3:  # the source is slower than fps: no frame owed
+    with atomic_path(out, mode=0o644) as tmp:  # the temp name keeps the suffix: it picks the container
+        with VideoWriter(tmp, *size, fps, crf=crf) as writer:
+            for t, frame in iter_frames(source, start, start + length):
+                rel = t - start
+                if rel + 1e-3 < next_t:
+                    continue
+                writer.write(frame)
                 next_t += step
-    if writer.frames == 0:
-        tmp.unlink(missing_ok=True)
-        raise FootageUnavailable(f"no frames in {Path(source).name} [{start}, {start + length})")
-    os.replace(tmp, out)
+                while next_t <= rel + 1e-3:  # the source is slower than fps: no frame owed
+                    next_t += step
+        if writer.frames == 0:
+            raise FootageUnavailable(f"no frames in {Path(source).name} [{start}, {start + length})")
     return out
 
 

@@ -56,6 +56,7 @@ from bench.api_method import ServiceError, run_api
 from bench.baselines import BASELINES
 from bench.dataset import ORIGINAL, PRESETS, Dataset, build_dataset, load_dataset
 from bench.footage import FootageUnavailable
+from model.fileio import atomic_write
 from model.metrics import RetrievalMetrics, retrieval_metrics
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -123,6 +124,7 @@ def training_pca_checkpoint(log: Callable[[str], None] = print) -> Path:
     from model.checkpoint import ModelBundle, save_checkpoint
     from model.commands.fit_pca import fit_pca_from_videos
     from model.encoders.frame_encoder import FrameEncoder
+    from model.encoders.onnx_runtime import CacheSettings
 
     videos = training_videos()
     key = hashlib.sha1("\n".join(f"{p.name}:{p.stat().st_size}" for p in videos).encode()).hexdigest()[:12]
@@ -130,7 +132,7 @@ def training_pca_checkpoint(log: Callable[[str], None] = print) -> Path:
     if path.is_file():
         return path
     log(f"fitting PCA on {len(videos)} training videos (once; cached in {path.parent})")
-    pca = fit_pca_from_videos(videos, FrameEncoder(), 512)
+    pca = fit_pca_from_videos(videos, FrameEncoder(cache_dir=CacheSettings().cache_dir), 512)
     provenance = {"pca": {"source": "bench.footage.training_videos()", "videos": len(videos), "fps": 1.0},
                   "created_by": "bench.quality"}
     save_checkpoint(path, ModelBundle.training_free(pca, provenance=provenance))
@@ -166,11 +168,9 @@ def _load_cache(file: Path) -> dict[str, np.ndarray]:
 
 
 def _save_cache(file: Path, values: dict[str, np.ndarray]) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npz")
     names = list(values)
-    np.savez(tmp, names=np.array(names), **{f"v{i}": values[n] for i, n in enumerate(names)})
-    os.replace(tmp, file)
+    arrays = {f"v{i}": values[n] for i, n in enumerate(names)}
+    atomic_write(file, lambda handle: np.savez(handle, names=np.array(names), **arrays), mode=0o644)
 
 
 def cached(dataset: Dataset, file: Path, compute: Callable[[list[Path]], list[np.ndarray]]
@@ -189,7 +189,9 @@ def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> 
     """Encoder output [T, R, D] float16 of each video (before the network's index step)."""
     from model.video import decode_video
 
-    encoder = bundle.frame_encoder()
+    from model.encoders.onnx_runtime import CacheSettings
+
+    encoder = bundle.frame_encoder(cache_dir=CacheSettings().cache_dir)
     features = []
     started = time.monotonic()
     for i, path in enumerate(paths, 1):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from indexer.feature_store import FeatureStore
 from indexer.features import VideoFeatures
 from indexer.synthetic import synthetic_video
-from indexer.vector_index import IndexConfig, IndexLoadError, VectorIndex
+from indexer.vector_index import IndexConfig, IndexLoadError, FaissIndex
 
 MANIFEST = "library.json"
 # A stored frame: 9 x 512 float16 regions, a 512-d float32 frame vector, a float64 timestamp.
@@ -114,18 +114,18 @@ class Library:
         self.store.put(video_id, features)
         return features, True
 
-    def open_index(self, size: int) -> tuple[VectorIndex, IndexBuild]:
+    def open_index(self, size: int) -> tuple[FaissIndex, IndexBuild]:
         """The index of videos 1..size, saved and loaded back (built or grown first if needed)."""
         path, config = self.index_path(size), self.spec.index_config()
         build = IndexBuild(generated=0, reused=0, build_s=0.0, file_bytes=0, resident_bytes=None)
         try:
-            VectorIndex.load(path, config)  # also a warm-up: the first load in a process maps code, starts threads
+            FaissIndex.load(path, config)  # also a warm-up: the first load in a process maps code, starts threads
         except IndexLoadError:  # never saved, or its save was interrupted
             self._grow(size, build)
-            VectorIndex.load(path, config)
+            FaissIndex.load(path, config)
         build.file_bytes = path.stat().st_size
         before = resident_bytes()
-        index = VectorIndex.load(path, config)
+        index = FaissIndex.load(path, config)
         after = resident_bytes()
         if before is not None and after is not None:
             build.resident_bytes = after - before
@@ -145,17 +145,17 @@ class Library:
         index.save(self.index_path(size))
         build.build_s = time.perf_counter() - started
 
-    def _largest_saved(self, size: int) -> tuple[int, VectorIndex]:
+    def _largest_saved(self, size: int) -> tuple[int, FaissIndex]:
         """(n, index of videos 1..n) for the largest readable saved index with n < size; (0, empty) if none."""
         saved = sorted((int(p.stem.split("-", 1)[1]) for p in self.root.glob("index-*.faiss")), reverse=True)
         for count in (n for n in saved if n < size):
             try:
-                index = VectorIndex.load(self.index_path(count), self.spec.index_config())
+                index = FaissIndex.load(self.index_path(count), self.spec.index_config())
             except IndexLoadError:
                 continue  # an interrupted save: try a smaller one
             if index.video_ids() == set(range(1, count + 1)):
                 return count, index
-        return 0, VectorIndex(self.spec.index_config())
+        return 0, FaissIndex(self.spec.index_config())
 
     def ivf_cells(self, size: int) -> int | None:
         """IVF cells of the saved index of `size` videos; None for a flat one."""

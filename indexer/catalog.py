@@ -121,6 +121,21 @@ def videos_by_ids(video_ids: Iterable[int], *, session: Session) -> dict[int, Vi
     return rows
 
 
+def transition(video_id: int, *, session: Session, allowed_from: Iterable[str], **values: Any) -> bool:
+    """Move one video's row from one of the `allowed_from` states, setting `values`; False when
+    it is gone or in another state.
+
+    Every status change goes through this one conditional UPDATE: its WHERE clause is the lock,
+    so of two racing writers (two workers, a worker and a delete) exactly one wins.
+    """
+    result = session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.status.in_(list(allowed_from)))
+        .values(updated_at=utcnow(), **values)
+    )
+    return result.rowcount == 1
+
+
 def claim_next(*, session: Session) -> int | None:
     """Atomically move the oldest queued video to processing and return its id (commits).
 
@@ -134,13 +149,11 @@ def claim_next(*, session: Session) -> int | None:
         if candidate is None:
             session.commit()
             return None
-        result = session.execute(
-            update(Video)
-            .where(Video.id == candidate, Video.status == QUEUED)
-            .values(status=PROCESSING, attempts=Video.attempts + 1, updated_at=utcnow())
+        claimed = transition(
+            candidate, session=session, allowed_from=[QUEUED], status=PROCESSING, attempts=Video.attempts + 1
         )
         session.commit()
-        if result.rowcount == 1:
+        if claimed:
             return int(candidate)
     return None
 
@@ -154,43 +167,30 @@ def mark_ready(
     frames_indexed: int,
 ) -> bool:
     """processing -> ready; False when the row is gone or no longer processing (deleted meanwhile)."""
-    now = utcnow()
-    result = session.execute(
-        update(Video)
-        .where(Video.id == video_id, Video.status == PROCESSING)
-        .values(
-            status=READY,
-            failure_reason=None,
-            duration=duration,
-            fps=fps,
-            frames_indexed=frames_indexed,
-            indexed_at=now,
-            updated_at=now,
-        )
+    return transition(
+        video_id,
+        session=session,
+        allowed_from=[PROCESSING],
+        status=READY,
+        failure_reason=None,
+        duration=duration,
+        fps=fps,
+        frames_indexed=frames_indexed,
+        indexed_at=utcnow(),
     )
-    return result.rowcount == 1
 
 
 def mark_failed(video_id: int, reason: str, *, session: Session) -> bool:
-    result = session.execute(
-        update(Video)
-        .where(Video.id == video_id, Video.status == PROCESSING)
-        .values(status=FAILED, failure_reason=reason, updated_at=utcnow())
-    )
-    return result.rowcount == 1
+    """processing -> failed with a reason the user can read."""
+    return transition(video_id, session=session, allowed_from=[PROCESSING], status=FAILED, failure_reason=reason)
 
 
 def requeue(video_id: int, *, session: Session, reset_attempts: bool = False, reason: str | None = None) -> bool:
     """Put a processing or failed video back on the queue."""
-    values: dict[str, Any] = {"status": QUEUED, "failure_reason": reason, "updated_at": utcnow()}
+    values: dict[str, Any] = {"status": QUEUED, "failure_reason": reason}
     if reset_attempts:
         values["attempts"] = 0
-    result = session.execute(
-        update(Video)
-        .where(Video.id == video_id, Video.status.in_([PROCESSING, FAILED, READY]))
-        .values(**values)
-    )
-    return result.rowcount == 1
+    return transition(video_id, session=session, allowed_from=[PROCESSING, FAILED, READY], **values)
 
 
 @dataclass(frozen=True)
@@ -206,18 +206,14 @@ def recover_interrupted(*, session: Session, max_attempts: int) -> Recovery:
     """
     requeued: list[int] = []
     failed: list[int] = []
-    for video in session.scalars(select(Video).where(Video.status == PROCESSING)):
-        if video.attempts >= max_attempts:
-            video.status = FAILED
-            video.failure_reason = (
-                f"indexing was interrupted {video.attempts} times (the process stopped mid-job); giving up"
-            )
-            failed.append(video.id)
-        else:
-            video.status = QUEUED
-            requeued.append(video.id)
-        video.updated_at = utcnow()
-    session.flush()
+    interrupted = session.execute(select(Video.id, Video.attempts).where(Video.status == PROCESSING)).all()
+    for video_id, attempts in interrupted:
+        if attempts >= max_attempts:
+            reason = f"indexing was interrupted {attempts} times (the process stopped mid-job); giving up"
+            if transition(video_id, session=session, allowed_from=[PROCESSING], status=FAILED, failure_reason=reason):
+                failed.append(video_id)
+        elif transition(video_id, session=session, allowed_from=[PROCESSING], status=QUEUED):
+            requeued.append(video_id)
     return Recovery(requeued=requeued, failed=failed)
 
 
@@ -246,13 +242,9 @@ def claim(video_id: int, *, session: Session) -> bool:
     A queue that delivers a job more than once (at-least-once) hands it to whoever claims the
     row first; the other deliveries find it no longer queued and do nothing.
     """
-    result = session.execute(
-        update(Video)
-        .where(Video.id == video_id, Video.status == QUEUED)
-        .values(status=PROCESSING, attempts=Video.attempts + 1, updated_at=utcnow())
-    )
+    claimed = transition(video_id, session=session, allowed_from=[QUEUED], status=PROCESSING, attempts=Video.attempts + 1)
     session.commit()
-    return result.rowcount == 1
+    return claimed
 
 
 def release_abandoned(video_id: int, *, session: Session, max_attempts: int) -> str | None:
@@ -270,12 +262,8 @@ def release_abandoned(video_id: int, *, session: Session, max_attempts: int) -> 
         }
     else:
         values = {"status": QUEUED, "failure_reason": None}
-    result = session.execute(
-        update(Video)
-        .where(Video.id == video_id, Video.status == PROCESSING)
-        .values(updated_at=utcnow(), **values)
-    )
-    return str(values["status"]) if result.rowcount == 1 else None
+    moved = transition(video_id, session=session, allowed_from=[PROCESSING], **values)
+    return str(values["status"]) if moved else None
 
 
 def queued_before(moment: Any, *, session: Session) -> list[int]:

@@ -9,8 +9,6 @@ training provenance. Loading checks all of it, so a wrong or damaged file fails 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.encoders.pca import PCAWhitening
+from model.fileio import atomic_path
 from model.encoders.registry import BACKBONES
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
@@ -75,19 +74,12 @@ class ModelBundle:
 def save_checkpoint(path: str | Path, bundle: ModelBundle) -> Path:
     """Write atomically: a reader never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: value.cpu() for name, value in bundle.pca.state_tensors().items()}
     for name, value in bundle.similarity.state_dict().items():
         tensors[f"similarity.{name}"] = value.detach().contiguous().cpu()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=bundle.metadata())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a checkpoint is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # 0644: a checkpoint is meant to be shared (the temp file is created 0600).
+    with atomic_path(path, mode=0o644) as temporary:
+        save_file(tensors, str(temporary), metadata=bundle.metadata())
     return path
 
 

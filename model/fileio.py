@@ -24,11 +24,13 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside `path`; when the block succeeds, fsync it and rename it over `path`.
 
     For writers that want a file name rather than a handle (safetensors, ONNX, FAISS). The temp
     file lives in the same directory, so the rename is atomic; the directory is fsynced after.
+    The temp name keeps the target's suffix, for writers that pick a format by it. The file is
+    created 0600; `mode` (e.g. 0o644 for files meant to be shared) is set before the rename.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +41,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -46,15 +50,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fsync_dir(target.parent)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *,
+                 mode: int | None = None) -> None:
     """Call `write(handle)` on a temp file beside `path`, then durably rename it over `path`."""
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+    with atomic_path(path, mode=mode) as temporary, open(temporary, "wb") as handle:
         write(handle)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes | memoryview) -> None:
-    atomic_write(path, lambda handle: handle.write(data))
+def write_bytes_atomic(path: str | Path, data: bytes | memoryview, *, mode: int | None = None) -> None:
+    atomic_write(path, lambda handle: handle.write(data), mode=mode)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | Path, text: str, *, mode: int | None = None) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)

@@ -17,12 +17,27 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["DecodeLimits", "DecodedVideo", "VideoDecodeError", "decode_video", "probe_video"]
+__all__ = [
+    "VIDEO_SUFFIXES", "DecodeLimits", "DecodedVideo", "VideoDecodeError", "decode_video", "find_videos",
+    "probe_video",
+]
+
+# File suffixes (lower case) taken for videos when a folder is searched for them: `hapvr train`,
+# `hapvr fit-pca` and the benchmarks all find their videos through `find_videos`.
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
+    ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".y4m",
+})
 
 # Frames whose timestamp falls this little before a sample time still count as "at" it,
 # so that rounding of integer timestamps (1/1000 time bases at 29.97 fps) does not push
 # every sample one frame late.
 _TIME_EPS = 1e-3
+
+
+def find_videos(root: Path) -> list[Path]:
+    """Files under `root` (recursively) whose suffix, in any case, is in VIDEO_SUFFIXES; sorted by path."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
 
 
 class VideoDecodeError(ValueError):

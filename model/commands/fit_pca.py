@@ -1,8 +1,10 @@
 """`hapvr fit-pca VIDEO_DIR --out FILE`: learn the PCA whitening from a folder of videos and
 write a training-free checkpoint (backbone name + PCA + the training-free similarity config).
 
-The covariance is accumulated frame batch by frame batch, so memory stays at one
-C x C matrix (C = 1752 for EfficientNet-Lite0) whatever the number of frames.
+Videos are found with model.video.find_videos and the PCA is fitted by
+model.encoders.pca.fit_on_frames, as the trainer does: the covariance is accumulated frame
+batch by frame batch, so memory stays at one C x C matrix (C = 1752 for EfficientNet-Lite0)
+whatever the number of frames.
 """
 
 from __future__ import annotations
@@ -11,18 +13,13 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from model.encoders.frame_encoder import FrameEncoder
     from model.encoders.pca import PCAWhitening
-
-VIDEO_SUFFIXES = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
-    ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".y4m",
-})
-# Frames encoded at once: bounds the region features held before they enter the covariance.
-ENCODE_CHUNK = 256
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,13 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def find_videos(root: Path) -> list[Path]:
-    """Video files under `root` (by extension), sorted for a reproducible fit; or root itself."""
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-
-
 def even_sample(count: int, budget: int | None) -> list[int]:
     """Indices of at most `budget` items spread evenly over `count` (all when budget is None)."""
     if budget is None or budget >= count:
@@ -70,51 +60,52 @@ def fit_pca_from_videos(
     eps: float = 1e-5,
     on_video: Callable[[Path, int, str | None], None] | None = None,
 ) -> PCAWhitening:
-    """Decode each video at `fps`, encode its raw regions, fit PCA whitening on all of them.
+    """Decode each video at `fps` and fit PCA whitening on the raw regions of its frames
+    (model.encoders.pca.fit_on_frames).
 
     With `max_frames`, each video contributes at most ceil(max_frames / videos) frames,
     evenly spaced. Videos that fail to decode are skipped; `on_video(path, frames_used,
-    error)` hears about every video. Raises ValueError when fewer than 2 region vectors
-    were gathered; `dim` is capped at what the data determines (see PCAWhitening.fit).
+    error)` hears about every video. Raises ValueError when no video gave a frame, or when
+    the frames admit no whitening; `dim` is capped at what the data determines (see
+    PCAWhitening.fit).
     """
-    from model.encoders.pca import CovarianceAccumulator
+    from model.encoders.pca import fit_on_frames
     from model.video import VideoDecodeError, decode_video
 
-    if encoder.pca is not None:
-        raise ValueError("fit PCA on raw regions: give an encoder without PCA")
     paths = [Path(p) for p in paths]
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be positive, got {max_frames}")
     per_video = None if max_frames is None or not paths else math.ceil(max_frames / len(paths))
-    accumulator = CovarianceAccumulator(encoder.channels)
-    frames_used = 0
-    for path in paths:
-        try:
-            video = decode_video(path, fps=fps)
-        except VideoDecodeError as error:
+
+    def frames() -> Iterator[np.ndarray]:
+        used = 0
+        for path in paths:
+            try:
+                video = decode_video(path, fps=fps)
+            except VideoDecodeError as error:
+                if on_video is not None:
+                    on_video(path, 0, str(error))
+                continue
+            keep = even_sample(len(video.frames), per_video)
+            if max_frames is not None:
+                keep = keep[: max_frames - used]
+            yield video.frames[keep]
+            used += len(keep)
             if on_video is not None:
-                on_video(path, 0, str(error))
-            continue
-        keep = even_sample(len(video.frames), per_video)
-        if max_frames is not None:
-            keep = keep[: max_frames - frames_used]
-        for start in range(0, len(keep), ENCODE_CHUNK):
-            frames = video.frames[keep[start:start + ENCODE_CHUNK]]
-            accumulator.update(encoder.raw_regions(frames).reshape(-1, encoder.channels))
-        frames_used += len(keep)
-        if on_video is not None:
-            on_video(path, len(keep), None)
-    if accumulator.count < 2:
-        raise ValueError(
-            f"PCA needs frames from at least one decodable video; got {frames_used} frames "
-            f"from {len(paths)} file(s)"
-        )
-    return accumulator.fit(dim=dim, eps=eps)
+                on_video(path, len(keep), None)
+        if used == 0:
+            raise ValueError(
+                f"PCA needs frames from at least one decodable video; got none from {len(paths)} file(s)"
+            )
+
+    return fit_on_frames(frames(), encoder, dim, eps)
 
 
 def run(args: argparse.Namespace) -> int:
     from model.checkpoint import ModelBundle, save_checkpoint
     from model.encoders.frame_encoder import FrameEncoder
+    from model.encoders.onnx_runtime import CacheSettings
+    from model.video import find_videos
 
     def fail(message: str) -> int:
         print(f"hapvr fit-pca: error: {message}", file=sys.stderr)
@@ -126,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--dim must be positive, got {args.dim}")
     if not args.fps > 0:
         return fail(f"--fps must be positive, got {args.fps}")
-    paths = find_videos(args.video_dir)
+    paths = [args.video_dir] if args.video_dir.is_file() else find_videos(args.video_dir)
     if not paths:
         return fail(f"no video files under {args.video_dir}")
 
@@ -140,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: {status}", file=sys.stderr)
 
     try:
-        encoder = FrameEncoder(backbone=args.backbone, weights=args.weights, threads=args.threads)
+        encoder = FrameEncoder(backbone=args.backbone, weights=args.weights, threads=args.threads,
+                               cache_dir=CacheSettings().cache_dir)
         pca = fit_pca_from_videos(paths, encoder, args.dim, args.max_frames, fps=args.fps,
                                   on_video=report)
     except (FileNotFoundError, ValueError) as error:  # missing weights, too few frames

@@ -3,9 +3,11 @@ onnxruntime, which on a small CPU is several times faster than eager PyTorch.
 
 The graph is exported once per (backbone, weights, crop, exporter) and cached as an .onnx
 file; the weights enter the cache key through a hash of the state_dict, so new weights
-never reuse a stale export. Cache location: the `cache_dir` argument, else the
-HAPVR_CACHE_DIR environment variable, else ~/.cache/hapvr-search (the only environment
-this package reads outside the settings object; the service passes its own directory).
+never reuse a stale export. The trainer's teacher goes through the same export and cache.
+
+Cache location: the `cache_dir` argument, else ~/.cache/hapvr-search. Nothing here reads
+the environment: the service passes its Settings.cache_dir, and the model's command-line
+tools pass `CacheSettings().cache_dir` (HAPVR_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from torch import nn
+
+from model.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
+# The variable CacheSettings reads (its env prefix + field name), for tools that check it.
 CACHE_ENV = "HAPVR_CACHE_DIR"
 OPSET = 17
 # Bump when the exported graph changes meaning (preprocessing, pooling), to retire old files.
@@ -37,9 +43,26 @@ def onnxruntime_available() -> bool:
 
 
 def default_cache_dir() -> Path:
-    """HAPVR_CACHE_DIR if set, else ~/.cache/hapvr-search."""
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "hapvr-search"
+    """~/.cache/hapvr-search: where exports go when no cache directory is given."""
+    return Path.home() / ".cache" / "hapvr-search"
+
+
+class CacheSettings(BaseSettings):
+    """The ONNX cache directory of the model's command-line tools: $HAPVR_CACHE_DIR, else the default.
+
+    The service does not use this: its own Settings.cache_dir (same variable) is passed down.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if value is None or value == "":  # set but empty: as if unset
+            return default_cache_dir()
+        return Path(value).expanduser() if isinstance(value, (str, Path)) else value
 
 
 def state_dict_digest(module: nn.Module) -> str:
@@ -53,7 +76,10 @@ def state_dict_digest(module: nn.Module) -> str:
 
 
 def export_onnx(graph: nn.Module, crop: int, destination: Path) -> None:
-    """Export `graph` (uint8 [N, crop, crop, 3] -> regions) with a dynamic batch axis."""
+    """Export `graph` (uint8 pixels [N, crop, crop, 3] -> OUTPUT_NAME) with a dynamic batch axis.
+
+    The one export routine: the frame encoder's graph and the trainer's teacher both use it.
+    """
     example = torch.zeros(2, crop, crop, 3, dtype=torch.uint8)
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript;
@@ -72,37 +98,31 @@ def export_onnx(graph: nn.Module, crop: int, destination: Path) -> None:
         )
 
 
-def cached_onnx_model(graph: nn.Module, backbone: str, crop: int,
+def cached_onnx_model(graph: nn.Module, name: str, crop: int,
                       cache_dir: str | Path | None = None) -> bytes:
     """The serialized ONNX model of `graph`, exported on first use and cached on disk.
 
-    Writes go to a temporary name and are renamed into place, so concurrent workers never
-    read half a file. An unwritable cache directory only costs a re-export per process.
+    The file is `cache_dir/{name}-{crop}px-{key}.onnx` (`cache_dir` None: default_cache_dir()),
+    written atomically (model.fileio), so concurrent workers never read half a file. An
+    unwritable cache directory only costs a re-export per process.
     """
     key = hashlib.sha256(
-        f"{backbone}|{crop}|{state_dict_digest(graph)}|{torch.__version__}|{OPSET}|{GRAPH_VERSION}".encode()
+        f"{name}|{crop}|{state_dict_digest(graph)}|{torch.__version__}|{OPSET}|{GRAPH_VERSION}".encode()
     ).hexdigest()[:16]
     directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = directory / f"{backbone}-{crop}px-{key}.onnx"
+    path = directory / f"{name}-{crop}px-{key}.onnx"
     if path.is_file():
         return path.read_bytes()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=path.name, suffix=".part")
-        os.close(handle)
+        with atomic_path(path) as temporary:
+            export_onnx(graph, crop, temporary)
     except OSError as error:
         logger.warning("ONNX cache %s not writable (%s); exporting to a temporary file", directory, error)
         with tempfile.TemporaryDirectory() as scratch:
             scratch_path = Path(scratch) / path.name
             export_onnx(graph, crop, scratch_path)
             return scratch_path.read_bytes()
-    try:
-        export_onnx(graph, crop, Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    logger.info("exported the %s encoder graph to %s", backbone, path)
+    logger.info("exported the %s graph to %s", name, path)
     return path.read_bytes()
 
 

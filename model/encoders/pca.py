@@ -6,20 +6,30 @@ with d, V the eigenvalues and eigenvectors of the covariance of the training vec
 largest first. The layer holds only `mean` [C] and `projection` [C, D] (the whitening scale
 folded into the eigenvectors); checkpoints store them as "pca.mean" and "pca.projection".
 Fitting accumulates first and second moments in float64, so any number of frames can be
-streamed through `CovarianceAccumulator` in constant memory.
+streamed through `CovarianceAccumulator` in constant memory; `fit_on_frames` is the one way
+the project fits it from video frames (`hapvr fit-pca`, the trainer, the benchmarks).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from model.encoders.frame_encoder import FrameEncoder
+
 logger = logging.getLogger(__name__)
 
 STATE_PREFIX = "pca."
+# Frames encoded at once by `fit_on_frames`: bounds the region features held before they
+# enter the covariance.
+ENCODE_CHUNK = 256
 
 
 class CovarianceAccumulator:
@@ -61,33 +71,104 @@ class CovarianceAccumulator:
         return scatter / (self.count - 1)
 
     def fit(self, dim: int = 512, eps: float = 1e-5) -> PCAWhitening:
-        """The whitening layer for the vectors seen so far (see `PCAWhitening.fit`)."""
+        """The whitening layer for the vectors seen so far (see `PCAWhitening.fit`).
+
+        Raises ValueError, with a one-line reason, when no whitening can be fitted: fewer than
+        2 vectors, non-finite values, or no variance at all (every vector the same).
+        """
+        if dim < 1:
+            raise ValueError(f"PCA dim must be positive, got {dim}")
         if self.count < 2:
             raise ValueError(
                 f"PCA whitening needs at least 2 sample vectors, got {self.count}; "
                 "give it more frames"
             )
-        if dim < 1:
-            raise ValueError(f"PCA dim must be positive, got {dim}")
-        # Centred data of M vectors spans at most M - 1 directions; past them the
-        # eigenvalues are noise that whitening would blow up.
-        rank = min(self.channels, self.count - 1)
-        if dim > rank:
-            logger.warning(
-                "PCA dim %d capped to %d: only %d sample vectors of width %d",
-                dim, rank, self.count, self.channels,
+        if not (torch.isfinite(self._sum).all() and torch.isfinite(self._outer).all()):
+            raise ValueError("PCA whitening cannot be fitted: the sample vectors contain NaN or infinite values")
+        mean = self.mean()
+        eigenvalues, eigenvectors = _eigh_descending(self.covariance())
+        # Centred data of M vectors spans at most M - 1 directions, fewer when vectors repeat;
+        # past them the eigenvalues are rounding noise that whitening would blow up. Noise is
+        # judged against the largest variance or the vectors' own size, whichever is larger.
+        scale = max(float(eigenvalues[0]), float(mean.pow(2).sum()))
+        usable = int((eigenvalues > _RANK_RTOL * scale).sum()) if scale > 0 else 0
+        usable = min(usable, self.count - 1)
+        if usable == 0:
+            raise ValueError(
+                f"PCA whitening cannot be fitted: all {self.count} sample vectors are identical (no variance)"
             )
-            dim = rank
-        eigenvalues, eigenvectors = torch.linalg.eigh(self.covariance())
-        order = torch.argsort(eigenvalues, descending=True)[:dim]
-        eigenvalues = eigenvalues[order].clamp_min(0.0)
-        eigenvectors = eigenvectors[:, order]
+        if dim > usable:
+            logger.warning(
+                "PCA dim %d capped to %d: %d sample vectors of width %d vary along only %d directions",
+                dim, usable, self.count, self.channels, usable,
+            )
+            dim = usable
+        logger.info("PCA whitening fitted on %d vectors of width %d, keeping %d dims", self.count, self.channels, dim)
+        eigenvalues = eigenvalues[:dim].clamp_min(0.0)
+        eigenvectors = eigenvectors[:, :dim]
         # Eigenvectors are defined up to sign: fix it so fits of the same data agree.
         pivot = eigenvectors.abs().argmax(dim=0)
         signs = torch.sign(eigenvectors[pivot, torch.arange(dim)])
         eigenvectors = eigenvectors * torch.where(signs == 0, 1.0, signs)
         projection = eigenvectors / torch.sqrt(eigenvalues + eps)
-        return PCAWhitening(self.mean().float(), projection.float())
+        return PCAWhitening(mean.float(), projection.float())
+
+
+def fit_on_frames(frame_batches: Iterable[np.ndarray], encoder: FrameEncoder, dim: int = 512,
+                  eps: float = 1e-5) -> PCAWhitening:
+    """PCA whitening of the raw regions `encoder` gives for uint8 frames [N, H, W, 3].
+
+    Batches of any length are encoded ENCODE_CHUNK frames at a time and streamed into one
+    covariance, so memory stays at one C x C matrix whatever the number of frames. Errors as
+    `CovarianceAccumulator.fit`; an error raised by the iterable passes through.
+    """
+    if encoder.pca is not None:
+        raise ValueError("fit PCA on raw regions: give an encoder without PCA")
+    accumulator = CovarianceAccumulator(encoder.channels)
+    for frames in frame_batches:
+        for start in range(0, len(frames), ENCODE_CHUNK):
+            chunk = np.asarray(frames[start:start + ENCODE_CHUNK])
+            accumulator.update(torch.from_numpy(encoder.raw_regions(chunk)))
+    return accumulator.fit(dim=dim, eps=eps)
+
+
+# An eigenvalue at or below this fraction of the largest is a direction without variance.
+_RANK_RTOL = 1e-10
+# Ridge added to the covariance's diagonal, relative to its mean eigenvalue (trace / C), and
+# taken off the eigenvalues again: it only keeps the solver away from an exactly singular matrix.
+_RIDGE = 1e-12
+
+
+def _eigh_descending(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues [C] (largest first) and eigenvectors [C, C] of a covariance, in float64.
+
+    The matrix is symmetrised and given a tiny ridge first. LAPACK's symmetric solver can fail
+    to converge on large, rank-deficient matrices (seen with some BLAS builds); then numpy's
+    solver, then an SVD (equal to the eigen-decomposition for a symmetric PSD matrix) is tried.
+    """
+    covariance = covariance.to(torch.float64)
+    covariance = (covariance + covariance.T) / 2
+    channels = covariance.shape[0]
+    ridge = _RIDGE * float(torch.trace(covariance)) / channels
+    covariance = covariance + ridge * torch.eye(channels, dtype=torch.float64)
+    eigenvalues = eigenvectors = None
+    try:
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    except RuntimeError as error:  # torch.linalg.LinAlgError
+        logger.warning("torch.linalg.eigh failed (%s); trying numpy", str(error).splitlines()[0])
+    if eigenvalues is None:
+        try:
+            values, vectors = np.linalg.eigh(covariance.numpy())
+            eigenvalues, eigenvectors = torch.from_numpy(values), torch.from_numpy(vectors)
+        except np.linalg.LinAlgError as error:
+            logger.warning("numpy.linalg.eigh failed (%s); trying an SVD", error)
+    if eigenvalues is None:
+        try:
+            eigenvectors, eigenvalues, _ = torch.linalg.svd(covariance)
+        except RuntimeError as error:
+            raise ValueError(f"PCA whitening cannot be fitted: no eigen-decomposition converged ({error})") from None
+    order = torch.argsort(eigenvalues, descending=True)
+    return eigenvalues[order] - ridge, eigenvectors[:, order]
 
 
 class PCAWhitening(nn.Module):
@@ -115,8 +196,10 @@ class PCAWhitening(nn.Module):
     def fit(cls, features: torch.Tensor, dim: int = 512, eps: float = 1e-5) -> PCAWhitening:
         """Fit on sample vectors [M, C] (any leading shape is flattened).
 
-        `dim` is capped at min(C, M - 1), with a logged warning, since fewer vectors do not
-        determine more directions; fewer than 2 vectors is an error.
+        `dim` is capped, with a logged warning, at the number of directions the vectors vary
+        along: at most min(C, M - 1), fewer when vectors repeat, since fewer vectors do not
+        determine more directions. Fewer than 2 vectors, non-finite values or no variance at all
+        is a ValueError with a one-line reason.
         """
         features = torch.as_tensor(features)
         accumulator = CovarianceAccumulator(int(features.shape[-1]))

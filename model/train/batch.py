@@ -99,7 +99,9 @@ class ViewEncoder:
         batch_size: int = 64,
         runtime: str = "auto",
         threads: int | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
+        """`cache_dir`: where the ONNX exports are cached (model.encoders.onnx_runtime)."""
         spec = get_spec(backbone)
         self.device = device
         self.crop = crop
@@ -116,9 +118,9 @@ class ViewEncoder:
         self._student_onnx = self._teacher_onnx = None
         if runtime == "onnxruntime":
             # On a small CPU onnxruntime runs these graphs several times faster than eager torch.
-            self._student_onnx = OnnxRunner(cached_onnx_model(self.graph, backbone, crop), threads)
+            self._student_onnx = OnnxRunner(cached_onnx_model(self.graph, backbone, crop, cache_dir), threads)
             if self.teacher is not None:
-                self._teacher_onnx = teacher_onnx_runner(self.teacher, crop, threads=threads)
+                self._teacher_onnx = teacher_onnx_runner(self.teacher, crop, cache_dir, threads)
 
     @property
     def teacher_dim(self) -> int | None:

@@ -16,18 +16,16 @@ import csv
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from model.fileio import atomic_write
+from model.video import VIDEO_SUFFIXES, find_videos
+
 logger = logging.getLogger("hapvr.train")
 
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".ogv", ".3gp"}
-)
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv", ".json", ".list"})
 
 
@@ -49,13 +47,13 @@ def list_videos(source: str | Path) -> list[Path]:
     if not source.exists():
         raise DataError(f"training data not found: {source} (expected a folder of videos or a manifest file)")
     if source.is_dir():
-        videos = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        videos = find_videos(source)
         if not videos:
             raise DataError(
-                f"no videos in {source} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}, in subfolders too)"
+                f"no videos in {source} (looked for {', '.join(sorted(VIDEO_SUFFIXES))}, in subfolders too)"
             )
         return videos
-    if source.suffix.lower() in VIDEO_EXTENSIONS:
+    if source.suffix.lower() in VIDEO_SUFFIXES:
         raise DataError(f"{source} is a single video; give a folder of videos or a manifest listing them")
     entries = _read_manifest(source)
     videos, missing = [], []
@@ -147,22 +145,11 @@ class FrameCache:
             try:
                 video = decode_video(path, fps=self.fps, short_side=self.short_side, limits=DecodeLimits(max_frames=self.max_frames))
             except VideoDecodeError as error:
-                _atomic_write(error_file, lambda f: f.write(str(error).encode()))
+                atomic_write(error_file, lambda f: f.write(str(error).encode()))
                 raise
-            _atomic_write(times_file, lambda f: np.save(f, video.timestamps))
-            _atomic_write(frames_file, lambda f: np.save(f, video.frames))
+            atomic_write(times_file, lambda f: np.save(f, video.timestamps))
+            atomic_write(frames_file, lambda f: np.save(f, video.frames))
         return CachedFrames(np.load(frames_file, mmap_mode="r"), np.load(times_file))
-
-
-def _atomic_write(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------

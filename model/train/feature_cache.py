@@ -37,9 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +44,7 @@ import torch
 from torch import Tensor
 
 from model.encoders.frame_encoder import center_crop
+from model.fileio import atomic_write, write_text_atomic
 from model.train import augment
 from model.train.augment import AugmentConfig
 from model.train.batch import TrainBatch, View, ViewEncoder, collate, plan_sample
@@ -64,7 +62,7 @@ def cache_key(clips: ClipSet, encoder_fingerprint: str, teacher: str, config: Au
     for clip in clips.clips:
         stat = clip.video.stat()
         digest.update(f"{clip.video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{clip.start}|{clip.stop}\n".encode())
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    digest.update(json.dumps(config.model_dump(), sort_keys=True).encode())
     digest.update(f"{encoder_fingerprint}|{teacher}|{views}|{seed}|{CACHE_VERSION}".encode())
     return digest.hexdigest()[:16]
 
@@ -129,11 +127,13 @@ class FeatureCache:
                 regions.append(encoder.regions_from_pixels(encoder.pixels(image)).half().cpu().numpy())
                 partners.append(partner)
             regions_path, teacher_path, meta_path = self._paths(clip.index)
-            _save(regions_path, np.stack(regions))
+            stacked = np.stack(regions)
+            atomic_write(regions_path, lambda file: np.save(file, stacked))
             if teacher is not None:
-                _save(teacher_path, teacher.half().cpu().numpy())
+                vectors = teacher.half().cpu().numpy()
+                atomic_write(teacher_path, lambda file: np.save(file, vectors))
             meta = {"clip": clip.name, "length": clip.length, "views": self.views, "partners": partners}
-            _save_text(meta_path, json.dumps(meta))
+            write_text_atomic(meta_path, json.dumps(meta))
 
     def load(self, clip_index: int) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
         """(regions [V, L, R, D] f16, teacher [L, Dt] f16 or None, partner per view), memory-mapped."""
@@ -178,25 +178,3 @@ class CachedBatcher:
 
 def _take(array: np.ndarray, plan: np.ndarray) -> Tensor:
     return torch.from_numpy(np.asarray(array[plan], dtype=np.float32))
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, array)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _save_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from model.checkpoint import ModelBundle, load_checkpoint, save_checkpoint
+from model.fileio import atomic_path
 from model.losses.total import HapVRLoss, unit_similarity
 from model.metrics import RetrievalMetrics, retrieval_metrics
 from model.similarity.config import SimilarityConfig
@@ -488,7 +489,8 @@ def _initial_model(config: TrainConfig, clips, frame_cache: FrameCache, runtime:
         pca = fit_pca(clips, config, backbone_weights)
         from safetensors.torch import save_file
 
-        save_file(pca.state_tensors(), str(pca_file))
+        with atomic_path(pca_file) as temporary:
+            save_file(pca.state_tensors(), str(temporary))
     runtime.barrier()
     if not runtime.main:
         from model.encoders.pca import PCAWhitening
@@ -525,9 +527,8 @@ def _save_state(path: Path, network: nn.Module, optimizer, scaler, step: int, be
         "scaler": scaler.state_dict(),
         "config": config.to_dict(),
     }
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def _load_state(resume: str, network: nn.Module, optimizer, scaler, device: torch.device) -> tuple[int, float, Path]:

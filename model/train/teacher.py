@@ -73,42 +73,13 @@ class PixelTeacher(nn.Module):
 def teacher_onnx_runner(teacher: Teacher, size: int, cache_dir: str | Path | None = None, threads: int | None = None):
     """An onnxruntime session over `PixelTeacher` (several times faster than eager torch on a small CPU).
 
-    The export is cached beside the student's (model.encoders.onnx_runtime), keyed by the weights.
+    Exported and cached like the student's graph (model.encoders.onnx_runtime.cached_onnx_model),
+    as `teacher-{name}`, keyed by the weights.
     """
-    import hashlib
-    import os
-    import tempfile
-    import warnings
-
-    from model.encoders.onnx_runtime import OnnxRunner, default_cache_dir, state_dict_digest
+    from model.encoders.onnx_runtime import OnnxRunner, cached_onnx_model
 
     graph = PixelTeacher(teacher).eval()
-    key = hashlib.sha256(f"{teacher.name}|{size}|{state_dict_digest(graph)}|{torch.__version__}".encode()).hexdigest()[:16]
-    directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = directory / f"teacher-{teacher.name}-{size}px-{key}.onnx"
-    if not path.is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=path.name, suffix=".part")
-        os.close(handle)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    graph,
-                    (torch.zeros(2, size, size, 3, dtype=torch.uint8),),
-                    temporary,
-                    input_names=["frames"],
-                    output_names=["regions"],  # the name OnnxRunner reads
-                    dynamic_axes={"frames": {0: "batch"}, "regions": {0: "batch"}},
-                    opset_version=17,
-                    do_constant_folding=True,
-                    dynamo=False,
-                )
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-    return OnnxRunner(path.read_bytes(), threads)
+    return OnnxRunner(cached_onnx_model(graph, f"teacher-{teacher.name}", size, cache_dir), threads)
 
 
 def create_teacher(name: str = DEFAULT_TEACHER, weights: str | Path | None = None) -> Teacher | None:
