@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
@@ -15,7 +17,7 @@ from indexer.errors import NotReady, ServiceError
 log = logging.getLogger(__name__)
 
 
-def describe_validation_errors(errors: list[dict]) -> str:
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     """pydantic's error list as one line for `detail`."""
     parts = []
     for error in errors:

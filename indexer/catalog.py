@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from indexer.orm import Video, VideoStatus, utcnow
@@ -133,7 +133,7 @@ def transition(video_id: int, *, session: Session, allowed_from: Iterable[str], 
         .where(Video.id == video_id, Video.status.in_(list(allowed_from)))
         .values(updated_at=utcnow(), **values)
     )
-    return result.rowcount == 1
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 def claim_next(*, session: Session) -> int | None:

@@ -227,7 +227,7 @@ class VideoEmbedder:
             with torch.inference_mode():
                 indexed = self.similarity.index(torch.from_numpy(encoded))
                 batch_vectors = frame_vectors(indexed)
-            if regions is None:
+            if regions is None or vectors is None:
                 regions = np.empty((count, *indexed.shape[1:]), dtype=np.float16)
                 vectors = np.empty((count, batch_vectors.shape[1]), dtype=np.float32)
             regions[start : start + len(encoded)] = indexed.numpy()

@@ -23,7 +23,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -234,7 +234,7 @@ def _numeric_dirs(parent: Path) -> list[Path]:
     return sorted(dirs, key=lambda path: int(path.name))
 
 
-_DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+_DTYPES: dict[str, np.dtype[Any]] = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 
 
 def parse_safetensors(data: bytes | mmap.mmap) -> tuple[dict[str, np.ndarray], dict[str, str]]:

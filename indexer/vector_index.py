@@ -200,6 +200,7 @@ def _all_ids(index) -> np.ndarray:
     if isinstance(index, faiss.IndexIDMap2):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     invlists = faiss.extract_index_ivf(index).invlists
+    assert invlists is not None
     parts = []
     for cell in range(invlists.nlist):
         size = invlists.list_size(cell)
@@ -211,7 +212,7 @@ def _all_ids(index) -> np.ndarray:
 def _flat_contents(index) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of an IndexIDMap2 over IndexFlatIP, copied."""
     ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-    flat = faiss.downcast_index(index.index)
+    flat: Any = faiss.downcast_index(index.index)  # the stubs do not know IndexFlat.get_xb
     vectors = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d).copy()
     return ids, vectors
 
@@ -362,10 +363,10 @@ class FaissIndex:
                     log.info("frame index switch superseded by a rebuild")
                     return
                 self._pending = None
-                for op, video_id, new_vectors in changes:
+                for _op, video_id, new_vectors in changes:
                     start = video_id << FRAME_BITS
                     index.remove_ids(faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO))
-                    if op == "add":
+                    if new_vectors is not None:  # an "add"
                         index.add_with_ids(new_vectors, pack_ids(video_id, np.arange(len(new_vectors))))
                 self._index = index
                 self._touch()
@@ -411,7 +412,7 @@ class FaissIndex:
             with self._lock:
                 data = faiss.serialize_index(self._index)
                 info = self.info()
-            write_bytes_atomic(path, memoryview(data))
+            write_bytes_atomic(path, data.data)
             sidecar = {
                 "format": FORMAT_TAG,
                 "kind": info.kind,
@@ -422,7 +423,7 @@ class FaissIndex:
                 "updated_at": info.updated_at,
                 "saved_at": time.time(),
                 "frame_bits": FRAME_BITS,
-                "crc32": f"{zlib.crc32(memoryview(data)):08x}",
+                "crc32": f"{zlib.crc32(data.data):08x}",
             }
             write_bytes_atomic(_sidecar_path(path), json.dumps(sidecar, indent=1).encode())
             with self._lock:
@@ -443,7 +444,7 @@ class FaissIndex:
             raise IndexLoadError(f"saved index at {path} is unreadable: {error}") from None
         if sidecar.get("format") != FORMAT_TAG or sidecar.get("frame_bits") != FRAME_BITS:
             raise IndexLoadError(f"saved index at {path} has an unknown format: {sidecar.get('format')!r}")
-        if f"{zlib.crc32(memoryview(data)):08x}" != sidecar.get("crc32"):
+        if f"{zlib.crc32(data.data):08x}" != sidecar.get("crc32"):
             raise IndexLoadError(f"saved index at {path} does not match its sidecar (interrupted save or damage)")
         try:
             index = faiss.deserialize_index(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/search", tags=["search"])
 K = Annotated[int | None, Query(ge=1, description="results wanted (default from settings)")]
 MIN_SCORE = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results scoring below")]
 
-CLIP_BODY = {
+CLIP_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +21,7 @@ from indexer.orm import VideoStatus
 router = APIRouter(prefix="/videos", tags=["videos"])
 
 # The upload body is parsed by hand (streamed to disk, size-limited), so its schema is declared here.
-UPLOAD_BODY = {
+UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -44,7 +44,7 @@ UPLOAD_BODY = {
     }
 }
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Message, "description": "malformed or empty upload"},
     413: {"model": Message, "description": "upload over the size limit"},
     415: {"model": Message, "description": "not multipart, or the file is declared as something other than video"},
@@ -81,7 +81,7 @@ async def upload_video(
     accepted = await run_in_threadpool(ingest.accept, form.file, details)
     video = accepted.video
     status_url = str(request.url_for("get_video", video_id=video.id).path)
-    body = VideoAccepted(id=video.id, status=video.status, status_url=status_url, duplicate=accepted.duplicate)
+    body = VideoAccepted(id=video.id, status=VideoStatus(video.status), status_url=status_url, duplicate=accepted.duplicate)
     code = status.HTTP_200_OK if video.status == catalog.READY else status.HTTP_202_ACCEPTED
     return JSONResponse(body.model_dump(mode="json"), status_code=code, headers={"Location": status_url})
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 
-def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, object]:
+def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     """The flags the user actually gave, as settings keyword arguments."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
