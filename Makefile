@@ -1,21 +1,42 @@
-# Two entry points: `make serve` (embedded service) and `make test` (whole test suite).
+# Two entry points: `make serve` (embedded service) and `make test` (the test suite).
 # Both create the virtual environment on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# torch's CPU build. On this project's machines pip finds it in a local wheel folder; elsewhere a
+# bare `torch` from PyPI is a multi-GB CUDA build, so there run
+# `make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu`.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,teacher]'
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
+	$(PY) -m pip install -q -e '.[test,teacher,dev]'
 	touch $@
 
-.PHONY: install serve test
+.PHONY: install serve test test-slow test-all lint format
 install: $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	$(VENV)/bin/hapvr serve
 
+# The everyday suite (under 10 minutes on 2 cores): everything not marked slow.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Long runs only: training runs, benchmark footage, real-model end-to-end, many processes.
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
+
+# Everything (what CI runs, as `test` then `test-slow`).
+test-all: test test-slow
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
