@@ -16,7 +16,7 @@ COMMAND_MODULES = (
     "app.commands.serve",
     "indexer.commands.worker",
     "indexer.commands.migrate",
-    "model.commands.compare",
+    "indexer.commands.compare",
     "model.commands.fit_pca",
     "model.train.command",
 )

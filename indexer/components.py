@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from indexer.embedding import VideoEmbedder
+    from model.checkpoint import ModelBundle
     from indexer.feature_store import FeatureStorage
     from indexer.features import VideoFeatures
     from indexer.vector_index import VectorIndex
@@ -95,20 +97,29 @@ def index_overrides(settings: Settings) -> dict[str, Any]:
     return {} if settings.index_threshold is None else {"approximate_threshold": settings.index_threshold}
 
 
+def build_embedder(settings: Settings, bundle: ModelBundle) -> VideoEmbedder:
+    """The one path from a video file to features, as the settings configure it, warmed up.
+
+    Warm-up happens here, on one thread: the first call exports and loads the ONNX graph, which
+    must not happen in several worker threads at once, nor inside the first user's request.
+    """
+    from indexer.embedding import VideoEmbedder
+
+    encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.model_cache_dir)
+    encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))
+    return VideoEmbedder(bundle, fps=settings.fps, limits=decode_limits(settings), encoder=encoder)
+
+
 def build_components(settings: Settings) -> Components:
     """The real machinery: checkpoint, frame encoder, feature store, FAISS index, search engine."""
-    from indexer.embedding import VideoEmbedder
     from indexer.feature_store import FeatureStore
     from indexer.search import SearchConfig, SearchEngine
     from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
     from model.checkpoint import load_default
 
     bundle = load_default(settings.checkpoint)
-    encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.model_cache_dir)
-    # Warm up now, on one thread: the first call exports and loads the ONNX graph, which must not
-    # happen in several worker threads at once, nor inside the first user's request.
-    encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))
-    embedder = VideoEmbedder(bundle, fps=settings.fps, limits=decode_limits(settings), encoder=encoder)
+    embedder = build_embedder(settings, bundle)
+    encoder = embedder.encoder
     store = FeatureStore(settings.features_dir)
     store.remove_partial_writes()
     index_config = IndexConfig(dim=bundle.similarity.config.dim, **index_overrides(settings))

@@ -35,7 +35,7 @@ import torch
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from indexer.features import VideoFeatures
 from model.similarity.network import HapVRSimilarity, stretched_frame_index
-from model.similarity.segments import Segment, cosine_scaled, frame_energy, matched_segments
+from model.similarity.segments import SEGMENT_THRESHOLD, Segment, cosine_scaled, frame_energy, matched_segments
 
 if TYPE_CHECKING:
     from indexer.vector_index import VectorIndex
@@ -61,10 +61,8 @@ class SearchConfig:
     # frame pairs are about 12 GFLOP, ~100 ms on 2 cores in float32. Candidates are taken in vote
     # order until the budget is spent (never fewer than k); None re-ranks all C whatever it costs.
     rerank_frame_pairs: int | None = 150_000
-    # F value a matched frame pair must reach. Shipped training-free model on the real test clips:
-    # frames of edited copies average 0.43 (blur) to 0.86 (subclip) against their source, the
-    # best cell of any unrelated pair is 0.33.
-    segment_threshold: float = 0.35
+    # F value a matched frame pair must reach (see model.similarity.segments.SEGMENT_THRESHOLD).
+    segment_threshold: float = SEGMENT_THRESHOLD
     # Bound on one re-rank GEMM's output (query regions x target regions), in elements: 32 MB in float32.
     chunk_elements: int = 8_000_000
     # Check each candidate's CRC on every search (about 16 ms per 64 MB read). Off by default:
@@ -121,12 +119,8 @@ class SearchEngine:
     ) -> None:
         self.store = store
         self.index = index
-        self.similarity = similarity.eval()
         self.config = config or SearchConfig()
-        precision = self.config.precision
-        if precision == "auto":
-            precision = "bfloat16" if cpu_has_bfloat16() else "float32"
-        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.reranker = Reranker(similarity, self.config)
 
     def search(
         self,
@@ -185,7 +179,7 @@ class SearchEngine:
         mark = time.perf_counter()
         scored: dict[int, tuple[float, int, np.ndarray]] = {}  # video -> (score, variant, F)
         for variant_index, variant in enumerate(queries):
-            for video_id, score, frame_sim in self._rerank(variant, loaded):
+            for video_id, score, frame_sim in self.reranker.rerank(variant, loaded):
                 if video_id not in scored or score > scored[video_id][0]:
                     scored[video_id] = (score, variant_index, frame_sim)
         timings["rerank"] = time.perf_counter() - mark
@@ -199,12 +193,7 @@ class SearchEngine:
         for rank, video_id in enumerate(order[:k], start=1):
             score, variant_index, frame_sim = scored[video_id]
             query_variant, target = queries[variant_index], loaded[video_id]
-            segments = matched_segments(
-                cosine_scaled(frame_sim, query_energies[variant_index], frame_energy(target.regions)),
-                query_variant.timestamps,
-                target.timestamps,
-                self.config.segment_threshold,
-            )
+            segments = self.reranker.segments(frame_sim, query_variant, target, query_energies[variant_index])
             hits.append(RankedHit(video_id=video_id, score=score, rank=rank, segments=segments))
         timings["segments"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
@@ -255,7 +244,7 @@ class SearchEngine:
         budget = self.config.rerank_frame_pairs
         if budget is None:
             return [video_id for video_id, _ in ranked]
-        min_frames = self.similarity.config.min_frames
+        min_frames = self.reranker.similarity.config.min_frames
         query_frames = max(query_frames, min_frames)
         chosen: list[int] = []
         pairs = 0
@@ -281,7 +270,40 @@ class SearchEngine:
                 skipped.append(video_id)
         return loaded, skipped
 
-    def _rerank(
+
+class Reranker:
+    """The exact HAP-VR comparison of a query with given targets: scores, F and matched segments.
+
+    The search re-ranks its candidates with it, and `hapvr compare` scores one pair with it, so
+    both report the same score and the same ranges for the same pair and model.
+    """
+
+    def __init__(self, similarity: HapVRSimilarity, config: SearchConfig | None = None) -> None:
+        self.similarity = similarity.eval()
+        self.config = config or SearchConfig()
+        precision = self.config.precision
+        if precision == "auto":
+            precision = "bfloat16" if cpu_has_bfloat16() else "float32"
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+    def compare(self, query: VideoFeatures, target: VideoFeatures) -> RankedHit:
+        """One pair: its score and matched segments, exactly as a search would rank it."""
+        ((_, score, frame_sim),) = self.rerank(query, {0: target})
+        return RankedHit(video_id=0, score=score, rank=1, segments=self.segments(frame_sim, query, target))
+
+    def segments(
+        self, frame_sim: np.ndarray, query: VideoFeatures, target: VideoFeatures, query_energy: np.ndarray | None = None
+    ) -> list[Segment]:
+        """Matched time ranges of one pair from its F [Tq, Tt] (`query_energy` saves recomputing it per hit)."""
+        energy = frame_energy(query.regions) if query_energy is None else query_energy
+        return matched_segments(
+            cosine_scaled(frame_sim, energy, frame_energy(target.regions)),
+            query.timestamps,
+            target.timestamps,
+            self.config.segment_threshold,
+        )
+
+    def rerank(
         self, query: VideoFeatures, targets: dict[int, VideoFeatures]
     ) -> Iterable[tuple[int, float, np.ndarray]]:
         """(video id, exact score, F [Tq, Tt] on the original frames) for each target.

@@ -80,3 +80,31 @@ def test_search_by_uploaded_clip(indexed, edited_copy: Callable[..., Path]) -> N
     assert response.status_code == 200, response.text
     assert response.json()["data"][0]["video_id"] == originals[clip]
     assert service.client.get("/videos").json()["count"] == 2 * len(originals)
+
+
+def test_compare_and_search_report_the_same_ranges(  # type: ignore[no-untyped-def]
+    indexed, model_cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hapvr compare COPY ORIGINAL` and `GET /search?video_id=COPY` agree on score and ranges."""
+    import json
+
+    from app.cli import main
+
+    service, originals, copies = indexed
+    clip = next(clip for clip, (kind, _) in copies.items() if kind == "subclip")
+    original_id, (_, copy_id) = originals[clip], copies[clip]
+    hits = service.client.get("/search", params={"video_id": copy_id, "k": 5}).json()["data"]
+    hit = next(hit for hit in hits if hit["video_id"] == original_id)
+
+    def stored(video_id: int) -> str:
+        row = service.client.get(f"/videos/{video_id}").json()
+        return str(service.backend.uploads.path_for(row["sha256"], Path(row["filename"]).suffix))
+
+    monkeypatch.setenv("HAPVR_CACHE_DIR", str(model_cache))
+    capsys.readouterr()
+    assert main(["compare", stored(copy_id), stored(original_id), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["similarity"] == pytest.approx(hit["score"], abs=1e-3)
+    ranges = [(s["query_start"], s["query_end"], s["target_start"], s["target_end"]) for s in result["segments"]]
+    expected = [(s["query_start"], s["query_end"], s["target_start"], s["target_end"]) for s in hit["segments"]]
+    assert ranges and ranges == pytest.approx(expected, abs=1e-3)

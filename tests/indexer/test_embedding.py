@@ -13,7 +13,6 @@ from indexer.feature_store import FeatureStore
 from indexer.search import SearchEngine
 from indexer.vector_index import FaissIndex
 from model.checkpoint import load_default
-from model.pipeline import VideoPipeline
 from model.video import DecodeLimits, VideoDecodeError
 
 # Edits the training-free model must already get right (section 10: pip and partial copies need training).
@@ -41,9 +40,15 @@ def test_features_of_a_file(embedder: VideoEmbedder, tmp_video_factory) -> None:
     assert features.source_fps == pytest.approx(10.0)
     assert result.timings.frames == 5 and result.timings.total > 0
 
-    # The same numbers as the model's own file-to-features pipeline.
-    reference = VideoPipeline(embedder.bundle).embed_file(path)
-    np.testing.assert_allclose(features.regions, reference.regions.numpy(), atol=2e-3)
+    # The same numbers as the model's steps taken one by one: decode, encode, index.
+    import torch
+
+    from model.video import decode_video
+
+    frames = decode_video(path, fps=1.0).frames
+    with torch.inference_mode():
+        reference = embedder.bundle.similarity.index(torch.from_numpy(embedder.encoder.encode(frames)))
+    np.testing.assert_allclose(features.regions, reference.numpy(), atol=2e-3)
 
 
 def test_batches_do_not_change_features(embedder: VideoEmbedder, tmp_video_factory) -> None:

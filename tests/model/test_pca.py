@@ -89,6 +89,74 @@ def test_small_data_caps_dim_and_too_little_is_an_error(caplog):
         CovarianceAccumulator(32).fit()
 
 
+def test_fewer_vectors_than_dimensions_keeps_the_directions_they_vary_along(caplog):
+    # 27 vectors of width 1752 (three frames of 9 regions, as a tiny fit-pca run gives).
+    data = _correlated(27, 1752, seed=4)
+    with caplog.at_level(logging.WARNING, logger="model.encoders.pca"):
+        pca = PCAWhitening.fit(data, dim=512)
+    assert (pca.in_dim, pca.dim) == (1752, 26)
+    assert "capped" in caplog.text
+    whitened = pca.whiten(data.float()).double()
+    assert torch.isfinite(whitened).all()
+    # The kept directions are whitened: unit variance, uncorrelated.
+    assert torch.allclose(torch.cov(whitened.T), torch.eye(26, dtype=torch.float64), atol=1e-3)
+    # Repeated vectors add no direction: 10 distinct ones, each three times, span 9.
+    repeated = PCAWhitening.fit(_correlated(10, 64, seed=5).repeat(3, 1), dim=32)
+    assert repeated.dim == 9 and torch.isfinite(repeated.projection).all()
+
+
+def test_a_fit_that_cannot_succeed_is_one_clear_error():
+    with pytest.raises(ValueError, match="at least 2 sample vectors, got 0"):
+        PCAWhitening.fit(torch.zeros(0, 16), dim=4)
+    same = torch.full((50, 16), 0.25, dtype=torch.float64) + torch.linspace(0, 1, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="identical") as caught:
+        PCAWhitening.fit(same, dim=4)
+    assert "\n" not in str(caught.value)
+    broken = _correlated(50, 16)
+    broken[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        PCAWhitening.fit(broken, dim=4)
+    with pytest.raises(ValueError, match="dim must be positive"):
+        PCAWhitening.fit(_correlated(50, 16), dim=0)
+
+
+def test_fit_falls_back_when_the_eigen_solver_does_not_converge(monkeypatch, caplog):
+    data = _correlated(400, 24, seed=6)
+    expected = PCAWhitening.fit(data, dim=10)
+
+    def fails(_matrix):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", fails)
+    with caplog.at_level(logging.WARNING, logger="model.encoders.pca"):
+        fallback = PCAWhitening.fit(data, dim=10)
+    assert "failed to converge" in caplog.text
+    assert torch.allclose(fallback.projection, expected.projection, rtol=1e-4, atol=1e-4)
+
+    def numpy_fails(_matrix):
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+
+    monkeypatch.setattr(np.linalg, "eigh", numpy_fails)
+    svd = PCAWhitening.fit(data, dim=10)  # the last resort: an SVD of the covariance
+    assert torch.allclose(svd.projection, expected.projection, rtol=1e-4, atol=1e-4)
+
+
+def test_fit_on_a_handful_of_frames(tmp_path):
+    from model.encoders.frame_encoder import FrameEncoder
+    from model.encoders.pca import fit_on_frames
+
+    rng = np.random.default_rng(7)
+    coarse = rng.integers(0, 256, size=(3, 4, 4, 3)).astype(np.uint8)
+    frames = coarse.repeat(32, axis=1).repeat(32, axis=2)  # three 128 px frames
+    encoder = FrameEncoder(runtime="torch", crop=96)
+    pca = fit_on_frames([frames[:2], frames[2:]], encoder, dim=512)
+    assert pca.in_dim == 1752 and 1 <= pca.dim <= 3 * 9 - 1
+    assert torch.isfinite(pca(torch.from_numpy(encoder.raw_regions(frames)))).all()
+    # The same frame three times: nothing to whiten.
+    with pytest.raises(ValueError, match="identical"):
+        fit_on_frames([np.repeat(frames[:1], 3, axis=0)], encoder, dim=8)
+
+
 def test_state_tensors_round_trip():
     pca = PCAWhitening.fit(_correlated(500, 12), dim=6)
     tensors = pca.state_tensors()
@@ -116,8 +184,9 @@ def _write_video(path: Path, frames: int, seed: int) -> None:
 
 
 def test_fit_pca_from_videos_and_command(tmp_path):
-    from model.commands.fit_pca import even_sample, find_videos, fit_pca_from_videos
+    from model.commands.fit_pca import even_sample, fit_pca_from_videos
     from model.encoders.frame_encoder import FrameEncoder
+    from model.video import find_videos
 
     folder = tmp_path / "videos"
     (folder / "nested").mkdir(parents=True)

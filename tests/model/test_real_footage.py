@@ -12,27 +12,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from indexer.embedding import VideoEmbedder
 from model.checkpoint import ModelBundle, load_default
-from model.pipeline import VideoPipeline
 
 EDIT_KINDS = ("crop", "reencode", "hflip", "overlay")
 
 
 @pytest.fixture(scope="module")
-def pipeline() -> VideoPipeline:
+def pipeline() -> VideoEmbedder:
     shipped = load_default()
-    return VideoPipeline(ModelBundle.training_free(shipped.pca, backbone=shipped.backbone))
+    return VideoEmbedder(ModelBundle.training_free(shipped.pca, backbone=shipped.backbone))
 
 
 @pytest.fixture(scope="module")
-def embedded_sources(pipeline: VideoPipeline, source_clips: list[Path]) -> list[torch.Tensor]:
-    return [pipeline.embed_file(path).regions for path in source_clips]
+def embedded_sources(pipeline: VideoEmbedder, source_clips: list[Path]) -> list[torch.Tensor]:
+    return [torch.from_numpy(pipeline.embed(path).regions.astype('float32')) for path in source_clips]
 
 
 @pytest.mark.parametrize("kind", EDIT_KINDS)
 def test_edited_copy_beats_every_unrelated_clip(
     kind: str,
-    pipeline: VideoPipeline,
+    pipeline: VideoEmbedder,
     source_clips: list[Path],
     embedded_sources: list[torch.Tensor],
     edited_copy: Callable[..., Path],
@@ -40,7 +40,7 @@ def test_edited_copy_beats_every_unrelated_clip(
     similarity = pipeline.bundle.similarity
     failures = []
     for index, clip in enumerate(source_clips):
-        copy = pipeline.embed_file(edited_copy(kind, clip)).regions
+        copy = torch.from_numpy(pipeline.embed(edited_copy(kind, clip)).regions.astype('float32'))
         with torch.inference_mode():
             scores = similarity.one_to_many(copy, embedded_sources).score
         original = float(scores[index])

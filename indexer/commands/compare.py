@@ -1,0 +1,80 @@
+"""`hapvr compare A B`: the similarity of two videos and where they match.
+
+The files go through the service's own path (indexer.embedding.VideoEmbedder) and the pair is
+scored and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr compare`
+and `GET /search` report the same score and ranges for the same pair and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.commands.options import overrides
+
+if TYPE_CHECKING:
+    from indexer.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("compare", help="similarity of two videos and their matching time ranges")
+    parser.add_argument("first", type=Path, help="a video file (the query)")
+    parser.add_argument("second", type=Path, help="another video file")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (HAPVR_CHECKPOINT, default: the shipped one)")
+    parser.add_argument("--fps", type=float, help="frames sampled per second (HAPVR_FPS, default 1)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.settings import Settings
+    from model.checkpoint import CheckpointError
+    from model.video import VideoDecodeError
+
+    settings = Settings(**overrides(args, ("checkpoint", "fps")))
+    try:
+        result = compare_files(settings, args.first, args.second)
+    except (CheckpointError, VideoDecodeError, FileNotFoundError) as error:
+        print(f"hapvr compare: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"similarity: {result['similarity']:.4f}  ({result['mode']} model)")
+    for segment in result["segments"]:
+        print(
+            f"  {segment['query_start']:8.2f}-{segment['query_end']:<8.2f} in {args.first.name}"
+            f"  ~  {segment['target_start']:8.2f}-{segment['target_end']:<8.2f} in {args.second.name}"
+            f"  (score {segment['score']:.3f})"
+        )
+    return 0
+
+
+def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, Any]:
+    """Score two files with the configured model; segments map the first video's time to the second's."""
+    from indexer.components import build_embedder
+    from indexer.search import Reranker, SearchConfig
+    from model.checkpoint import load_default
+    from model.video import VideoDecodeError
+
+    bundle = load_default(settings.checkpoint)
+    embedder = build_embedder(settings, bundle)
+    videos = []
+    for path in (first, second):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        try:
+            videos.append(embedder.embed(path))
+        except VideoDecodeError as error:
+            raise VideoDecodeError(f"{path.name}: {error}") from None
+    hit = Reranker(bundle.similarity, SearchConfig(candidates=settings.candidates)).compare(*videos)
+    return {
+        "first": str(first),
+        "second": str(second),
+        "similarity": hit.score,
+        "mode": bundle.mode,
+        "segments": [segment.to_dict() for segment in hit.segments],
+    }
