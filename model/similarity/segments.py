@@ -12,6 +12,13 @@ import torch
 MAX_TARGET_STEP = 3
 
 
+# F value (on the cosine scale, see `cosine_scaled`) a matched frame pair must reach; the one
+# threshold of every caller (search, `hapvr compare`). Shipped training-free model on the real
+# test clips: frames of edited copies average 0.43 (blur) to 0.86 (subclip) against their
+# source, the best cell of any unrelated pair is 0.33.
+SEGMENT_THRESHOLD = 0.35
+
+
 @dataclass(frozen=True)
 class Segment:
     query_start: float
