@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from model.losses.hard_negative import hard_negative_loss, self_similarity_loss
@@ -14,9 +13,10 @@ from model.losses.quadlinear import off_diagonal, quadlinear_ap_loss, zero_loss
 from model.losses.regularisation import similarity_regularisation
 
 
-@dataclass
-class LossWeights:
+class LossWeights(BaseModel):
     """Weight of each term in the total; a field name is also the term's key in HapVRLoss's output."""
+
+    model_config = ConfigDict(extra="forbid")
 
     infonce: float = 1.0
     inner: float = 6.0
@@ -25,9 +25,10 @@ class LossWeights:
     reg: float = 1.0
 
 
-@dataclass
-class LossConfig:
+class LossConfig(BaseModel):
     """Hyper-parameters of the terms (defaults from ARCHITECTURE.md section 6)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     ap_sigma: float = 0.05
     ap_rho: float = 0.1
@@ -112,7 +113,7 @@ class HapVRLoss(nn.Module):
         terms["reg"] = similarity_regularisation(raw, raw_mask) if raw is not None else zero_loss(video_sims)
 
         total = torch.zeros((), dtype=torch.float32, device=video_sims.device)
-        for field in fields(self.weights):
-            total = total + getattr(self.weights, field.name) * terms[field.name]
+        for name in type(self.weights).model_fields:
+            total = total + getattr(self.weights, name) * terms[name]
         terms["total"] = total
         return terms

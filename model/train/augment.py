@@ -16,17 +16,18 @@ so a seed fixes every view.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and strengths; defaults follow the published recipe."""
+class AugmentConfig(BaseModel):
+    """Probabilities and strengths; defaults follow the published recipe (the trainer's `augment` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: int = 224  # side of the square view the encoder sees
     weak_scale: tuple[float, float] = (0.8, 1.0)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.fileio import atomic_write
+from model.fileio import atomic_write, write_text_atomic
 from model.video import VIDEO_SUFFIXES, find_videos
 
 logger = logging.getLogger("hapvr.train")
@@ -145,7 +145,7 @@ class FrameCache:
             try:
                 video = decode_video(path, fps=self.fps, short_side=self.short_side, limits=DecodeLimits(max_frames=self.max_frames))
             except VideoDecodeError as error:
-                atomic_write(error_file, lambda f: f.write(str(error).encode()))
+                write_text_atomic(error_file, str(error))
                 raise
             atomic_write(times_file, lambda f: np.save(f, video.timestamps))
             atomic_write(frames_file, lambda f: np.save(f, video.frames))

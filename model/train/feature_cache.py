@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +128,9 @@ class FeatureCache:
                 regions.append(encoder.regions_from_pixels(encoder.pixels(image)).half().cpu().numpy())
                 partners.append(partner)
             regions_path, teacher_path, meta_path = self._paths(clip.index)
-            stacked = np.stack(regions)
-            atomic_write(regions_path, lambda file: np.save(file, stacked))
+            atomic_write(regions_path, partial(np.save, arr=np.stack(regions)))
             if teacher is not None:
-                vectors = teacher.half().cpu().numpy()
-                atomic_write(teacher_path, lambda file: np.save(file, vectors))
+                atomic_write(teacher_path, partial(np.save, arr=teacher.half().cpu().numpy()))
             meta = {"clip": clip.name, "length": clip.length, "views": self.views, "partners": partners}
             write_text_atomic(meta_path, json.dumps(meta))
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import shlex
 import sys
 import time
@@ -48,6 +47,7 @@ from model.train.data import (
     list_videos,
     read_eval_manifest,
 )
+from model.train.distributed import DistributedEnv
 
 logger = logging.getLogger("hapvr.train")
 
@@ -99,12 +99,13 @@ class Runtime:
             dist.barrier()
 
 
-def setup_runtime(device: str) -> Runtime:
+def setup_runtime(device: str, env: DistributedEnv | None = None) -> Runtime:
     """One process per GPU under torchrun (which sets RANK and WORLD_SIZE), else a single process."""
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    env = env if env is not None else DistributedEnv()
+    distributed = env.distributed
+    world = env.world_size or 1
+    rank = env.rank or 0
+    local_rank = env.local_rank or 0
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -249,12 +250,17 @@ class MetricsLog:
 # The run
 
 
-def train(config: TrainConfig, command: list[str] | None = None) -> TrainResult:
-    """Run (or resume) training as `config` says; returns where the checkpoints went."""
+def train(config: TrainConfig, command: list[str] | None = None, *, cache_dir: str | Path | None = None,
+          env: DistributedEnv | None = None) -> TrainResult:
+    """Run (or resume) training as `config` says; returns where the checkpoints went.
+
+    `cache_dir`: where the encoder's and the teacher's ONNX exports are cached (None: the
+    default of model.encoders.onnx_runtime). `env`: torchrun's variables (default: read now).
+    """
     config.validate()
-    runtime = setup_runtime(config.run.device)
+    runtime = setup_runtime(config.run.device, env)
     try:
-        return _train(config, runtime, command or sys.argv)
+        return _train(config, runtime, command or sys.argv, cache_dir)
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -265,7 +271,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainResult:
+def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir: str | Path | None) -> TrainResult:
     from model.train.batch import OnlineBatcher, ViewEncoder
     from model.train.teacher import create_teacher
 
@@ -298,10 +304,10 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str]) -> TrainRe
     logger.info("%d clips from %d videos (%d skipped)", len(clips), len(clips.videos), len(clips.skipped))
 
     # The frozen part: backbone + PCA (from --init or fitted here) and the teacher.
-    backbone, pca, network, backbone_weights = _initial_model(config, clips, frame_cache, runtime)
+    backbone, pca, network, backbone_weights = _initial_model(config, clips, runtime, cache_dir)
     teacher = create_teacher(config.teacher.name, config.teacher.weights or None)
     encoder = ViewEncoder(backbone, pca, teacher, runtime.device, backbone_weights, config.model.crop,
-                          threads=config.run.threads or None)
+                          threads=config.run.threads or None, cache_dir=cache_dir)
 
     if config.cached.enabled:
         from model.train.feature_cache import CachedBatcher, FeatureCache, cache_key, encoder_fingerprint
@@ -465,7 +471,7 @@ def _cpu_copy(network: HapVRSimilarity) -> HapVRSimilarity:
     return copy.eval()
 
 
-def _initial_model(config: TrainConfig, clips, frame_cache: FrameCache, runtime: Runtime):
+def _initial_model(config: TrainConfig, clips, runtime: Runtime, cache_dir: str | Path | None):
     """Backbone, PCA and the network to train: from --init, or a PCA fitted on the training frames."""
     similarity_overrides = dict(
         rho_f=config.model.rho_f, rho_v=config.model.rho_v, symmetric=config.model.symmetric, residual=config.model.residual
@@ -486,36 +492,35 @@ def _initial_model(config: TrainConfig, clips, frame_cache: FrameCache, runtime:
     backbone_weights = config.model.backbone_weights or None
     pca_file = Path(config.run.out).expanduser() / "pca.safetensors"
     if runtime.main:
-        pca = fit_pca(clips, config, backbone_weights)
+        pca = fit_pca(clips, config, backbone_weights, cache_dir)
         from safetensors.torch import save_file
 
         with atomic_path(pca_file) as temporary:
             save_file(pca.state_tensors(), str(temporary))
     runtime.barrier()
     if not runtime.main:
-        from model.encoders.pca import PCAWhitening
         from safetensors.torch import load_file
+
+        from model.encoders.pca import PCAWhitening
 
         pca = PCAWhitening.from_state_tensors(load_file(str(pca_file)))
     network = HapVRSimilarity(SimilarityConfig(dim=pca.dim, **similarity_overrides))
     return config.model.backbone, pca, network, backbone_weights
 
 
-def fit_pca(clips, config: TrainConfig, backbone_weights: str | None):
-    """PCA whitening fitted on un-augmented frames of the training clips (as the service sees them)."""
+def fit_pca(clips, config: TrainConfig, backbone_weights: str | None, cache_dir: str | Path | None = None):
+    """PCA whitening fitted on un-augmented frames of the training clips (as the service sees them),
+    about `model.pca_frames` of them spread evenly over the clips."""
     from model.encoders.frame_encoder import FrameEncoder
-    from model.encoders.pca import CovarianceAccumulator
+    from model.encoders.pca import fit_on_frames
 
-    encoder = FrameEncoder(config.model.backbone, weights=backbone_weights, crop=config.model.crop)
+    encoder = FrameEncoder(config.model.backbone, weights=backbone_weights, crop=config.model.crop, cache_dir=cache_dir)
     total = sum(clip.length for clip in clips.clips)
     stride = max(1, math.ceil(total / config.model.pca_frames))
-    accumulator = CovarianceAccumulator(encoder.channels)
-    for clip in clips.clips:
-        frames = np.asarray(clips.frames(clip)[::stride])
-        if len(frames):
-            accumulator.update(torch.from_numpy(encoder.raw_regions(frames)))
-    logger.info("fitting PCA on %d region vectors", accumulator.count)
-    return accumulator.fit(dim=config.model.pca_dim)
+    try:
+        return fit_on_frames((clips.frames(clip)[::stride] for clip in clips.clips), encoder, dim=config.model.pca_dim)
+    except ValueError as error:
+        raise DataError(f"cannot fit PCA on the training frames: {error}") from None
 
 
 def _save_state(path: Path, network: nn.Module, optimizer, scaler, step: int, best_map: float, config: TrainConfig) -> None:

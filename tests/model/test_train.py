@@ -148,6 +148,51 @@ def test_config_file_then_flags_and_unknown_keys_are_errors(tmp_path: Path, caps
     assert "unknown config key 'optim.stepz'" in capsys.readouterr().err
 
 
+def test_every_flag_sets_a_config_key_of_its_type_and_bad_values_are_one_line_errors() -> None:
+    import typing
+
+    from model.train.command import FLAGS
+    from model.train.config import ConfigError, TrainConfig, field_type, update
+
+    assert len({flag.option for flag in FLAGS}) == len({flag.dest for flag in FLAGS}) == len(FLAGS)
+    for flag in FLAGS:
+        annotation = field_type(flag.key)  # KeyError: a flag for a key the config does not have
+        if flag.action is not None:
+            assert annotation is bool, flag
+        elif flag.choices is not None:
+            assert typing.get_origin(annotation) is typing.Literal and flag.choices == typing.get_args(annotation), flag
+        else:
+            assert annotation is (flag.type or str), flag
+    for values, message in [
+        ({"optim": {"lr": -1}}, "optim.lr must be positive"),
+        ({"run": {"device": "gpu"}}, "run.device: input should be 'auto', 'cpu' or 'cuda' (got 'gpu')"),
+        ({"run": {"amp": "yes"}}, "run.amp: input should be a valid boolean"),
+        ({"optim": {"batch_size": 6, "accum_steps": 4}}, "optim.batch_size (6) must be a multiple"),
+        ({"augment": {"blur_pp": 1}}, "unknown config key 'augment.blur_pp'"),
+        ({"optim": 5}, "optim: input should be a valid dictionary"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            update(TrainConfig(), values)
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+    config = TrainConfig.from_dict({"run": {"out": 7, "resume": None}, "augment": {"weak_scale": [0.7, 1]}})
+    assert (config.run.out, config.run.resume, config.augment.weak_scale) == ("7", "", (0.7, 1.0))
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_distributed_env_reads_torchruns_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.train.distributed import DistributedEnv
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    alone = DistributedEnv()
+    assert not alone.distributed and alone.main and alone.rank is None
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    worker = DistributedEnv()
+    assert worker.distributed and not worker.main and (worker.rank, worker.world_size, worker.local_rank) == (1, 2, 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Teacher
 
