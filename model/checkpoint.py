@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.encoders.pca import PCAWhitening
-from model.fileio import atomic_path
 from model.encoders.registry import BACKBONES
+from model.fileio import atomic_path
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
 

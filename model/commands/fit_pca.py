@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:  # missing weights, too few frames
         return fail(str(error))
     if pca.dim < args.dim:
-        print(f"note: dim capped to {pca.dim}: too few frames for {args.dim}", file=sys.stderr)
+        print(f"note: dim capped to {pca.dim}: too few distinct frames for {args.dim}", file=sys.stderr)
     provenance = {
         "pca": {
             "source": args.video_dir.name,

@@ -119,16 +119,30 @@ def fit_on_frames(frame_batches: Iterable[np.ndarray], encoder: FrameEncoder, di
     """PCA whitening of the raw regions `encoder` gives for uint8 frames [N, H, W, 3].
 
     Batches of any length are encoded ENCODE_CHUNK frames at a time and streamed into one
-    covariance, so memory stays at one C x C matrix whatever the number of frames. Errors as
-    `CovarianceAccumulator.fit`; an error raised by the iterable passes through.
+    covariance, so memory stays at one C x C matrix whatever the number of frames. A fit needs
+    at least 2 distinct frames (the regions of one picture say nothing about other pictures);
+    otherwise, and as `CovarianceAccumulator.fit`, it raises ValueError with a one-line reason.
+    An error raised by the iterable passes through.
     """
     if encoder.pca is not None:
         raise ValueError("fit PCA on raw regions: give an encoder without PCA")
     accumulator = CovarianceAccumulator(encoder.channels)
+    count, first, distinct = 0, None, False
     for frames in frame_batches:
         for start in range(0, len(frames), ENCODE_CHUNK):
             chunk = np.asarray(frames[start:start + ENCODE_CHUNK])
+            if len(chunk) == 0:
+                continue
+            if first is None:
+                first = chunk[0].copy()
+            if not distinct:
+                distinct = any(not np.array_equal(frame, first) for frame in chunk)
+            count += len(chunk)
             accumulator.update(torch.from_numpy(encoder.raw_regions(chunk)))
+    if count == 0:
+        raise ValueError("PCA whitening needs at least 2 distinct frames, got none")
+    if not distinct:
+        raise ValueError(f"PCA whitening cannot be fitted: all {count} frames are identical (no variance)")
     return accumulator.fit(dim=dim, eps=eps)
 
 
