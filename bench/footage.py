@@ -84,6 +84,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -418,7 +419,7 @@ def _extract(archive: Path, entries: Sequence[FootageFile], target: Path) -> Non
             for member, name in wanted.items():
                 try:
                     with zf.open(member) as src:
-                        atomic_write(target / name, lambda out: shutil.copyfileobj(src, out, 1 << 20), mode=0o644)
+                        atomic_write(target / name, partial(shutil.copyfileobj, src), mode=0o644)
                 except KeyError:
                     continue
                 written.add(member)
@@ -430,8 +431,7 @@ def _extract(archive: Path, entries: Sequence[FootageFile], target: Path) -> Non
                 if member in wanted and info.isfile():
                     src = tf.extractfile(info)
                     if src is not None:
-                        atomic_write(target / wanted[member],
-                                     lambda out: shutil.copyfileobj(src, out, 1 << 20), mode=0o644)
+                        atomic_write(target / wanted[member], partial(shutil.copyfileobj, src), mode=0o644)
                         written.add(member)
     missing = sorted(set(wanted) - written)
     if missing:

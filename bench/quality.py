@@ -187,9 +187,8 @@ def cached(dataset: Dataset, file: Path, compute: Callable[[list[Path]], list[np
 
 def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> list[np.ndarray]:
     """Encoder output [T, R, D] float16 of each video (before the network's index step)."""
-    from model.video import decode_video
-
     from model.encoders.onnx_runtime import CacheSettings
+    from model.video import decode_video
 
     encoder = bundle.frame_encoder(cache_dir=CacheSettings().cache_dir)
     features = []
