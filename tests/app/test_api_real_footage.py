@@ -17,6 +17,9 @@ from app.main import create_app
 from indexer.settings import Settings
 from tests.app.apptools import Service
 
+# The shipped model end to end over the API on real footage: a long run (`make test-slow`).
+pytestmark = pytest.mark.slow
+
 # Edits the model handles today; picture-in-picture and partial splices need the trained comparator.
 EDITS = ("reencode", "rescale", "crop", "color", "blur", "overlay", "letterbox", "subclip", "fps", "speed", "hflip")
 

@@ -46,7 +46,8 @@ def _servers_down() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(bool(_servers_down()), reason=_servers_down() or "")
+# Several worker processes, PostgreSQL and Redis per test: a long run (`make test-slow`).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_servers_down()), reason=_servers_down() or "")]
 
 
 class Deployment:
@@ -184,8 +185,9 @@ def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> Non
     holder = int(client.get(key).decode().split(":")[1])
     assert holder in {p.pid for p in deployment.workers}
     os.kill(holder, signal.SIGKILL)
-    # Recovery is bounded by the lease reaper (about 20 s) and, should that re-enqueue race the
-    # dead worker's job record, by the stale-queued scan (STALE_QUEUED_S = 60 s) behind it.
+    # The row was claimed before the lease appeared, so the kill always leaves it `processing`
+    # without a lease: the surviving worker's reaper queues it again (about 20 s), or the
+    # stale-queued scan (STALE_QUEUED_S) should that re-enqueue race the dead worker's job record.
     state = service.wait_done(video_id, timeout=120)
     assert state["status"] == "ready", state
     from indexer import catalog

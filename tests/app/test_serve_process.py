@@ -21,6 +21,9 @@ import pytest
 
 from tests.app.apptools import Media
 
+# Real `hapvr serve` processes, killed and restarted: a long run (`make test-slow`).
+pytestmark = pytest.mark.slow
+
 START_TIMEOUT_S = 180.0
 REPO = Path(__file__).resolve().parents[2]
 

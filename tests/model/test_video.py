@@ -288,3 +288,21 @@ def test_bad_arguments_are_caller_errors(tmp_video_factory) -> None:
         decode_video(path, fps=0)
     with pytest.raises(ValueError, match="short_side"):
         decode_video(path, short_side=0)
+
+
+# -- finding videos in a folder ----------------------------------------------------------------
+
+
+def test_find_videos_is_recursive_sorted_and_ignores_suffix_case(tmp_path: Path) -> None:
+    from model.video import VIDEO_SUFFIXES, find_videos
+
+    for name in ("b.MP4", "a.mkv", "nested/c.webm", "nested/deep/d.M2TS", "notes.txt", "nested/e.y4m"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.mp4").mkdir()  # a folder named like a video is not one
+    found = [p.relative_to(tmp_path).as_posix() for p in find_videos(tmp_path)]
+    assert found == ["a.mkv", "b.MP4", "nested/c.webm", "nested/deep/d.M2TS", "nested/e.y4m"]
+    # The union of what `hapvr train` and `hapvr fit-pca` used to read, each on its own.
+    assert {".mp4", ".ts", ".mts", ".3gp", ".ogv", ".wmv", ".m2ts", ".y4m"} <= VIDEO_SUFFIXES
+    assert all(s == s.lower() and s.startswith(".") for s in VIDEO_SUFFIXES)
+    assert find_videos(tmp_path / "notes.txt") == []
