@@ -4,6 +4,7 @@ determinism, and the errors a user sees for missing weights."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,7 +209,7 @@ def test_onnxruntime_matches_torch(lite0_torch, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert np.array_equal(got, encoder.raw_regions(frames))
     cached = list(tmp_path.glob("efficientnet_lite0-224px-*.onnx"))
-    assert len(cached) == 1 and not list(tmp_path.glob("*.part"))
+    assert len(cached) == 1 and [p.name for p in tmp_path.iterdir()] == [cached[0].name]  # no temp file left
     # A second encoder reuses the cached export and gives the same features.
     stamp = cached[0].stat().st_mtime_ns
     again = FrameEncoder(runtime="auto", batch_size=32, cache_dir=tmp_path)
@@ -234,3 +235,28 @@ def test_onnx_cache_key_follows_weights(tmp_path):
     expected = FrameEncoder(weights=changed, runtime="torch", crop=96).raw_regions(frames)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert np.abs(got - base).max() > 0.01
+
+
+def test_onnx_cache_dir_is_a_parameter_and_the_tools_read_it_from_settings(tmp_path, monkeypatch):
+    from model.encoders.onnx_runtime import CACHE_ENV, CacheSettings, default_cache_dir
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert CacheSettings().cache_dir == default_cache_dir() == Path.home() / ".cache" / "hapvr-search"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "models"))
+    assert CacheSettings().cache_dir == tmp_path / "models"
+    monkeypatch.setenv(CACHE_ENV, "")
+    assert CacheSettings().cache_dir == default_cache_dir()
+    assert CacheSettings(cache_dir=tmp_path).cache_dir == tmp_path
+
+
+def test_teacher_exports_through_the_same_cache(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from model.train.teacher import PixelTeacher, create_teacher, teacher_onnx_runner
+
+    teacher = create_teacher("efficientnet_lite2")
+    runner = teacher_onnx_runner(teacher, 96, tmp_path)
+    assert [p.name.startswith("teacher-efficientnet_lite2-96px-") for p in tmp_path.iterdir()] == [True]
+    pixels = _frames(2, height=96, width=96, seed=5)
+    with torch.inference_mode():
+        expected = PixelTeacher(teacher).eval()(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(runner(pixels), expected, atol=1e-4)
