@@ -43,7 +43,7 @@ FLOOR = -np.inf
 FOREIGN_ENV = ("DATABASE_URL", "REDIS_URL")
 
 
-class ServiceError(RuntimeError):
+class ServeError(RuntimeError):
     """The service did not start, refused a request, or failed to index; carries its log tail."""
 
 
@@ -58,7 +58,7 @@ class ApiResult:
 
 
 @dataclass
-class Service:
+class ServeProcess:
     """A running `hapvr serve` and a client bound to it."""
 
     process: subprocess.Popen
@@ -68,8 +68,8 @@ class Service:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.is_file() else ""
 
-    def fail(self, message: str) -> ServiceError:
-        return ServiceError(f"{message}\n--- service log (tail) ---\n{self.log_tail()}")
+    def fail(self, message: str) -> ServeError:
+        return ServeError(f"{message}\n--- service log (tail) ---\n{self.log_tail()}")
 
 
 def free_port() -> int:
@@ -88,7 +88,7 @@ def service_environment() -> dict[str, str]:
 
 
 @contextmanager
-def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[Service]:
+def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[ServeProcess]:
     """`hapvr serve` on a free loopback port, ready; stopped on exit, whatever happened inside."""
     port = free_port()
     command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -99,7 +99,7 @@ def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, env=service_environment(), cwd=REPO,
                                    stdout=log_file, stderr=subprocess.STDOUT)
-    service = Service(process, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120), log_path)
+    service = ServeProcess(process, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120), log_path)
     try:
         wait_ready(service)
         yield service
@@ -110,7 +110,7 @@ def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[
         stop(process)
 
 
-def wait_ready(service: Service, timeout: float = START_TIMEOUT_S) -> None:
+def wait_ready(service: ServeProcess, timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
@@ -136,7 +136,7 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(STOP_TIMEOUT_S)
 
 
-def upload(service: Service, path: Path) -> int:
+def upload(service: ServeProcess, path: Path) -> int:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     with open(path, "rb") as handle:
         response = service.client.post("/videos", files={"file": (path.name, handle, content_type)})
@@ -145,7 +145,7 @@ def upload(service: Service, path: Path) -> int:
     return int(response.json()["id"])
 
 
-def wait_indexed(service: Service, video_ids: Sequence[int], timeout: float = STALL_TIMEOUT_S) -> dict[int, str]:
+def wait_indexed(service: ServeProcess, video_ids: Sequence[int], timeout: float = STALL_TIMEOUT_S) -> dict[int, str]:
     """Final status ("ready" or "failed") of each video, polled oldest first.
 
     The queue is first in, first out, so waiting on the oldest unfinished upload costs one
@@ -169,7 +169,7 @@ def wait_indexed(service: Service, video_ids: Sequence[int], timeout: float = ST
     return states
 
 
-def search_scores(service: Service, video_id: int, k: int) -> dict[int, float]:
+def search_scores(service: ServeProcess, video_id: int, k: int) -> dict[int, float]:
     """Service id -> score of every hit of one search by an indexed video (no score floor)."""
     response = service.client.get("/search", params={"video_id": video_id, "k": k})
     if response.status_code != 200:
@@ -177,7 +177,7 @@ def search_scores(service: Service, video_id: int, k: int) -> dict[int, float]:
     return {int(hit["video_id"]): float(hit["score"]) for hit in response.json()["data"]}
 
 
-def served_model(service: Service) -> str | None:
+def served_model(service: ServeProcess) -> str | None:
     """What the service says it loaded: the description in its "ready: ..." log line."""
     found = re.search(r"ready: \d+ videos indexed \((.*)\)", service.log_path.read_text(errors="replace"))
     return found.group(1) if found else None
@@ -191,7 +191,7 @@ def service_defaults() -> tuple[int, int]:
     return int(fields["candidates"].default), int(fields["max_k"].default)
 
 
-def ingest(service: Service, paths: Sequence[Path]) -> tuple[list[int], dict[int, str]]:
+def ingest(service: ServeProcess, paths: Sequence[Path]) -> tuple[list[int], dict[int, str]]:
     """Upload every file, then wait until the service has indexed (or failed) each one."""
     ids = [upload(service, path) for path in paths]
     return ids, wait_indexed(service, ids)
@@ -204,7 +204,7 @@ class Searches:
     latencies: list[float]  # seconds per search, client side
 
 
-def search_all(service: Service, ids: Sequence[int], states: dict[int, str], queries: Sequence[int],
+def search_all(service: ServeProcess, ids: Sequence[int], states: dict[int, str], queries: Sequence[int],
                k: int) -> Searches:
     """Each query's row filled from its search; columns found through the dataset -> id map."""
     columns: dict[int, list[int]] = {}

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from bench.candidate_recall import CandidateQuery
-    from bench.search_library import IndexBuild, Library, LibrarySpec
+    from bench.search_library import IndexBuild, SyntheticLibrary, LibrarySpec
     from indexer.feature_store import FeatureStorage
     from indexer.features import VideoFeatures
     from indexer.search import SearchEngine, SearchResult
@@ -199,7 +199,7 @@ def measure_recall(engine: SearchEngine, videos: int, count: int, args: argparse
 # -- one size ----------------------------------------------------------------------------------
 
 
-def memory(library: Library, build: IndexBuild, videos: int, minutes: float) -> dict:
+def memory(library: SyntheticLibrary, build: IndexBuild, videos: int, minutes: float) -> dict:
     store_bytes = library.disk_bytes(videos)
     resident = build.resident_bytes
     return {
@@ -214,7 +214,7 @@ def memory(library: Library, build: IndexBuild, videos: int, minutes: float) -> 
     }
 
 
-def measure_size(library: Library, videos: int, similarity: HapVRSimilarity, args: argparse.Namespace) -> dict:
+def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimilarity, args: argparse.Namespace) -> dict:
     """Build or load the index of `videos` videos and measure everything at that size."""
     import torch
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
     import torch
 
-    from bench.search_library import Library, LibraryMismatch, LibrarySpec
+    from bench.search_library import SyntheticLibrary, LibraryMismatch, LibrarySpec
     from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     if args.threads is not None:
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"re-rank: {bundle.mode} network of {args.checkpoint or DEFAULT_CHECKPOINT.name}", flush=True)
     try:
         try:
-            library = Library(root, spec)
+            library = SyntheticLibrary(root, spec)
         except LibraryMismatch as error:
             print(f"error: {error}; pass the same library options or another --data-dir", file=sys.stderr)
             return 2

@@ -82,7 +82,7 @@ class IndexBuild:
     resident_bytes: int | None  # RSS growth of this process when loading it; None off Linux
 
 
-class Library:
+class SyntheticLibrary:
     """The store and the saved indexes under `root`; see the module docstring."""
 
     def __init__(self, root: Path, spec: LibrarySpec) -> None:

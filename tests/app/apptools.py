@@ -232,7 +232,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: f
         time.sleep(interval)
 
 
-class Service:
+class AppClient:
     """A running app (lifespan entered) with helpers for the common calls."""
 
     def __init__(self, client: TestClient) -> None:
@@ -265,7 +265,7 @@ class Service:
 
 
 
-def assert_consistent(service: Service) -> set[int]:
+def assert_consistent(service: AppClient) -> set[int]:
     """Ready in the catalog == stored features == indexed videos, with matching frame counts."""
     from indexer import catalog
     from indexer.db import session_scope

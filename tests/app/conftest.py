@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.apptools import Media, Service, light_components
+from tests.app.apptools import Media, AppClient, light_components
 from app.main import create_app
 from indexer.settings import Settings
 
@@ -37,15 +37,15 @@ def settings_factory(tmp_path: Path, model_cache: Path) -> Callable[..., Setting
 
 
 @pytest.fixture
-def service_factory(settings_factory) -> Iterator[Callable[..., Service]]:  # type: ignore[no-untyped-def]
+def service_factory(settings_factory) -> Iterator[Callable[..., AppClient]]:  # type: ignore[no-untyped-def]
     """Start apps on demand (light components unless a factory is given); stops them at the end."""
-    opened: list[Service] = []
+    opened: list[AppClient] = []
 
-    def start(settings: Settings | None = None, factory=light_components, wait: bool = True, **overrides) -> Service:  # type: ignore[no-untyped-def]
+    def start(settings: Settings | None = None, factory=light_components, wait: bool = True, **overrides) -> AppClient:  # type: ignore[no-untyped-def]
         app = create_app(settings or settings_factory(**overrides), factory)
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
-        service = Service(client)
+        service = AppClient(client)
         opened.append(service)
         if wait:
             assert service.backend.wait_ready(60), service.backend.startup_error
@@ -57,5 +57,5 @@ def service_factory(settings_factory) -> Iterator[Callable[..., Service]]:  # ty
 
 
 @pytest.fixture
-def service(service_factory) -> Service:  # type: ignore[no-untyped-def]
+def service(service_factory) -> AppClient:  # type: ignore[no-untyped-def]
     return service_factory()

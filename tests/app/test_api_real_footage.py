@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from indexer.settings import Settings
-from tests.app.apptools import Service
+from tests.app.apptools import AppClient
 
 # The shipped model end to end over the API on real footage: a long run (`make test-slow`).
 pytestmark = pytest.mark.slow
@@ -30,10 +30,10 @@ def indexed(
     edited_copy: Callable[..., Path],
     tmp_path_factory: pytest.TempPathFactory,
     model_cache: Path,
-) -> Iterator[tuple[Service, dict[Path, int], dict[Path, tuple[str, int]]]]:
+) -> Iterator[tuple[AppClient, dict[Path, int], dict[Path, tuple[str, int]]]]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("real") / "data", workers=2, cache_dir=model_cache)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        service = Service(client)
+        service = AppClient(client)
         assert service.backend.wait_ready(180), service.backend.startup_error
         originals = {clip: service.upload(clip, title=clip.stem).json()["id"] for clip in source_clips}
         copies = {}

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.app.apptools import Media, Service, light_components, wait_until
+from tests.app.apptools import Media, AppClient, light_components, wait_until
 
 from app.main import create_app
 from indexer.redis_queue import lease_key
@@ -130,16 +130,16 @@ def deployment(tmp_path: Path, model_cache: Path) -> Iterator[Deployment]:
 
 
 @pytest.fixture
-def api(deployment: Deployment) -> Iterator[Callable[[], Service]]:
+def api(deployment: Deployment) -> Iterator[Callable[[], AppClient]]:
     """Start API replicas on the deployment (light components); all stopped at the end."""
     from fastapi.testclient import TestClient
 
-    started: list[Service] = []
+    started: list[AppClient] = []
 
-    def start() -> Service:
+    def start() -> AppClient:
         client = TestClient(create_app(deployment.settings(), light_components), raise_server_exceptions=False)
         client.__enter__()
-        service = Service(client)
+        service = AppClient(client)
         started.append(service)
         assert service.backend.wait_ready(60), service.backend.startup_error
         return service
@@ -150,13 +150,13 @@ def api(deployment: Deployment) -> Iterator[Callable[[], Service]]:
             service.stop()
 
 
-def upload_id(service: Service, path: Path) -> int:
+def upload_id(service: AppClient, path: Path) -> int:
     response = service.upload(path)
     assert response.status_code in (200, 202), response.text
     return int(response.json()["id"])
 
 
-def assert_index_agrees(service: Service) -> None:
+def assert_index_agrees(service: AppClient) -> None:
     """The replica's index holds exactly the ready videos, each with its frames once."""
     from indexer import catalog
     from indexer.db import session_scope
@@ -201,7 +201,7 @@ def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> Non
     assert_index_agrees(service)
 
 
-def search_ids(service: Service, video_id: int) -> list[tuple[int, float]]:
+def search_ids(service: AppClient, video_id: int) -> list[tuple[int, float]]:
     response = service.client.get("/search", params={"video_id": video_id, "k": 10})
     assert response.status_code == 200, response.text
     body = response.json()

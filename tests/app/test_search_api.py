@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.apptools import Media, Service
+from tests.app.apptools import Media, AppClient
 
 
 @pytest.fixture
-def library(service: Service, media: Media) -> tuple[Service, dict[str, dict]]:
+def library(service: AppClient, media: Media) -> tuple[AppClient, dict[str, dict]]:
     """Three originals, a re-encoded copy of the first; all ready."""
     videos = {
         "a": service.ingest(media.video("a.mp4", seed=1), title="a"),

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.app.apptools import Media, Service, light_components, wait_until
+from tests.app.apptools import Media, AppClient, light_components, wait_until
 
 
 def test_readyz_is_503_until_the_index_is_loaded(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
@@ -77,7 +77,7 @@ def test_queue_depth_counts_waiting_jobs(service_factory, media: Media) -> None:
     assert "hapvr_queue_depth 3.0" in service.client.get("/metrics").text
 
 
-def test_errors_are_json_with_a_detail_message(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_are_json_with_a_detail_message(service: AppClient, monkeypatch: pytest.MonkeyPatch) -> None:
     client = service.client
     assert client.get("/nowhere").json() == {"detail": "Not Found"}
     assert client.put("/videos/1").status_code == 405 and "detail" in client.put("/videos/1").json()
@@ -95,7 +95,7 @@ def test_errors_are_json_with_a_detail_message(service: Service, monkeypatch: py
     assert client.get("/healthz").status_code == 200
 
 
-def test_openapi_documents_the_upload_form(service: Service) -> None:
+def test_openapi_documents_the_upload_form(service: AppClient) -> None:
     schema = service.client.get("/openapi.json").json()
     form = schema["paths"]["/videos"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(form["properties"]) == {"file", "title", "external_id", "metadata"}

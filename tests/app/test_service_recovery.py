@@ -12,10 +12,10 @@ from sqlalchemy import update
 
 from indexer.db import session_scope
 from indexer.orm import Video
-from tests.app.apptools import Media, Service, assert_consistent
+from tests.app.apptools import Media, AppClient, assert_consistent
 
 
-def _index_files(service: Service) -> list:
+def _index_files(service: AppClient) -> list:
     return sorted(service.backend.settings.index_dir.iterdir())
 
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.app.apptools import Media, Service
+from tests.app.apptools import Media, AppClient
 
 
 @pytest.fixture
-def guarded(service_factory, media: Media) -> Iterator[tuple[Service, dict]]:  # type: ignore[no-untyped-def]
+def guarded(service_factory, media: Media) -> Iterator[tuple[AppClient, dict]]:  # type: ignore[no-untyped-def]
     """A service holding one good video; afterwards, asserts that it survived."""
     service = service_factory(max_upload_bytes=200_000, max_frames=40, max_pixels=640 * 480)
     good = service.ingest(media.video("good.mp4", seed=1))
@@ -33,7 +33,7 @@ def guarded(service_factory, media: Media) -> Iterator[tuple[Service, dict]]:  #
     assert not list(service.backend.settings.tmp_dir.iterdir()), "scratch files left behind"
 
 
-def _no_new_videos(service: Service) -> None:
+def _no_new_videos(service: AppClient) -> None:
     assert service.client.get("/videos").json()["count"] == 1
 
 

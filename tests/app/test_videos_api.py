@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.app.apptools import Media, Service
+from tests.app.apptools import Media, AppClient
 
 
-def test_upload_is_accepted_then_indexed(service: Service, media: Media) -> None:
+def test_upload_is_accepted_then_indexed(service: AppClient, media: Media) -> None:
     path = media.video("a.mp4", seed=1)
     response = service.upload(path, title="first", external_id="ext-1", metadata=json.dumps({"source": "test"}))
     assert response.status_code == 202
@@ -28,7 +28,7 @@ def test_upload_is_accepted_then_indexed(service: Service, media: Media) -> None
     assert video["size_bytes"] == path.stat().st_size
 
 
-def test_upload_is_stored_content_addressed(service: Service, media: Media) -> None:
+def test_upload_is_stored_content_addressed(service: AppClient, media: Media) -> None:
     path = media.video("a.mp4", seed=1)
     video = service.ingest(path)
     stored = service.backend.uploads.path_for(video["sha256"], ".mp4")
@@ -36,7 +36,7 @@ def test_upload_is_stored_content_addressed(service: Service, media: Media) -> N
     assert not list(service.backend.settings.tmp_dir.iterdir())  # no scratch file left behind
 
 
-def test_same_bytes_return_the_existing_video(service: Service, media: Media) -> None:
+def test_same_bytes_return_the_existing_video(service: AppClient, media: Media) -> None:
     path = media.video("a.mp4", seed=1)
     first = service.ingest(path)
     again = service.upload(path, title="another title")
@@ -48,7 +48,7 @@ def test_same_bytes_return_the_existing_video(service: Service, media: Media) ->
     assert len(files) == 1
 
 
-def test_list_paginates_and_filters(service: Service, media: Media) -> None:
+def test_list_paginates_and_filters(service: AppClient, media: Media) -> None:
     ids = [service.ingest(media.video(f"v{i}.mp4", seed=10 + i), external_id=f"e{i % 2}")["id"] for i in range(5)]
     page = service.client.get("/videos", params={"limit": 2, "offset": 1}).json()
     assert page["count"] == 5 and page["limit"] == 2 and page["offset"] == 1
@@ -61,13 +61,13 @@ def test_list_paginates_and_filters(service: Service, media: Media) -> None:
     assert service.client.get("/videos", params={"limit": 0}).status_code == 422
 
 
-def test_unknown_video_is_404(service: Service) -> None:
+def test_unknown_video_is_404(service: AppClient) -> None:
     response = service.client.get("/videos/12345")
     assert response.status_code == 404
     assert response.json() == {"detail": "video 12345 not found"}
 
 
-def test_delete_removes_everything(service: Service, media: Media) -> None:
+def test_delete_removes_everything(service: AppClient, media: Media) -> None:
     keep = service.ingest(media.video("keep.mp4", seed=1))
     gone = service.ingest(media.video("gone.mp4", seed=2))
     backend = service.backend
@@ -99,7 +99,7 @@ def test_delete_while_queued_leaves_nothing_behind(service_factory, media: Media
     assert not [p for p in service.backend.settings.uploads_dir.rglob("*") if p.is_file()]
 
 
-def test_invalid_form_fields(service: Service, media: Media) -> None:
+def test_invalid_form_fields(service: AppClient, media: Media) -> None:
     path = media.video("a.mp4", seed=1)
     response = service.upload(path, metadata="{not json")
     assert response.status_code == 422 and "metadata" in response.json()["detail"]

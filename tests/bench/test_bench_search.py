@@ -12,7 +12,7 @@ import pytest
 from bench.bench_search import main as bench_search
 from bench.candidate_recall import CandidateQuery, Recall, candidate_recall, exact_neighbours, top_videos
 from bench.results_page import last_table
-from bench.search_library import STORED_BYTES_PER_FRAME, Library, LibraryMismatch, LibrarySpec
+from bench.search_library import STORED_BYTES_PER_FRAME, SyntheticLibrary, LibraryMismatch, LibrarySpec
 from indexer.feature_store import FeatureStore
 from indexer.synthetic import synthetic_video
 
@@ -70,7 +70,7 @@ def test_rerun_reuses_the_library_and_keeps_the_latest_run_of_each_size(tmp_path
 
 def test_library_grows_from_its_largest_saved_index_and_resumes_from_the_store(tmp_path: Path) -> None:
     spec = LibrarySpec(threshold=100)
-    library = Library(tmp_path, spec)
+    library = SyntheticLibrary(tmp_path, spec)
     small, build = library.open_index(10)
     assert (build.generated, build.reused) == (10, 0)
     large, build = library.open_index(25)
@@ -79,7 +79,7 @@ def test_library_grows_from_its_largest_saved_index_and_resumes_from_the_store(t
     frames = large.num_frames
     for size in (10, 25):  # as if interrupted before any index was saved
         library.index_path(size).unlink()
-    again, build = Library(tmp_path, spec).open_index(25)
+    again, build = SyntheticLibrary(tmp_path, spec).open_index(25)
     assert (build.generated, build.reused) == (0, 25)
     assert again.num_frames == frames
     stored = library.store.get(7)
@@ -87,9 +87,9 @@ def test_library_grows_from_its_largest_saved_index_and_resumes_from_the_store(t
 
 
 def test_a_library_refuses_other_parameters(tmp_path: Path) -> None:
-    Library(tmp_path, LibrarySpec(max_seconds=50.0))
+    SyntheticLibrary(tmp_path, LibrarySpec(max_seconds=50.0))
     with pytest.raises(LibraryMismatch):
-        Library(tmp_path, LibrarySpec(max_seconds=40.0))
+        SyntheticLibrary(tmp_path, LibrarySpec(max_seconds=40.0))
 
 
 def test_exhaustive_search_matches_brute_force_across_blocks(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_candidate_recall_counts_what_the_approximate_votes_miss(tmp_path: Path)
 
 
 def test_an_interrupted_index_save_is_rebuilt(tmp_path: Path) -> None:
-    library = Library(tmp_path, LibrarySpec())
+    library = SyntheticLibrary(tmp_path, LibrarySpec())
     library.open_index(8)
     library.index_path(8).with_name("index-8.faiss.json").unlink()  # the sidecar is written last
     index, build = library.open_index(8)
