@@ -122,6 +122,10 @@ class SearchEngine:
         self.config = config or SearchConfig()
         self.reranker = Reranker(similarity, self.config)
 
+    @property
+    def similarity(self) -> HapVRSimilarity:
+        return self.reranker.similarity
+
     def search(
         self,
         query: VideoFeatures,
@@ -244,7 +248,7 @@ class SearchEngine:
         budget = self.config.rerank_frame_pairs
         if budget is None:
             return [video_id for video_id, _ in ranked]
-        min_frames = self.reranker.similarity.config.min_frames
+        min_frames = self.similarity.config.min_frames
         query_frames = max(query_frames, min_frames)
         chosen: list[int] = []
         pairs = 0

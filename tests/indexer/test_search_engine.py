@@ -125,7 +125,7 @@ def test_bfloat16_rerank_keeps_the_ranking(library) -> None:
     assert [hit.video_id for hit in fast] == [hit.video_id for hit in exact] and exact[0].video_id == 30
     for a, b in zip(fast, exact):
         assert a.score == pytest.approx(b.score, abs=2e-3)
-    assert _engine(library).dtype == (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
+    assert _engine(library).reranker.dtype == (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
 
 
 def test_rerank_budget_keeps_at_least_k(library) -> None:
