@@ -73,14 +73,14 @@ def fit_pca_from_videos(
     from model.encoders.pca import fit_on_frames
     from model.video import VideoDecodeError, decode_video
 
-    paths = [Path(p) for p in paths]
+    files = [Path(p) for p in paths]
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be positive, got {max_frames}")
-    per_video = None if max_frames is None or not paths else math.ceil(max_frames / len(paths))
+    per_video = None if max_frames is None or not files else math.ceil(max_frames / len(files))
 
     def frames() -> Iterator[np.ndarray]:
         used = 0
-        for path in paths:
+        for path in files:
             try:
                 video = decode_video(path, fps=fps)
             except VideoDecodeError as error:
@@ -96,7 +96,7 @@ def fit_pca_from_videos(
                 on_video(path, len(keep), None)
         if used == 0:
             raise ValueError(
-                f"PCA needs frames from at least one decodable video; got none from {len(paths)} file(s)"
+                f"PCA needs frames from at least one decodable video; got none from {len(files)} file(s)"
             )
 
     return fit_on_frames(frames(), encoder, dim, eps)

@@ -165,24 +165,27 @@ def _eigh_descending(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     channels = covariance.shape[0]
     ridge = _RIDGE * float(torch.trace(covariance)) / channels
     covariance = covariance + ridge * torch.eye(channels, dtype=torch.float64)
-    eigenvalues = eigenvectors = None
     try:
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     except RuntimeError as error:  # torch.linalg.LinAlgError
         logger.warning("torch.linalg.eigh failed (%s); trying numpy", str(error).splitlines()[0])
-    if eigenvalues is None:
-        try:
-            values, vectors = np.linalg.eigh(covariance.numpy())
-            eigenvalues, eigenvectors = torch.from_numpy(values), torch.from_numpy(vectors)
-        except np.linalg.LinAlgError as error:
-            logger.warning("numpy.linalg.eigh failed (%s); trying an SVD", error)
-    if eigenvalues is None:
-        try:
-            eigenvectors, eigenvalues, _ = torch.linalg.svd(covariance)
-        except RuntimeError as error:
-            raise ValueError(f"PCA whitening cannot be fitted: no eigen-decomposition converged ({error})") from None
+        eigenvalues, eigenvectors = _eigh_fallback(covariance)
     order = torch.argsort(eigenvalues, descending=True)
     return eigenvalues[order] - ridge, eigenvectors[:, order]
+
+
+def _eigh_fallback(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """numpy's symmetric solver, else an SVD; (eigenvalues, eigenvectors) in any order."""
+    try:
+        values, vectors = np.linalg.eigh(covariance.numpy())
+        return torch.from_numpy(values), torch.from_numpy(vectors)
+    except np.linalg.LinAlgError as error:
+        logger.warning("numpy.linalg.eigh failed (%s); trying an SVD", error)
+    try:
+        vectors_u, values_s, _ = torch.linalg.svd(covariance)
+    except RuntimeError as error:
+        raise ValueError(f"PCA whitening cannot be fitted: no eigen-decomposition converged ({error})") from None
+    return values_s, vectors_u
 
 
 class PCAWhitening(nn.Module):

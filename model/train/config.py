@@ -165,7 +165,7 @@ class TrainConfig(Section):
         """Build from nested dicts; unknown sections or keys are errors, not silently ignored."""
         return update(cls(), values)
 
-    def validate(self) -> None:
+    def check_ready(self) -> None:
         """What a run needs beyond valid values: somewhere to write and something to read."""
         try:
             _require([
@@ -232,8 +232,7 @@ def _section(path: list[str]) -> type[BaseModel]:
 def field_type(key: str) -> Any:
     """The annotation of a dotted setting, e.g. field_type("optim.steps") is int."""
     section, name = key.split(".")
-    model = TrainConfig.model_fields[section].annotation
-    return model.model_fields[name].annotation
+    return _section([section]).model_fields[name].annotation
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

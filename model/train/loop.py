@@ -257,7 +257,7 @@ def train(config: TrainConfig, command: list[str] | None = None, *, cache_dir: s
     `cache_dir`: where the encoder's and the teacher's ONNX exports are cached (None: the
     default of model.encoders.onnx_runtime). `env`: torchrun's variables (default: read now).
     """
-    config.validate()
+    config.check_ready()
     runtime = setup_runtime(config.run.device, env)
     try:
         return _train(config, runtime, command or sys.argv, cache_dir)
