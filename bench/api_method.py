@@ -80,10 +80,10 @@ def free_port() -> int:
 
 def service_environment() -> dict[str, str]:
     """This process's environment minus every service setting, plus the shared model cache."""
-    from model.encoders.onnx_runtime import CACHE_ENV, CacheSettings
+    from model.settings import CACHE_ENV, ModelSettings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAPVR_") and k not in FOREIGN_ENV}
-    env[CACHE_ENV] = str(CacheSettings().cache_dir)
+    env[CACHE_ENV] = str(ModelSettings().model_cache_dir)
     return env
 
 

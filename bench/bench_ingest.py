@@ -42,7 +42,7 @@ def main() -> None:
     from bench.footage import heldout_videos, make_segments
     from indexer.embedding import VideoEmbedder
     from model.checkpoint import load_default
-    from model.encoders.onnx_runtime import CacheSettings
+    from model.settings import ModelSettings
     from model.video import probe_video
 
     files = make_segments(heldout_videos(), args.seconds, args.segments, short_side=360)
@@ -50,7 +50,7 @@ def main() -> None:
     load = os.getloadavg()[0]
 
     bundle = load_default()
-    embedder = VideoEmbedder(bundle, encoder=bundle.frame_encoder(cache_dir=CacheSettings().cache_dir))
+    embedder = VideoEmbedder(bundle, encoder=bundle.frame_encoder(cache_dir=ModelSettings().model_cache_dir))
     embedder.embed(files[0])  # warm-up: ONNX session and thread pools
     start = time.perf_counter()
     for path, result in embedder.embed_many(files):

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.api_method import ServiceError, run_api
+from bench.api_method import ServeError, run_api
 from bench.baselines import BASELINES
 from bench.dataset import ORIGINAL, PRESETS, Dataset, build_dataset, load_dataset
 from bench.footage import FootageUnavailable
@@ -124,7 +124,7 @@ def training_pca_checkpoint(log: Callable[[str], None] = print) -> Path:
     from model.checkpoint import ModelBundle, save_checkpoint
     from model.commands.fit_pca import fit_pca_from_videos
     from model.encoders.frame_encoder import FrameEncoder
-    from model.encoders.onnx_runtime import CacheSettings
+    from model.settings import ModelSettings
 
     videos = training_videos()
     key = hashlib.sha1("\n".join(f"{p.name}:{p.stat().st_size}" for p in videos).encode()).hexdigest()[:12]
@@ -132,7 +132,7 @@ def training_pca_checkpoint(log: Callable[[str], None] = print) -> Path:
     if path.is_file():
         return path
     log(f"fitting PCA on {len(videos)} training videos (once; cached in {path.parent})")
-    pca = fit_pca_from_videos(videos, FrameEncoder(cache_dir=CacheSettings().cache_dir), 512)
+    pca = fit_pca_from_videos(videos, FrameEncoder(cache_dir=ModelSettings().model_cache_dir), 512)
     provenance = {"pca": {"source": "bench.footage.training_videos()", "videos": len(videos), "fps": 1.0},
                   "created_by": "bench.quality"}
     save_checkpoint(path, ModelBundle.training_free(pca, provenance=provenance))
@@ -187,10 +187,10 @@ def cached(dataset: Dataset, file: Path, compute: Callable[[list[Path]], list[np
 
 def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> list[np.ndarray]:
     """Encoder output [T, R, D] float16 of each video (before the network's index step)."""
-    from model.encoders.onnx_runtime import CacheSettings
+    from model.settings import ModelSettings
     from model.video import decode_video
 
-    encoder = bundle.frame_encoder(cache_dir=CacheSettings().cache_dir)
+    encoder = bundle.frame_encoder(cache_dir=ModelSettings().model_cache_dir)
     features = []
     started = time.monotonic()
     for i, path in enumerate(paths, 1):
@@ -322,7 +322,7 @@ def run_service(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] 
     try:
         result = run_api(dataset.names, dataset.paths, dataset.queries,
                          checkpoints[0] if checkpoints else None, log)
-    except ServiceError as error:  # the report still gets the other methods
+    except ServeError as error:  # the report still gets the other methods
         log(f"{API}: failed: {error}")
         run.skipped = f"service failed: {str(error).splitlines()[0]}"
         return [run]

@@ -9,28 +9,24 @@ once here instead of failing in production. The weights come from the installed 
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-CACHE_ENV = "HAPVR_CACHE_DIR"
+from model.settings import CACHE_ENV, ModelSettings
 
 
 def main() -> int:
     # Checked before the heavy imports, so a misconfigured build fails at once.
-    if not os.environ.get(CACHE_ENV):
+    settings = ModelSettings()
+    if settings.cache_dir is None:
         print(f"{CACHE_ENV} is not set; the export would land in a home directory", file=sys.stderr)
         return 2
     from model.checkpoint import load_default
-    from model.encoders import onnx_runtime
 
-    if onnx_runtime.CACHE_ENV != CACHE_ENV:
-        print(f"the encoder reads its cache from {onnx_runtime.CACHE_ENV}, not {CACHE_ENV}", file=sys.stderr)
-        return 2
-    cache = onnx_runtime.default_cache_dir()
+    cache = settings.model_cache_dir
     bundle = load_default()
-    encoder = bundle.frame_encoder(runtime="onnxruntime")
+    encoder = bundle.frame_encoder(runtime="onnxruntime", cache_dir=cache)
     # One dummy frame at the decoder's output size runs the export and a real inference.
     regions = encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))
     exports = sorted(cache.glob("*.onnx"))

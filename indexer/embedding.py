@@ -76,6 +76,7 @@ class VideoEmbedder:
         batch_size: int = 32,
         runtime: str = "auto",
         threads: int | None = None,
+        cache_dir: Path | None = None,
         short_side: int = 256,
         fast_decode: bool = True,
     ) -> None:
@@ -86,7 +87,9 @@ class VideoEmbedder:
         self.limits = limits or DecodeLimits()
         self.short_side = short_side
         self.fast_decode = fast_decode
-        self.encoder = encoder or bundle.frame_encoder(batch_size=batch_size, runtime=runtime, threads=threads)
+        self.encoder = encoder or bundle.frame_encoder(
+            batch_size=batch_size, runtime=runtime, threads=threads, cache_dir=cache_dir
+        )
         self.batch_size = self.encoder.batch_size
         self.similarity = bundle.similarity.eval()
 

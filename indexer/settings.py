@@ -8,16 +8,18 @@ component's behaviour is fully described by the `Settings` it was handed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from model.settings import ModelSettings
 
 MiB = 1024 * 1024
 
 
-class Settings(BaseSettings):
-    """Configuration of the embedded service (and, later, of API replicas and workers)."""
+class Settings(ModelSettings):
+    """Configuration of the service, its API replicas and workers: ModelSettings' knobs (checkpoint,
+    fps, runtime, cache_dir) plus the service's own. The one settings object of every component."""
 
     model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="forbid", validate_default=True)
 
@@ -28,9 +30,6 @@ class Settings(BaseSettings):
 
     # Storage. Everything the service writes lives under data_dir unless a URL says otherwise.
     data_dir: Path = Path("./data")
-    cache_dir: Path | None = Field(
-        None, description="derived model files (the encoder's ONNX export); default: data_dir/cache"
-    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the catalog; default: a SQLite file in data_dir",
@@ -50,8 +49,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2048 * MiB, gt=0, description="larger uploads are refused with 413")
     max_field_bytes: int = Field(64 * 1024, gt=0, description="limit of each text form field")
 
-    # Decoding (see model.video.DecodeLimits).
-    fps: float = Field(1.0, gt=0, description="frames sampled per second of video")
+    # Decoding (see model.video.DecodeLimits; the sampling rate `fps` is a ModelSettings knob).
     max_frames: int = Field(7200, gt=0)
     max_pixels: int = Field(8192 * 8192, gt=0, description="width * height of the source")
     max_duration_s: float = Field(4 * 3600.0, gt=0)
@@ -59,10 +57,6 @@ class Settings(BaseSettings):
     # Indexing.
     workers: int = Field(1, ge=0, description="in-process indexer threads (0: queue only)")
     max_attempts: int = Field(3, ge=1, description="attempts before an interrupted job is failed")
-    checkpoint: Path | None = Field(
-        None, description="model checkpoint; default: the shipped one, else the training-free model"
-    )
-    runtime: Literal["auto", "onnxruntime", "torch"] = Field("auto", description="frame encoder runtime")
     index_threshold: int | None = Field(
         None, gt=0, description="frame vectors past which the index turns approximate; default: the indexer's"
     )
@@ -93,6 +87,7 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
+        """The service keeps its derived model files with its data: cache_dir, else data_dir/cache."""
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
 
     @property

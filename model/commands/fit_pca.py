@@ -105,7 +105,7 @@ def fit_pca_from_videos(
 def run(args: argparse.Namespace) -> int:
     from model.checkpoint import ModelBundle, save_checkpoint
     from model.encoders.frame_encoder import FrameEncoder
-    from model.encoders.onnx_runtime import CacheSettings
+    from model.settings import ModelSettings
     from model.video import find_videos
 
     def fail(message: str) -> int:
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         encoder = FrameEncoder(backbone=args.backbone, weights=args.weights, threads=args.threads,
-                               cache_dir=CacheSettings().cache_dir)
+                               cache_dir=ModelSettings().model_cache_dir)
         pca = fit_pca_from_videos(paths, encoder, args.dim, args.max_frames, fps=args.fps,
                                   on_video=report)
     except (FileNotFoundError, ValueError) as error:  # missing weights, too few frames

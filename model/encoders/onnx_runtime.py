@@ -6,8 +6,7 @@ file; the weights enter the cache key through a hash of the state_dict, so new w
 never reuse a stale export. The trainer's teacher goes through the same export and cache.
 
 Cache location: the `cache_dir` argument, else ~/.cache/hapvr-search. Nothing here reads
-the environment: the service passes its Settings.cache_dir, and the model's command-line
-tools pass `CacheSettings().cache_dir` (HAPVR_CACHE_DIR).
+the environment: every caller passes its settings' `model_cache_dir` (model.settings).
 """
 
 from __future__ import annotations
@@ -21,16 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from torch import nn
 
 from model.fileio import atomic_path
+from model.settings import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
-# The variable CacheSettings reads (its env prefix + field name), for tools that check it.
-CACHE_ENV = "HAPVR_CACHE_DIR"
 OPSET = 17
 # Bump when the exported graph changes meaning (preprocessing, pooling), to retire old files.
 GRAPH_VERSION = 1
@@ -40,29 +36,6 @@ OUTPUT_NAME = "regions"
 
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-def default_cache_dir() -> Path:
-    """~/.cache/hapvr-search: where exports go when no cache directory is given."""
-    return Path.home() / ".cache" / "hapvr-search"
-
-
-class CacheSettings(BaseSettings):
-    """The ONNX cache directory of the model's command-line tools: $HAPVR_CACHE_DIR, else the default.
-
-    The service does not use this: its own Settings.cache_dir (same variable) is passed down.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="ignore")
-
-    cache_dir: Path = Field(default_factory=default_cache_dir)
-
-    @field_validator("cache_dir", mode="before")
-    @classmethod
-    def _expand(cls, value: object) -> object:
-        if value is None or value == "":  # set but empty: as if unset
-            return default_cache_dir()
-        return Path(value).expanduser() if isinstance(value, (str, Path)) else value
 
 
 def state_dict_digest(module: nn.Module) -> str:

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from model.checkpoint import CheckpointError
-    from model.encoders.onnx_runtime import CacheSettings
+    from model.settings import ModelSettings
     from model.encoders.registry import WeightsNotFoundError
     from model.train.config import ConfigError, describe_error
     from model.train.data import DataError
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         env = DistributedEnv()
-        cache_dir = CacheSettings().cache_dir
+        cache_dir = ModelSettings().model_cache_dir
     except ValidationError as error:
         print(f"hapvr train: error: environment: {describe_error(error)}", file=sys.stderr)
         return 2

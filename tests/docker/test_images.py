@@ -220,7 +220,7 @@ def test_warm_cache_is_what_the_encoder_loads(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setenv("HAPVR_CACHE_DIR", str(cache))
     monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
-    encoder = load_default().frame_encoder()
+    encoder = load_default().frame_encoder(cache_dir=cache)
     regions = encoder.encode(np.zeros((2, 256, 320, 3), dtype=np.uint8))
     assert encoder.runtime == "onnxruntime"
     assert regions.shape == (2, 9, 512) and np.isfinite(regions).all()

@@ -238,15 +238,18 @@ def test_onnx_cache_key_follows_weights(tmp_path):
 
 
 def test_onnx_cache_dir_is_a_parameter_and_the_tools_read_it_from_settings(tmp_path, monkeypatch):
-    from model.encoders.onnx_runtime import CACHE_ENV, CacheSettings, default_cache_dir
+    from indexer.settings import Settings
+    from model.settings import CACHE_ENV, ModelSettings, default_cache_dir
 
     monkeypatch.delenv(CACHE_ENV, raising=False)
-    assert CacheSettings().cache_dir == default_cache_dir() == Path.home() / ".cache" / "hapvr-search"
+    assert ModelSettings().model_cache_dir == default_cache_dir() == Path.home() / ".cache" / "hapvr-search"
+    assert Settings(data_dir=tmp_path).model_cache_dir == tmp_path / "cache"  # the service keeps it with its data
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "models"))
-    assert CacheSettings().cache_dir == tmp_path / "models"
+    assert ModelSettings().model_cache_dir == tmp_path / "models"
+    assert Settings(data_dir=tmp_path).model_cache_dir == tmp_path / "models"  # one variable, one meaning
     monkeypatch.setenv(CACHE_ENV, "")
-    assert CacheSettings().cache_dir == default_cache_dir()
-    assert CacheSettings(cache_dir=tmp_path).cache_dir == tmp_path
+    assert ModelSettings().model_cache_dir == default_cache_dir()
+    assert ModelSettings(cache_dir=tmp_path).model_cache_dir == tmp_path
 
 
 def test_teacher_exports_through_the_same_cache(tmp_path):
