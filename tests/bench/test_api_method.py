@@ -29,7 +29,7 @@ TINY = DatasetParams(segments=2, seconds=4.0, short_side=144, max_fps=15.0, dist
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     try:
-        manifest = build_dataset(tmp_path_factory.mktemp("tiny"), TINY, log=lambda _: None)
+        manifest = build_dataset(tmp_path_factory.mktemp("tiny"), TINY, fetch=False, log=lambda _: None)
     except FootageUnavailable as exc:
         pytest.skip(f"real footage unavailable: {exc}")
     return load_dataset(manifest.parent)

