@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.errors import install_error_handlers
 from app.routes import health, search, videos
-from indexer.backend import ComponentsFactory, Backend
+from indexer.backend import Backend, ComponentsFactory
 from indexer.settings import Settings
 
 DESCRIPTION = """Near-duplicate video search. Upload videos; find, for any indexed video or

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
-
-import json
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 

@@ -28,9 +28,29 @@ _ENVELOPE_BYTES = 64 * 1024
 # decoding the bytes.
 _NOT_VIDEO_MAJOR = {"text", "image", "audio", "font", "model", "message", "multipart"}
 _NOT_VIDEO_APPLICATION = {
-    "json", "xml", "pdf", "zip", "gzip", "x-gzip", "x-tar", "x-7z-compressed", "x-rar-compressed",
-    "javascript", "x-javascript", "x-www-form-urlencoded", "msword", "rtf", "x-sh", "x-python",
-    "vnd.ms-excel", "vnd.ms-powerpoint", "x-executable", "x-msdownload", "wasm", "yaml", "toml",
+    "json",
+    "xml",
+    "pdf",
+    "zip",
+    "gzip",
+    "x-gzip",
+    "x-tar",
+    "x-7z-compressed",
+    "x-rar-compressed",
+    "javascript",
+    "x-javascript",
+    "x-www-form-urlencoded",
+    "msword",
+    "rtf",
+    "x-sh",
+    "x-python",
+    "vnd.ms-excel",
+    "vnd.ms-powerpoint",
+    "x-executable",
+    "x-msdownload",
+    "wasm",
+    "yaml",
+    "toml",
 }
 
 

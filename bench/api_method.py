@@ -91,14 +91,25 @@ def service_environment() -> dict[str, str]:
 def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[ServeProcess]:
     """`hapvr serve` on a free loopback port, ready; stopped on exit, whatever happened inside."""
     port = free_port()
-    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data-dir", str(data_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
     if checkpoint is not None:
         command += ["--checkpoint", str(Path(checkpoint).resolve())]
     log_path = data_dir.parent / "service.log"
     with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, env=service_environment(), cwd=REPO,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=service_environment(), cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+        )
     service = ServeProcess(process, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120), log_path)
     try:
         wait_ready(service)
@@ -204,8 +215,9 @@ class Searches:
     latencies: list[float]  # seconds per search, client side
 
 
-def search_all(service: ServeProcess, ids: Sequence[int], states: dict[int, str], queries: Sequence[int],
-               k: int) -> Searches:
+def search_all(
+    service: ServeProcess, ids: Sequence[int], states: dict[int, str], queries: Sequence[int], k: int
+) -> Searches:
     """Each query's row filled from its search; columns found through the dataset -> id map."""
     columns: dict[int, list[int]] = {}
     for index, video_id in enumerate(ids):
@@ -223,19 +235,29 @@ def search_all(service: ServeProcess, ids: Sequence[int], states: dict[int, str]
     return out
 
 
-def describe(names: Sequence[str], ids: Sequence[int], states: dict[int, str], searches: Searches,
-             checkpoint: Path | None, model: str | None, candidates: int, k: int) -> list[str]:
+def describe(
+    names: Sequence[str],
+    ids: Sequence[int],
+    states: dict[int, str],
+    searches: Searches,
+    checkpoint: Path | None,
+    model: str | None,
+    candidates: int,
+    k: int,
+) -> list[str]:
     """The notes of the run: the model served, the candidate setting, what the searches returned."""
     from model.checkpoint import DEFAULT_CHECKPOINT
 
     served = f"--checkpoint {checkpoint}" if checkpoint is not None else f"its shipped {DEFAULT_CHECKPOINT.name}"
     notes = [f"hapvr serve with {served}" + (f" ({model})" if model else "")]
     if searches.returned:
-        notes.append(f"service defaults: C={candidates}, raised to k={k} by the search; "
-                     f"{np.mean(searches.returned):.0f} of {len(names) - 1} videos returned per query (mean; "
-                     "the others were not re-ranked and score -inf), "
-                     f"search p50 {np.percentile(searches.latencies, 50) * 1000:.0f} ms, "
-                     f"p95 {np.percentile(searches.latencies, 95) * 1000:.0f} ms")
+        notes.append(
+            f"service defaults: C={candidates}, raised to k={k} by the search; "
+            f"{np.mean(searches.returned):.0f} of {len(names) - 1} videos returned per query (mean; "
+            "the others were not re-ranked and score -inf), "
+            f"search p50 {np.percentile(searches.latencies, 50) * 1000:.0f} ms, "
+            f"p95 {np.percentile(searches.latencies, 95) * 1000:.0f} ms"
+        )
     failed = [names[i] for i, video_id in enumerate(ids) if states[video_id] != "ready"]
     if failed:
         notes.append(f"{len(failed)} videos failed to index: {', '.join(failed[:5])}")
@@ -246,8 +268,13 @@ def describe(names: Sequence[str], ids: Sequence[int], states: dict[int, str], s
     return notes
 
 
-def run_api(names: Sequence[str], paths: Sequence[Path], queries: Sequence[int], checkpoint: Path | None = None,
-            log: Callable[[str], None] = print) -> ApiResult:
+def run_api(
+    names: Sequence[str],
+    paths: Sequence[Path],
+    queries: Sequence[int],
+    checkpoint: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ApiResult:
     """Upload `paths`, search with the videos at `queries`; rows and columns by dataset index."""
     candidates, max_k = service_defaults()
     k = min(len(names), max_k)

@@ -165,11 +165,26 @@ def videohash_scores(signatures: Sequence[np.ndarray]) -> np.ndarray:
 BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
-        Baseline("frame-phash", "imagehash pHash per frame at 1 fps, symmetric Chamfer",
-                 lambda: _require("imagehash", "imagehash"), phash_signature, phash_scores),
-        Baseline("vpdq", "vPDQ (PDQ per second), match fractions at Hamming <= 31",
-                 lambda: _require("vpdq", "vpdq"), vpdq_signature, vpdq_scores),
-        Baseline("videohash", "videohash: one 64-bit hash per video",
-                 videohash_unavailable, videohash_signature, videohash_scores),
+        Baseline(
+            "frame-phash",
+            "imagehash pHash per frame at 1 fps, symmetric Chamfer",
+            lambda: _require("imagehash", "imagehash"),
+            phash_signature,
+            phash_scores,
+        ),
+        Baseline(
+            "vpdq",
+            "vPDQ (PDQ per second), match fractions at Hamming <= 31",
+            lambda: _require("vpdq", "vpdq"),
+            vpdq_signature,
+            vpdq_scores,
+        ),
+        Baseline(
+            "videohash",
+            "videohash: one 64-bit hash per video",
+            videohash_unavailable,
+            videohash_signature,
+            videohash_scores,
+        ),
     )
 }

@@ -56,8 +56,14 @@ def batch_seconds(encoder: FrameEncoder, frames: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def write_results(args: argparse.Namespace, threads: int, flops: int, gflops: float,
-                  rates: dict[str, tuple[float, float]], load: tuple[float, float]) -> None:
+def write_results(
+    args: argparse.Namespace,
+    threads: int,
+    flops: int,
+    gflops: float,
+    rates: dict[str, tuple[float, float]],
+    load: tuple[float, float],
+) -> None:
     """Append one row to the results table (written with its header on first use)."""
     if not args.out.exists():
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,9 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     a, b = torch.randn(size, size), torch.randn(size, size)
     with tempfile.TemporaryDirectory() as cache:
         encoders = {
-            runtime: FrameEncoder(backbone=args.backbone, weights=args.weights, runtime=runtime,
-                                  batch_size=args.batch, crop=args.crop, threads=threads,
-                                  cache_dir=cache)
+            runtime: FrameEncoder(
+                backbone=args.backbone,
+                weights=args.weights,
+                runtime=runtime,
+                batch_size=args.batch,
+                crop=args.crop,
+                threads=threads,
+                cache_dir=cache,
+            )
             for runtime in runtimes
         }
         flops = flops_per_frame(encoders["torch"])
@@ -137,17 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                 times[runtime].append(batch_seconds(encoder, frames))
     load_after = os.getloadavg()[0]
     gflops = 2 * size**3 / min(gemm) / 1e9
-    rows = [(runtime, args.batch / min(t), args.batch / statistics.median(t))
-            for runtime, t in times.items()]
+    rows = [(runtime, args.batch / min(t), args.batch / statistics.median(t)) for runtime, t in times.items()]
 
     bound = gflops * 1e9 / flops
     rates = dict((runtime, (best, median)) for runtime, best, median in rows)
     print(f"machine: {os.cpu_count()} CPUs, {threads} threads; torch {torch.__version__}")
-    print(f"fp32 matmul: {gflops:.0f} GFLOP/s; encoder: {flops / 1e9:.3f} GFLOP/frame; "
-          f"arithmetic bound {bound:.0f} frames/s")
+    print(
+        f"fp32 matmul: {gflops:.0f} GFLOP/s; encoder: {flops / 1e9:.3f} GFLOP/frame; "
+        f"arithmetic bound {bound:.0f} frames/s"
+    )
     for runtime, (best, median) in rates.items():
-        print(f"{runtime:12s} best {best:6.1f} frames/s ({100 * best / bound:.0f}% of bound), "
-              f"median {median:6.1f}")
+        print(f"{runtime:12s} best {best:6.1f} frames/s ({100 * best / bound:.0f}% of bound), median {median:6.1f}")
     print(f"1-minute load average before/after: {load_before:.2f} / {load_after:.2f}")
     write_results(args, threads, flops, gflops, rates, (load_before, load_after))
     return 0

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from bench.candidate_recall import CandidateQuery
-    from bench.search_library import IndexBuild, SyntheticLibrary, LibrarySpec
+    from bench.search_library import IndexBuild, LibrarySpec, SyntheticLibrary
     from indexer.feature_store import FeatureStorage
     from indexer.features import VideoFeatures
     from indexer.search import SearchEngine, SearchResult
@@ -77,8 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     search = parser.add_argument_group("search")
     search.add_argument("--queries", type=int, default=200, help="timed queries per size (half by id, half by clip)")
-    search.add_argument("--checkpoint", type=Path, default=None,
-                        help="model whose similarity network re-ranks (default: the shipped checkpoint)")
+    search.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="model whose similarity network re-ranks (default: the shipped checkpoint)",
+    )
     search.add_argument("--warmup", type=int, default=5)
     search.add_argument("--k", type=int, default=20)
     search.add_argument("--candidates", type=int, default=None, help="C (default: SearchConfig's)")
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
     import torch
 
-    from bench.search_library import SyntheticLibrary, LibraryMismatch, LibrarySpec
+    from bench.search_library import LibraryMismatch, LibrarySpec, SyntheticLibrary
     from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     if args.threads is not None:
@@ -355,13 +359,26 @@ def results_row(summary: dict) -> str:
     index = summary["index"] if summary["ivf_cells"] is None else f"{summary['index']} ({summary['ivf_cells']} cells)"
     note = ", ".join(p for p in (summary["label"], f"OMP_WAIT_POLICY={summary['omp_wait_policy']}") if p)
     cells = [
-        summary["date"], summary["machine"], summary["videos"], summary["frames"], f"{summary['video_minutes']:.0f}",
-        index, summary["candidates"], f"{summary['p50_ms']:.0f}", f"{summary['p95_ms']:.0f}",
-        f"{summary['p99_ms']:.0f}", f"{summary['max_ms']:.0f}",
-        f"{stages['candidates']:.0f} / {stages['load']:.0f} / {stages['rerank']:.0f}", summary["copy_found_first"],
-        recall_cell, _ratio(summary["best_candidate_recall"]),
+        summary["date"],
+        summary["machine"],
+        summary["videos"],
+        summary["frames"],
+        f"{summary['video_minutes']:.0f}",
+        index,
+        summary["candidates"],
+        f"{summary['p50_ms']:.0f}",
+        f"{summary['p95_ms']:.0f}",
+        f"{summary['p99_ms']:.0f}",
+        f"{summary['max_ms']:.0f}",
+        f"{stages['candidates']:.0f} / {stages['load']:.0f} / {stages['rerank']:.0f}",
+        summary["copy_found_first"],
+        recall_cell,
+        _ratio(summary["best_candidate_recall"]),
         f"{_kb(per_minute['index_file'])} / {_kb(per_minute['index_resident'])}",
-        _kb(per_minute["store_disk"]), f"{summary['load_avg']:.1f}", summary["commit"], note,
+        _kb(per_minute["store_disk"]),
+        f"{summary['load_avg']:.1f}",
+        summary["commit"],
+        note,
     ]
     return "| " + " | ".join(str(cell) for cell in cells) + " |\n"
 
@@ -403,8 +420,13 @@ def plot_latency(sizes: dict[str, dict], out: Path) -> None:
     fig, axis = plt.subplots(figsize=(7, 4.5))
     for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
         axis.plot(videos, [s[key] for s in runs], marker="o", label=label)
-    axis.axhline(SEARCH_TARGET_MS, color="grey", linestyle="--", linewidth=1,
-                 label=f"target: p95 < {SEARCH_TARGET_MS} ms at {SEARCH_TARGET_VIDEOS:,} videos")
+    axis.axhline(
+        SEARCH_TARGET_MS,
+        color="grey",
+        linestyle="--",
+        linewidth=1,
+        label=f"target: p95 < {SEARCH_TARGET_MS} ms at {SEARCH_TARGET_VIDEOS:,} videos",
+    )
     axis.set_xscale("log")
     axis.set_xticks(videos, [f"{count:,}" for count in videos])
     axis.minorticks_off()

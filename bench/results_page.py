@@ -126,19 +126,25 @@ def quality_targets(overall: dict[str, dict], ours: str) -> list[Target]:
     )
     mine, peer = overall.get(ours), overall.get(PEER)
     if mine is None:
-        return [Target(f"{goal} (shipped model: `{ours}`)", f"no `{ours}` row in quality.json", NOT_RUN)
-                for goal in goals]
+        return [
+            Target(f"{goal} (shipped model: `{ours}`)", f"no `{ours}` row in quality.json", NOT_RUN) for goal in goals
+        ]
     targets = [
-        Target(f"{goals[0]} (shipped model: `{ours}`)", f"mAP {_fmt(mine['mAP'])}",
-               status(mine["mAP"] >= QUALITY_MAP_TARGET)),
-        Target(f"{goals[1]} (shipped model: `{ours}`)", f"µAP {_fmt(mine['uAP'])}",
-               status(mine["uAP"] >= QUALITY_UAP_TARGET)),
+        Target(
+            f"{goals[0]} (shipped model: `{ours}`)",
+            f"mAP {_fmt(mine['mAP'])}",
+            status(mine["mAP"] >= QUALITY_MAP_TARGET),
+        ),
+        Target(
+            f"{goals[1]} (shipped model: `{ours}`)",
+            f"µAP {_fmt(mine['uAP'])}",
+            status(mine["uAP"] >= QUALITY_UAP_TARGET),
+        ),
     ]
     if peer is None:
         targets.append(Target(goals[2], "vPDQ was not scored (skipped or missing)", NOT_RUN))
     else:
-        measured = (f"mAP {_fmt(mine['mAP'])} vs {_fmt(peer['mAP'])}, "
-                    f"µAP {_fmt(mine['uAP'])} vs {_fmt(peer['uAP'])}")
+        measured = f"mAP {_fmt(mine['mAP'])} vs {_fmt(peer['mAP'])}, µAP {_fmt(mine['uAP'])} vs {_fmt(peer['uAP'])}"
         targets.append(Target(goals[2], measured, status(mine["mAP"] > peer["mAP"] and mine["uAP"] > peer["uAP"])))
     return targets
 
@@ -192,10 +198,27 @@ def encoder_section(results: Path, link: Callable[[str], str]) -> Section:
         row, count = latest_row(results / file)
     except ValueError as error:
         return Section(_unreadable(title, file, error), [])
-    columns = ["date", "machine", "threads", "backbone", "GFLOP/frame", "matmul GFLOP/s", "bound frames/s",
-               "onnxruntime best / median", "onnxruntime best, % of bound", "load", "note"]
-    lines = [f"## {title}", "", f"Frames/s, latest of {count} runs in [encoder.md]({link(file)}).", "",
-             *_table(columns, [pick(row, columns)]), ""]
+    columns = [
+        "date",
+        "machine",
+        "threads",
+        "backbone",
+        "GFLOP/frame",
+        "matmul GFLOP/s",
+        "bound frames/s",
+        "onnxruntime best / median",
+        "onnxruntime best, % of bound",
+        "load",
+        "note",
+    ]
+    lines = [
+        f"## {title}",
+        "",
+        f"Frames/s, latest of {count} runs in [encoder.md]({link(file)}).",
+        "",
+        *_table(columns, [pick(row, columns)]),
+        "",
+    ]
     return Section(lines, [])
 
 
@@ -207,8 +230,14 @@ def similarity_section(results: Path, link: Callable[[str], str]) -> Section:
         header, rows = last_table((results / file).read_text())
     except ValueError as error:
         return Section(_unreadable(title, file, error), [])
-    lines = [f"## {title}", "", f"One query against a batch of targets; details in [similarity.md]({link(file)}).",
-             "", *_table(header, rows), ""]
+    lines = [
+        f"## {title}",
+        "",
+        f"One query against a batch of targets; details in [similarity.md]({link(file)}).",
+        "",
+        *_table(header, rows),
+        "",
+    ]
     return Section(lines, [])
 
 
@@ -232,10 +261,27 @@ def ingest_section(results: Path, link: Callable[[str], str]) -> Section:
         row, count = latest_row(results / file)
     except ValueError as error:
         return Section(_unreadable(title, file, error), [ingest_target(None)])
-    columns = ["date", "machine", "files", "video s", "ours s", "ours x real time", "vPDQ s", "vPDQ x real time",
-               "ours / vPDQ", "load", "note"]
-    lines = [f"## {title}", "", f"Latest of {count} runs in [ingest.md]({link(file)}); "
-             "\"ours / vPDQ\" above 1 means ours is faster.", "", *_table(columns, [pick(row, columns)]), ""]
+    columns = [
+        "date",
+        "machine",
+        "files",
+        "video s",
+        "ours s",
+        "ours x real time",
+        "vPDQ s",
+        "vPDQ x real time",
+        "ours / vPDQ",
+        "load",
+        "note",
+    ]
+    lines = [
+        f"## {title}",
+        "",
+        f'Latest of {count} runs in [ingest.md]({link(file)}); "ours / vPDQ" above 1 means ours is faster.',
+        "",
+        *_table(columns, [pick(row, columns)]),
+        "",
+    ]
     return Section(lines, [ingest_target(row)])
 
 
@@ -248,7 +294,8 @@ def search_target(sizes: dict[str, dict]) -> Target:
     if run is None:
         largest = max(sizes.values(), key=lambda s: s["videos"], default=None)
         measured = "no run at that size" + (
-            "" if largest is None else f" (largest: {largest['videos']:,} videos, p95 {largest['p95_ms']:.0f} ms)")
+            "" if largest is None else f" (largest: {largest['videos']:,} videos, p95 {largest['p95_ms']:.0f} ms)"
+        )
         return Target(goal, measured, NOT_RUN)
     measured = f"p95 {run['p95_ms']:.0f} ms ({run['machine']}, {run['date']})"
     return Target(goal, measured, status(run["p95_ms"] < SEARCH_TARGET_MS))
@@ -262,10 +309,19 @@ def search_row(run: dict) -> list[str]:
     per_minute = run["bytes_per_video_minute"]
     recall = run["candidate_recall"]
     return [
-        f"{run['videos']:,}", f"{run['video_minutes']:,.0f}", run["index"], f"{run['p50_ms']:.0f}",
-        f"{run['p95_ms']:.0f}", f"{run['p99_ms']:.0f}", _fmt(recall), _fmt(run["best_candidate_recall"]),
+        f"{run['videos']:,}",
+        f"{run['video_minutes']:,.0f}",
+        run["index"],
+        f"{run['p50_ms']:.0f}",
+        f"{run['p95_ms']:.0f}",
+        f"{run['p99_ms']:.0f}",
+        _fmt(recall),
+        _fmt(run["best_candidate_recall"]),
         _kb(per_minute["index_file"]),
-        _kb(per_minute["index_resident"]), _kb(per_minute["store_disk"]), f"{run['load_avg']:.1f}", run["date"],
+        _kb(per_minute["index_resident"]),
+        _kb(per_minute["store_disk"]),
+        f"{run['load_avg']:.1f}",
+        run["date"],
     ]
 
 
@@ -292,8 +348,24 @@ def search_section(results: Path, link: Callable[[str], str]) -> Section:
         "videos in the index's top C; 1-R@C: share of queries whose exhaustive best candidate is among them. "
         f"Memory in KB per indexed video minute. Every run and stage: [search.md]({link('search.md')}).",
         "",
-        *_table(["videos", "video min", "index", "p50", "p95", "p99", "recall@C", "1-R@C", "index file KB/min",
-                 "index RSS KB/min", "store KB/min", "load", "date"], table),
+        *_table(
+            [
+                "videos",
+                "video min",
+                "index",
+                "p50",
+                "p95",
+                "p99",
+                "recall@C",
+                "1-R@C",
+                "index file KB/min",
+                "index RSS KB/min",
+                "store KB/min",
+                "load",
+                "date",
+            ],
+            table,
+        ),
         "",
     ]
     if (results / "search_latency.png").exists():

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from indexer.feature_store import FeatureStore
 from indexer.features import VideoFeatures
 from indexer.synthetic import synthetic_video
-from indexer.vector_index import IndexConfig, IndexLoadError, FaissIndex
+from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
 
 MANIFEST = "library.json"
 # A stored frame: 9 x 512 float16 regions, a 512-d float32 frame vector, a float64 timestamp.
@@ -134,8 +134,14 @@ class SyntheticLibrary:
     def _grow(self, size: int, build: IndexBuild) -> None:
         started = time.perf_counter()
         start, index = self._largest_saved(size)
-        for video_id in tqdm(range(start + 1, size + 1), desc=f"library to {size}", initial=start, total=size,
-                             mininterval=5, unit="video"):
+        for video_id in tqdm(
+            range(start + 1, size + 1),
+            desc=f"library to {size}",
+            initial=start,
+            total=size,
+            mininterval=5,
+            unit="video",
+        ):
             features, generated = self.features(video_id)
             index.add(video_id, features.frame_vectors)
             if generated:

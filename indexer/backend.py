@@ -92,7 +92,10 @@ class Backend:
         if recovery.requeued or recovery.failed:
             log.warning(
                 "recovered interrupted jobs: %d re-queued %s, %d failed %s",
-                len(recovery.requeued), recovery.requeued, len(recovery.failed), recovery.failed,
+                len(recovery.requeued),
+                recovery.requeued,
+                len(recovery.failed),
+                recovery.failed,
             )
 
     def load(self, *, start_workers: bool = True) -> None:
@@ -133,7 +136,8 @@ class Backend:
             self.pool.start()
         log.info(
             "ready: %d videos indexed (%s)",
-            len(ready) - len(report.missing_features), components.description or "model loaded",
+            len(ready) - len(report.missing_features),
+            components.description or "model loaded",
         )
 
     def start(self) -> None:
@@ -163,7 +167,7 @@ class Backend:
         if self.library is not None:
             try:
                 self.library.persist()
-            except Exception:  # noqa: BLE001 - the next start rebuilds from the store
+            except Exception:
                 log.exception("could not save the index at shutdown")
         self._ready.clear()
         self.search.close()

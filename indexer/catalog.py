@@ -83,9 +83,7 @@ def list_videos(
     if external_id is not None:
         conditions.append(Video.external_id == external_id)
     count = session.scalar(select(func.count()).select_from(Video).where(*conditions)) or 0
-    rows = session.scalars(
-        select(Video).where(*conditions).order_by(Video.id).limit(limit).offset(offset)
-    ).all()
+    rows = session.scalars(select(Video).where(*conditions).order_by(Video.id).limit(limit).offset(offset)).all()
     return list(rows), int(count)
 
 
@@ -106,9 +104,7 @@ def ready_among(video_ids: Iterable[int], *, session: Session) -> set[int]:
     found: set[int] = set()
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        found.update(
-            session.scalars(select(Video.id).where(Video.id.in_(chunk), Video.status == READY))
-        )
+        found.update(session.scalars(select(Video.id).where(Video.id.in_(chunk), Video.status == READY)))
     return found
 
 
@@ -143,9 +139,7 @@ def claim_next(*, session: Session) -> int | None:
     sees its WHERE status='queued' still true.
     """
     for _ in range(16):
-        candidate = session.scalar(
-            select(Video.id).where(Video.status == QUEUED).order_by(Video.id).limit(1)
-        )
+        candidate = session.scalar(select(Video.id).where(Video.status == QUEUED).order_by(Video.id).limit(1))
         if candidate is None:
             session.commit()
             return None
@@ -228,9 +222,7 @@ def delete_video(video_id: int, *, session: Session) -> Video | None:
 
 
 def storage_path_in_use(storage_path: str, *, session: Session) -> bool:
-    return bool(
-        session.scalar(select(func.count()).select_from(Video).where(Video.storage_path == storage_path))
-    )
+    return bool(session.scalar(select(func.count()).select_from(Video).where(Video.storage_path == storage_path)))
 
 
 # -- deployed mode: jobs delivered by a networked queue (indexer.redis_queue) ------------------------
@@ -242,7 +234,9 @@ def claim(video_id: int, *, session: Session) -> bool:
     A queue that delivers a job more than once (at-least-once) hands it to whoever claims the
     row first; the other deliveries find it no longer queued and do nothing.
     """
-    claimed = transition(video_id, session=session, allowed_from=[QUEUED], status=PROCESSING, attempts=Video.attempts + 1)
+    claimed = transition(
+        video_id, session=session, allowed_from=[QUEUED], status=PROCESSING, attempts=Video.attempts + 1
+    )
     session.commit()
     return claimed
 
@@ -269,7 +263,5 @@ def release_abandoned(video_id: int, *, session: Session, max_attempts: int) -> 
 def queued_before(moment: Any, *, session: Session) -> list[int]:
     """Ids of videos queued and untouched since `moment` (an aware datetime), oldest first."""
     return list(
-        session.scalars(
-            select(Video.id).where(Video.status == QUEUED, Video.updated_at < moment).order_by(Video.id)
-        )
+        session.scalars(select(Video.id).where(Video.status == QUEUED, Video.updated_at < moment).order_by(Video.id))
     )

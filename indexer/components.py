@@ -16,12 +16,11 @@ import numpy as np
 
 if TYPE_CHECKING:
     from indexer.embedding import VideoEmbedder
-    from model.checkpoint import ModelBundle
     from indexer.feature_store import FeatureStorage
     from indexer.features import VideoFeatures
-    from indexer.vector_index import VectorIndex
-
     from indexer.settings import Settings
+    from indexer.vector_index import VectorIndex
+    from model.checkpoint import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +84,7 @@ def make_probe(settings: Settings) -> Callable[[Path], None]:
                 f"resolution {info.width}x{info.height} is over the limit of {limits.max_pixels} pixels"
             )
         if info.duration is not None and info.duration > limits.max_duration_s:
-            raise VideoDecodeError(
-                f"duration {info.duration:.0f} s is over the limit of {limits.max_duration_s:.0f} s"
-            )
+            raise VideoDecodeError(f"duration {info.duration:.0f} s is over the limit of {limits.max_duration_s:.0f} s")
 
     return probe
 

@@ -28,6 +28,7 @@ from indexer.upload_store import ReceivedFile, UploadStore
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Accepted:
     video: Video

@@ -126,7 +126,7 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
             return "deleted"
         log.info("video %d failed: %s", video_id, error)
         return "failed"
-    except Exception as error:  # noqa: BLE001 - any fault must end in a recorded state, never a stuck row
+    except Exception as error:
         log.exception("indexing video %d failed unexpectedly (attempt %d)", video_id, attempts)
         reason = f"internal error while indexing: {type(error).__name__}: {error}"
         _take_back(video_id, ctx=ctx)
@@ -145,7 +145,10 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
         ctx.metrics.ingest_video_seconds.inc(features.duration)
     log.info(
         "video %d ready: %d frames, %.1f s of video in %.2f s",
-        video_id, features.num_frames, features.duration or 0.0, elapsed,
+        video_id,
+        features.num_frames,
+        features.duration or 0.0,
+        elapsed,
     )
     return "ready"
 
@@ -154,7 +157,7 @@ def _take_back(video_id: int, *, ctx: JobContext) -> None:
     """Remove whatever a failed attempt may have written (best effort; start-up reconciles the rest)."""
     try:
         ctx.features.remove(video_id)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("could not clean up after video %d", video_id)
 
 

@@ -169,4 +169,3 @@ class Library:
 
     def contains(self, video_id: int) -> bool:
         return int(video_id) in {int(v) for v in self._index.video_ids()}
-

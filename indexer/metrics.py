@@ -51,9 +51,7 @@ class _StateCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.uploads = Counter(
-            "hapvr_uploads", "Uploads by outcome", ["outcome"], registry=self.registry
-        )
+        self.uploads = Counter("hapvr_uploads", "Uploads by outcome", ["outcome"], registry=self.registry)
         self.ingests = Counter(
             "hapvr_ingest", "Indexing jobs finished, by outcome", ["outcome"], registry=self.registry
         )

@@ -68,9 +68,7 @@ class Video(Base):
 
     __tablename__ = "videos"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('queued', 'processing', 'ready', 'failed')", name="ck_videos_status"
-        ),
+        CheckConstraint("status IN ('queued', 'processing', 'ready', 'failed')", name="ck_videos_status"),
         UniqueConstraint("sha256", name="uq_videos_sha256"),
         Index("ix_videos_status_id", "status", "id"),
         # Ids are never reused (SQLite would otherwise hand a deleted video's id to the next one).

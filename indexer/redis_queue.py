@@ -115,7 +115,9 @@ class RedisQueue:
         identifier = job_id(self.prefix, video_id)
         waiting = self.rq.fetch_job(identifier)
         if waiting is not None and waiting.get_status(refresh=False) in (
-            JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+            JobStatus.QUEUED,
+            JobStatus.SCHEDULED,
+            JobStatus.DEFERRED,
         ):
             return
         self.rq.enqueue(

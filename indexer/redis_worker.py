@@ -136,7 +136,7 @@ class IndexWorker:
         while not self._stop.wait(REAP_INTERVAL_S):
             try:
                 self.reap_once()
-            except Exception:  # noqa: BLE001 - the reaper must outlive a Redis or database hiccup
+            except Exception:
                 log.exception("reaper pass failed; retrying")
 
     def reap_once(self, now: float | None = None) -> list[int]:

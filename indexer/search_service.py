@@ -105,7 +105,9 @@ class SearchService:
         from indexer.feature_store import MissingFeaturesError
 
         try:
-            raw = library.read(lambda searcher, features: self._run(searcher, features, k, min_score, {video_id}), video_id)
+            raw = library.read(
+                lambda searcher, features: self._run(searcher, features, k, min_score, {video_id}), video_id
+            )
         except MissingFeaturesError:
             raise Conflict(f"video {video_id} was deleted or is being re-indexed") from None
         hits = self._present(raw, k=k, exclude={video_id})
@@ -113,9 +115,7 @@ class SearchService:
         self._metrics.search_latency.labels("video").observe(took)
         return Matches(query_video_id=video_id, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
-    def by_clip(
-        self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder
-    ) -> Matches:
+    def by_clip(self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder) -> Matches:
         from model.video import VideoDecodeError
 
         started = time.perf_counter()

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
-def drain(queue: JobSource, run: Callable[[int], str], *, should_stop: Callable[[], bool] = lambda: False) -> Counter[str]:
+def drain(
+    queue: JobSource, run: Callable[[int], str], *, should_stop: Callable[[], bool] = lambda: False
+) -> Counter[str]:
     """Run jobs until none is queued (or `should_stop()`); returns outcome counts."""
     outcomes: Counter[str] = Counter()
     while not should_stop():
@@ -69,7 +71,7 @@ class WorkerPool:
                 video_id = self._queue.claim()
                 if video_id is not None:
                     outcome = self._run(video_id)
-            except Exception:  # noqa: BLE001 - a worker thread must survive a broken catalog moment
+            except Exception:
                 log.exception("worker loop error; retrying shortly")
                 self._stop.wait(IDLE_POLL_S)
                 continue

@@ -50,8 +50,7 @@ def atomic_path(path: str | Path, *, mode: int | None = None) -> Iterator[Path]:
     fsync_dir(target.parent)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *,
-                 mode: int | None = None) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, mode: int | None = None) -> None:
     """Call `write(handle)` on a temp file beside `path`, then durably rename it over `path`."""
     with atomic_path(path, mode=mode) as temporary, open(temporary, "wb") as handle:
         write(handle)

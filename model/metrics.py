@@ -47,7 +47,9 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(precision_at_hits.sum() / positives)
 
 
-def _check(scores: np.ndarray, labels: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check(
+    scores: np.ndarray, labels: np.ndarray, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     if scores.ndim != 2 or scores.shape != labels.shape:

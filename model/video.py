@@ -18,16 +18,37 @@ import av
 import numpy as np
 
 __all__ = [
-    "VIDEO_SUFFIXES", "DecodeLimits", "DecodedVideo", "VideoDecodeError", "decode_video", "find_videos",
+    "VIDEO_SUFFIXES",
+    "DecodeLimits",
+    "DecodedVideo",
+    "VideoDecodeError",
+    "decode_video",
+    "find_videos",
     "probe_video",
 ]
 
 # File suffixes (lower case) taken for videos when a folder is searched for them: `hapvr train`,
 # `hapvr fit-pca` and the benchmarks all find their videos through `find_videos`.
-VIDEO_SUFFIXES = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
-    ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".y4m",
-})
+VIDEO_SUFFIXES = frozenset(
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".3gp",
+        ".ogv",
+        ".y4m",
+    }
+)
 
 # Frames whose timestamp falls this little before a sample time still count as "at" it,
 # so that rounding of integer timestamps (1/1000 time bases at 29.97 fps) does not push
@@ -124,16 +145,13 @@ def decode_video(
     return result
 
 
-def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits,
-            fast: bool) -> DecodedVideo | str:
+def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits, fast: bool) -> DecodedVideo | str:
     """One pass over the file; a string is the reason when no frame came out."""
     with _open(path) as container:
         stream = _video_stream(container)
         width, height = _display_size(stream)
         if width * height > limits.max_pixels:
-            raise VideoDecodeError(
-                f"resolution {width}x{height} is over the limit of {limits.max_pixels} pixels"
-            )
+            raise VideoDecodeError(f"resolution {width}x{height} is over the limit of {limits.max_pixels} pixels")
         duration = _metadata_duration(container, stream)
         if duration is not None:
             _check_duration(duration, fps, limits)
@@ -164,8 +182,7 @@ def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits,
 class _Sampler:
     """The decode loop: picks frames by timestamp, converts only the picked ones."""
 
-    def __init__(self, stream: av.video.stream.VideoStream, fps: float, short_side: int,
-                 limits: DecodeLimits) -> None:
+    def __init__(self, stream: av.video.stream.VideoStream, fps: float, short_side: int, limits: DecodeLimits) -> None:
         self.stream = stream
         self.fps = fps
         self.short_side = short_side
@@ -193,15 +210,12 @@ class _Sampler:
                 previous = t
                 self.last_time = max(self.last_time, t)
                 if t > self.limits.max_duration_s:
-                    raise VideoDecodeError(
-                        f"video runs past the duration limit of {self.limits.max_duration_s:g} s"
-                    )
+                    raise VideoDecodeError(f"video runs past the duration limit of {self.limits.max_duration_s:g} s")
                 if t + _TIME_EPS < next_sample:
                     continue
                 if len(self.frames) >= self.limits.max_frames:
                     raise VideoDecodeError(
-                        f"more than {self.limits.max_frames} frames at {self.fps:g} fps "
-                        "(frame limit)"
+                        f"more than {self.limits.max_frames} frames at {self.fps:g} fps (frame limit)"
                     )
                 self.frames.append(self._convert(frame))
                 self.times.append(t)
@@ -226,8 +240,7 @@ class _Sampler:
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
         if frame.width * frame.height > self.limits.max_pixels:
             raise VideoDecodeError(
-                f"resolution {frame.width}x{frame.height} is over the limit of "
-                f"{self.limits.max_pixels} pixels"
+                f"resolution {frame.width}x{frame.height} is over the limit of {self.limits.max_pixels} pixels"
             )
         if self._size is None:
             self._size = _target_size(frame.width, frame.height, self._sar, self.short_side)
@@ -241,9 +254,37 @@ class _Sampler:
 # playlists that point at other files or URLs) is refused before it is parsed further.
 # Audio-only formats are listed so that such files get the "audio only" answer.
 _CONTAINER_FORMATS = (
-    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpeg", "mpegts",
-    "mpegvideo", "m4v", "h264", "hevc", "obu", "ivf", "flv", "asf", "ogg", "nut", "mxf", "dv",
-    "gif", "apng", "yuv4mpegpipe", "wav", "w64", "mp3", "aac", "flac",
+    "mov",
+    "mp4",
+    "m4a",
+    "3gp",
+    "3g2",
+    "mj2",
+    "matroska",
+    "webm",
+    "avi",
+    "mpeg",
+    "mpegts",
+    "mpegvideo",
+    "m4v",
+    "h264",
+    "hevc",
+    "obu",
+    "ivf",
+    "flv",
+    "asf",
+    "ogg",
+    "nut",
+    "mxf",
+    "dv",
+    "gif",
+    "apng",
+    "yuv4mpegpipe",
+    "wav",
+    "w64",
+    "mp3",
+    "aac",
+    "flac",
 )
 _OPEN_OPTIONS = {"format_whitelist": ",".join(_CONTAINER_FORMATS), "protocol_whitelist": "file"}
 
@@ -258,15 +299,11 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r", options=_OPEN_OPTIONS, metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
-        raise VideoDecodeError(
-            "unreadable file: not a video, or a damaged or truncated one"
-        ) from exc
+        raise VideoDecodeError("unreadable file: not a video, or a damaged or truncated one") from exc
     except av.error.EOFError as exc:
         raise VideoDecodeError("truncated file: it ends before its first video frame") from exc
     except av.error.ArgumentError as exc:
-        raise VideoDecodeError(
-            "unsupported file type: not a video container (still image, text or playlist?)"
-        ) from exc
+        raise VideoDecodeError("unsupported file type: not a video container (still image, text or playlist?)") from exc
     except (av.error.FFmpegError, OSError, UnicodeError, ValueError) as exc:
         raise VideoDecodeError(f"cannot open as a video: {_reason(exc)}") from exc
 
@@ -301,8 +338,7 @@ def _display_size(stream: av.video.stream.VideoStream) -> tuple[int, int]:
     return width, height
 
 
-def _metadata_duration(container: av.container.InputContainer,
-                       stream: av.video.stream.VideoStream) -> float | None:
+def _metadata_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
     if container.duration is not None and container.duration > 0:
@@ -321,14 +357,11 @@ def _source_fps(stream: av.video.stream.VideoStream) -> float | None:
 
 def _check_duration(duration: float, fps: float, limits: DecodeLimits) -> None:
     if duration > limits.max_duration_s:
-        raise VideoDecodeError(
-            f"duration {duration:.1f} s is over the limit of {limits.max_duration_s:g} s"
-        )
+        raise VideoDecodeError(f"duration {duration:.1f} s is over the limit of {limits.max_duration_s:g} s")
     expected = math.floor(duration * fps + _TIME_EPS)
     if expected > limits.max_frames:
         raise VideoDecodeError(
-            f"{duration:.1f} s at {fps:g} fps gives {expected} frames, over the limit of "
-            f"{limits.max_frames}"
+            f"{duration:.1f} s at {fps:g} fps gives {expected} frames, over the limit of {limits.max_frames}"
         )
 
 

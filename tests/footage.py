@@ -19,15 +19,25 @@ import numpy as np
 
 from bench.edits import NEEDS_OTHER, make_edit
 from bench.footage import (
-    TEST_PACKAGES, SegmentPlan, cut_segment, footage_dir, group_of, source_videos,
+    TEST_PACKAGES,
+    SegmentPlan,
+    cut_segment,
+    footage_dir,
+    group_of,
+    source_videos,
 )
 
 # ---------------------------------------------------------------------------------------
 # Synthetic videos
 
 CODECS = {  # container suffix -> video codec PyAV's own libraries can write
-    ".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9",
-    ".avi": "mpeg4", ".mpg": "mpeg1video", ".h264": "libx264",
+    ".mp4": "libx264",
+    ".mov": "libx264",
+    ".mkv": "libx264",
+    ".webm": "libvpx-vp9",
+    ".avi": "mpeg4",
+    ".mpg": "mpeg1video",
+    ".h264": "libx264",
 }
 LEVEL = 16  # grey step per index digit; survives lossy coding with a wide margin
 
@@ -36,15 +46,15 @@ def index_image(index: int, width: int, height: int) -> np.ndarray:
     """A frame whose left half encodes index % 16 and right half index // 16 % 16 as grey."""
     image = np.empty((height, width, 3), np.uint8)
     image[:, : width // 2] = (index % 16) * LEVEL + LEVEL // 2
-    image[:, width // 2:] = (index // 16 % 16) * LEVEL + LEVEL // 2
+    image[:, width // 2 :] = (index // 16 % 16) * LEVEL + LEVEL // 2
     return image
 
 
 def frame_index(image: np.ndarray) -> int:
     """Inverse of `index_image`, reading the middle of each half."""
     h, w = image.shape[:2]
-    left = image[h // 4: 3 * h // 4, w // 8: 3 * w // 8].mean()
-    right = image[h // 4: 3 * h // 4, 5 * w // 8: 7 * w // 8].mean()
+    left = image[h // 4 : 3 * h // 4, w // 8 : 3 * w // 8].mean()
+    right = image[h // 4 : 3 * h // 4, 5 * w // 8 : 7 * w // 8].mean()
     return int(left // LEVEL) + 16 * int(right // LEVEL)
 
 
@@ -146,8 +156,7 @@ def _add_audio(container: av.container.OutputContainer) -> av.audio.stream.Audio
     return stream
 
 
-def _write_tone(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream,
-                seconds: float) -> None:
+def _write_tone(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
     rate = stream.codec_context.sample_rate
     fmt = stream.codec_context.format.name
     total = int(seconds * rate)
@@ -199,8 +208,7 @@ def real_clips(*, fetch: bool = False) -> list[Path]:
         plan = SegmentPlan(sources[name], start, length)
         path = out_dir / plan.file_name(TEST_SHORT_SIDE, TEST_MAX_FPS)
         if not path.is_file():
-            cut_segment(plan.source, start, length, path, short_side=TEST_SHORT_SIDE,
-                        max_fps=TEST_MAX_FPS, crf=18)
+            cut_segment(plan.source, start, length, path, short_side=TEST_SHORT_SIDE, max_fps=TEST_MAX_FPS, crf=18)
         paths.append(path)
     return paths
 
@@ -215,8 +223,7 @@ def unrelated_clip(clip: Path, clips: Sequence[Path]) -> Path:
     raise ValueError("no unrelated clip to use")
 
 
-def edited_copy(kind: str, clip: Path, *, clips: Sequence[Path] | None = None,
-                seed: int = 0) -> Path:
+def edited_copy(kind: str, clip: Path, *, clips: Sequence[Path] | None = None, seed: int = 0) -> Path:
     """An edited copy of `clip` made by `bench.edits`, cached next to the test clips."""
     other = None
     if kind in NEEDS_OTHER:

@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", help="address to listen on (HAPVR_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (HAPVR_PORT, default 8000)")
-    parser.add_argument("--data-dir", type=Path, help="catalog, uploads, features, index (HAPVR_DATA_DIR, default ./data)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="catalog, uploads, features, index (HAPVR_DATA_DIR, default ./data)"
+    )
     parser.add_argument("--workers", type=int, help="indexer threads (HAPVR_WORKERS, default 1)")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (HAPVR_CHECKPOINT, default: the shipped one)")
     parser.set_defaults(func=run)

@@ -30,4 +30,3 @@ def readyz(backend: BackendDep) -> Readiness:
 async def metrics(registry: MetricsDep) -> Response:
     body, content_type = await run_in_threadpool(registry.render)
     return Response(content=body, media_type=content_type)
-

@@ -59,7 +59,9 @@ async def search_by_video(
     return SearchResultsPublic.model_validate(matches)
 
 
-@router.post("", response_model=SearchResultsPublic, openapi_extra=CLIP_BODY, responses={**ERRORS, 503: {"model": Message}})
+@router.post(
+    "", response_model=SearchResultsPublic, openapi_extra=CLIP_BODY, responses={**ERRORS, 503: {"model": Message}}
+)
 async def search_by_clip(
     request: Request,
     settings: SettingsDep,

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-
 from pydantic import ValidationError
 
 from app.deps import IngestDep, LibraryDep, MetricsDep, SessionDep, SettingsDep, UploadsDep
@@ -81,7 +80,9 @@ async def upload_video(
     accepted = await run_in_threadpool(ingest.accept, form.file, details)
     video = accepted.video
     status_url = str(request.url_for("get_video", video_id=video.id).path)
-    body = VideoAccepted(id=video.id, status=VideoStatus(video.status), status_url=status_url, duplicate=accepted.duplicate)
+    body = VideoAccepted(
+        id=video.id, status=VideoStatus(video.status), status_url=status_url, duplicate=accepted.duplicate
+    )
     code = status.HTTP_200_OK if video.status == catalog.READY else status.HTTP_202_ACCEPTED
     return JSONResponse(body.model_dump(mode="json"), status_code=code, headers={"Location": status_url})
 

@@ -24,20 +24,20 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "fit-pca", help="learn the PCA whitening from videos and write a checkpoint"
+    parser = subparsers.add_parser("fit-pca", help="learn the PCA whitening from videos and write a checkpoint")
+    parser.add_argument(
+        "video_dir", type=Path, metavar="VIDEO_DIR", help="folder searched recursively for videos (or one video file)"
     )
-    parser.add_argument("video_dir", type=Path, metavar="VIDEO_DIR",
-                        help="folder searched recursively for videos (or one video file)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     parser.add_argument("--dim", type=int, default=512, help="output dimensions (default 512)")
-    parser.add_argument("--max-frames", type=int, default=None,
-                        help="use at most this many frames, spread evenly over the videos")
+    parser.add_argument(
+        "--max-frames", type=int, default=None, help="use at most this many frames, spread evenly over the videos"
+    )
     parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
-    parser.add_argument("--backbone", default="efficientnet_lite0",
-                        help="frame encoder backbone (default efficientnet_lite0)")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="backbone weights file (needed for resnet50)")
+    parser.add_argument(
+        "--backbone", default="efficientnet_lite0", help="frame encoder backbone (default efficientnet_lite0)"
+    )
+    parser.add_argument("--weights", type=Path, default=None, help="backbone weights file (needed for resnet50)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the encoder")
     parser.set_defaults(func=run)
 
@@ -95,9 +95,7 @@ def fit_pca_from_videos(
             if on_video is not None:
                 on_video(path, len(keep), None)
         if used == 0:
-            raise ValueError(
-                f"PCA needs frames from at least one decodable video; got none from {len(files)} file(s)"
-            )
+            raise ValueError(f"PCA needs frames from at least one decodable video; got none from {len(files)} file(s)")
 
     return fit_on_frames(frames(), encoder, dim, eps)
 
@@ -132,10 +130,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: {status}", file=sys.stderr)
 
     try:
-        encoder = FrameEncoder(backbone=args.backbone, weights=args.weights, threads=args.threads,
-                               cache_dir=ModelSettings().model_cache_dir)
-        pca = fit_pca_from_videos(paths, encoder, args.dim, args.max_frames, fps=args.fps,
-                                  on_video=report)
+        encoder = FrameEncoder(
+            backbone=args.backbone,
+            weights=args.weights,
+            threads=args.threads,
+            cache_dir=ModelSettings().model_cache_dir,
+        )
+        pca = fit_pca_from_videos(paths, encoder, args.dim, args.max_frames, fps=args.fps, on_video=report)
     except (FileNotFoundError, ValueError) as error:  # missing weights, too few frames
         return fail(str(error))
     if pca.dim < args.dim:
@@ -152,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
         "created_by": "hapvr fit-pca",
     }
     bundle = ModelBundle.training_free(
-        pca, backbone=args.backbone, provenance=provenance,
+        pca,
+        backbone=args.backbone,
+        provenance=provenance,
         backbone_weights=str(args.weights) if args.weights else None,
     )
     save_checkpoint(args.out, bundle)

@@ -57,12 +57,11 @@ def center_crop(frames: np.ndarray, crop: int) -> np.ndarray:
         scale = crop / min(height, width)
         size = (max(crop, round(height * scale)), max(crop, round(width * scale)))
         tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        tensor = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False,
-                               antialias=False)
+        tensor = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=False)
         frames = tensor.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         height, width = size
     top, left = (height - crop) // 2, (width - crop) // 2
-    return np.ascontiguousarray(frames[:, top:top + crop, left:left + crop])
+    return np.ascontiguousarray(frames[:, top : top + crop, left : left + crop])
 
 
 class FrameEncoder:
@@ -74,10 +73,17 @@ class FrameEncoder:
     intra-op threads (torch's is process-wide); None keeps their defaults.
     """
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, pca: PCAWhitening | None = None,
-                 weights: str | Path | None = None, runtime: str = "auto", batch_size: int = 32,
-                 crop: int = 224, threads: int | None = None,
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        pca: PCAWhitening | None = None,
+        weights: str | Path | None = None,
+        runtime: str = "auto",
+        batch_size: int = 32,
+        crop: int = 224,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         self.spec = get_spec(backbone)
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
@@ -88,9 +94,7 @@ class FrameEncoder:
         if crop < 32:
             raise ValueError(f"crop must be at least 32 pixels, got {crop}")
         if pca is not None and pca.in_dim != self.spec.channels:
-            raise ValueError(
-                f"PCA expects {pca.in_dim}-d regions but {backbone} gives {self.spec.channels}-d"
-            )
+            raise ValueError(f"PCA expects {pca.in_dim}-d regions but {backbone} gives {self.spec.channels}-d")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be at least 1, got {threads}")
@@ -102,9 +106,7 @@ class FrameEncoder:
         self.cache_dir = cache_dir
         self.runtime = ("onnxruntime" if onnxruntime_available() else "torch") if runtime == "auto" else runtime
         self.pca = pca.eval() if pca is not None else None
-        graph = EncoderGraph(
-            create_backbone(backbone, weights, image_size=crop, fuse_batch_norms=True), self.spec
-        )
+        graph = EncoderGraph(create_backbone(backbone, weights, image_size=crop, fuse_batch_norms=True), self.spec)
         self.graph = graph.eval().to(memory_format=torch.channels_last)
         self._onnx: OnnxRunner | None = None
 
@@ -127,8 +129,8 @@ class FrameEncoder:
         frames = self._check_frames(frames)
         out = np.empty((len(frames), REGIONS, self.channels), dtype=np.float32)
         for start in range(0, len(frames), self.batch_size):
-            batch = center_crop(frames[start:start + self.batch_size], self.crop)
-            out[start:start + len(batch)] = self._run(batch)
+            batch = center_crop(frames[start : start + self.batch_size], self.crop)
+            out[start : start + len(batch)] = self._run(batch)
         return out
 
     def encode(self, frames: np.ndarray) -> np.ndarray:

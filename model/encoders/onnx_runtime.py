@@ -71,8 +71,7 @@ def export_onnx(graph: nn.Module, crop: int, destination: Path) -> None:
         )
 
 
-def cached_onnx_model(graph: nn.Module, name: str, crop: int,
-                      cache_dir: str | Path | None = None) -> bytes:
+def cached_onnx_model(graph: nn.Module, name: str, crop: int, cache_dir: str | Path | None = None) -> bytes:
     """The serialized ONNX model of `graph`, exported on first use and cached on disk.
 
     The file is `cache_dir/{name}-{crop}px-{key}.onnx` (`cache_dir` None: default_cache_dir()),

@@ -79,10 +79,7 @@ class CovarianceAccumulator:
         if dim < 1:
             raise ValueError(f"PCA dim must be positive, got {dim}")
         if self.count < 2:
-            raise ValueError(
-                f"PCA whitening needs at least 2 sample vectors, got {self.count}; "
-                "give it more frames"
-            )
+            raise ValueError(f"PCA whitening needs at least 2 sample vectors, got {self.count}; give it more frames")
         if not (torch.isfinite(self._sum).all() and torch.isfinite(self._outer).all()):
             raise ValueError("PCA whitening cannot be fitted: the sample vectors contain NaN or infinite values")
         mean = self.mean()
@@ -100,7 +97,11 @@ class CovarianceAccumulator:
         if dim > usable:
             logger.warning(
                 "PCA dim %d capped to %d: %d sample vectors of width %d vary along only %d directions",
-                dim, usable, self.count, self.channels, usable,
+                dim,
+                usable,
+                self.count,
+                self.channels,
+                usable,
             )
             dim = usable
         logger.info("PCA whitening fitted on %d vectors of width %d, keeping %d dims", self.count, self.channels, dim)
@@ -114,8 +115,9 @@ class CovarianceAccumulator:
         return PCAWhitening(mean.float(), projection.float())
 
 
-def fit_on_frames(frame_batches: Iterable[np.ndarray], encoder: FrameEncoder, dim: int = 512,
-                  eps: float = 1e-5) -> PCAWhitening:
+def fit_on_frames(
+    frame_batches: Iterable[np.ndarray], encoder: FrameEncoder, dim: int = 512, eps: float = 1e-5
+) -> PCAWhitening:
     """PCA whitening of the raw regions `encoder` gives for uint8 frames [N, H, W, 3].
 
     Batches of any length are encoded ENCODE_CHUNK frames at a time and streamed into one
@@ -130,7 +132,7 @@ def fit_on_frames(frame_batches: Iterable[np.ndarray], encoder: FrameEncoder, di
     count, first, distinct = 0, None, False
     for frames in frame_batches:
         for start in range(0, len(frames), ENCODE_CHUNK):
-            chunk = np.asarray(frames[start:start + ENCODE_CHUNK])
+            chunk = np.asarray(frames[start : start + ENCODE_CHUNK])
             if len(chunk) == 0:
                 continue
             if first is None:
@@ -195,8 +197,7 @@ class PCAWhitening(nn.Module):
         super().__init__()
         if mean.dim() != 1 or projection.dim() != 2 or projection.shape[0] != mean.shape[0]:
             raise ValueError(
-                f"PCA mean [C] and projection [C, D] disagree: {tuple(mean.shape)}, "
-                f"{tuple(projection.shape)}"
+                f"PCA mean [C] and projection [C, D] disagree: {tuple(mean.shape)}, {tuple(projection.shape)}"
             )
         self.register_buffer("mean", mean.detach().to(torch.float32).clone())
         self.register_buffer("projection", projection.detach().to(torch.float32).clone())

@@ -8,9 +8,9 @@ file the user names. A missing file raises `WeightsNotFoundError` saying how to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -86,8 +86,7 @@ def _efficientnet_default_weights() -> Path:
 
 
 # name -> (builder(weights state_dict, image_size) -> module, default weights path or None)
-_BUILDERS: dict[str, tuple[Callable[[dict[str, torch.Tensor], int], nn.Module],
-                           Callable[[], Path] | None]] = {
+_BUILDERS: dict[str, tuple[Callable[[dict[str, torch.Tensor], int], nn.Module], Callable[[], Path] | None]] = {
     "efficientnet_lite0": (efficientnet.build_efficientnet_lite0, _efficientnet_default_weights),
     "resnet50": (resnet.build_resnet50, None),
 }
@@ -98,9 +97,7 @@ def get_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}"
-        ) from None
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}") from None
 
 
 def resolve_weights(name: str, weights: str | Path | None) -> Path:
@@ -138,8 +135,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
-                    *, image_size: int | None = None, fuse_batch_norms: bool = False) -> nn.Module:
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    weights: str | Path | None = None,
+    *,
+    image_size: int | None = None,
+    fuse_batch_norms: bool = False,
+) -> nn.Module:
     """Build a backbone in eval mode with its weights loaded.
 
     forward(x[N, 3, S, S], normalised per the spec) -> list of stage maps [N, C_i, H_i, W_i]

@@ -186,7 +186,7 @@ class HapVRSimilarity(nn.Module):
 
     def one_to_many(self, query: Tensor, targets: list[Tensor]) -> SimilarityOutput:
         """One indexed query [Tq, R, D] against indexed targets of any lengths."""
-        query_batch, query_mask = self.batch(([query]))
+        query_batch, query_mask = self.batch([query])
         target_batch, target_mask = self.batch(targets)
         return self.compare(query_batch, target_batch, query_mask, target_mask)
 

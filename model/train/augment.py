@@ -131,7 +131,9 @@ def _shuffle_dropout(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def to_float_frames(frames: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
     """uint8 [T, H, W, 3] (numpy or torch) -> float [T, 3, H, W] in [0, 1] on `device`."""
-    tensor = torch.from_numpy(np.array(frames)) if isinstance(frames, np.ndarray) else frames  # copies a read-only memmap
+    tensor = (
+        torch.from_numpy(np.array(frames)) if isinstance(frames, np.ndarray) else frames
+    )  # copies a read-only memmap
     tensor = tensor.to(device, non_blocking=True)
     if tensor.dim() != 4 or tensor.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got {tuple(tensor.shape)}")
@@ -232,8 +234,20 @@ def _fit_length(frames: Tensor, length: int) -> Tensor:
 # RandAugment ---------------------------------------------------------------------------------
 
 _RANDAUG_OPS = (
-    "identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
-    "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize",
+    "identity",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "autocontrast",
+    "equalize",
 )
 
 
@@ -310,7 +324,10 @@ def _smooth(frames: Tensor) -> Tensor:
 
 
 def _affine(
-    frames: Tensor, angle: float = 0.0, translate: tuple[float, float] = (0.0, 0.0), shear: tuple[float, float] = (0.0, 0.0)
+    frames: Tensor,
+    angle: float = 0.0,
+    translate: tuple[float, float] = (0.0, 0.0),
+    shear: tuple[float, float] = (0.0, 0.0),
 ) -> Tensor:
     """Rotate (degrees), translate (fraction of the side) and shear about the centre; black fill."""
     theta = math.radians(angle)

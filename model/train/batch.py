@@ -179,7 +179,9 @@ class ViewEncoder:
         return self.regions_from_pixels(cropped).cpu()
 
 
-def plan_sample(num_frames: int, clip_frames: int, config: AugmentConfig, rng: np.random.Generator, min_frames: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def plan_sample(
+    num_frames: int, clip_frames: int, config: AugmentConfig, rng: np.random.Generator, min_frames: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """Weak and strong temporal plans (indices into the clip) inside one shared window."""
     start, stop = augment.temporal_window(num_frames, clip_frames, rng)
     window = stop - start

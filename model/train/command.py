@@ -35,62 +35,116 @@ class Flag(NamedTuple):
 # once: the CLI registers every command at start-up, before torch is imported, so this table
 # does not read the config models; tests/model/test_train.py checks that it agrees with them.
 FLAG_GROUPS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
-    ("data", (
-        Flag("--out", "run.out", "output folder: checkpoints, config, metrics"),
-        Flag("--cache-dir", "data.cache_dir", "frame cache folder (default OUT/cache)"),
-        Flag("--fps", "data.fps", "frames per second sampled (default 1)", float),
-        Flag("--clip-frames", "data.clip_frames", "frames per training view (default 32)", int),
-        Flag("--segment-seconds", "data.segment_seconds", "long videos are cut into clips this long (default 60)", float),
-        Flag("--min-clip-frames", "data.min_clip_frames", "drop clips shorter than this (default 4)", int),
-    )),
-    ("model", (
-        Flag("--init", "model.init",
-             "checkpoint whose backbone and PCA to use (e.g. from `hapvr fit-pca`); default: fit PCA on the data"),
-        Flag("--backbone", "model.backbone", "frame encoder backbone when fitting PCA here (default efficientnet_lite0)"),
-        Flag("--backbone-weights", "model.backbone_weights", "weights file for backbones no package ships"),
-        Flag("--pca-dim", "model.pca_dim", "region feature size after PCA (default 512)", int),
-        Flag("--pca-frames", "model.pca_frames", "frames used to fit PCA (default 4000)", int),
-        Flag("--rho-v", "model.rho_v", "video-level TopK rate (default 0.03)", float),
-        Flag("--symmetric", "model.symmetric", "average both comparison directions", action="store_true"),
-        Flag("--residual", "model.residual",
-             "comparator output = max-pooled frame similarity + a learned correction starting at zero", action="store_true"),
-    )),
-    ("teacher", (
-        Flag("--teacher", "teacher.name", "frozen teacher for frame pseudo labels (default efficientnet_lite2)",
-             choices=("efficientnet_lite2", "dino_vits16", "none")),
-        Flag("--teacher-weights", "teacher.weights", "teacher weights file (required for dino_vits16)"),
-    )),
-    ("optimisation", (
-        Flag("--steps", "optim.steps", "optimiser steps (default 30000)", int),
-        Flag("--batch-size", "optim.batch_size", "clips per step over all processes (default 64)", int),
-        Flag("--accum-steps", "optim.accum_steps", "gradient accumulation micro-steps (default 1)", int),
-        Flag("--lr", "optim.lr", "peak learning rate, AdamW (default 4e-5)", float),
-        Flag("--weight-decay", "optim.weight_decay", "AdamW weight decay (default 0.01)", float),
-        Flag("--warmup-steps", "optim.warmup_steps", "linear warm-up steps before the cosine (default 1000)", int),
-        Flag("--min-lr-ratio", "optim.min_lr_ratio", "final lr as a fraction of the peak (default 0)", float),
-        Flag("--grad-clip", "optim.grad_clip", "clip the gradient norm (default 0: off)", float),
-    )),
-    ("cached-feature mode", (
-        Flag("--cached-features", "cached.enabled",
-             "precompute frozen features of many augmented views per clip once (fast on CPU)", action="store_true"),
-        Flag("--views-per-clip", "cached.views_per_clip", "cached views per clip, half weak, half strong (default 16)", int),
-        Flag("--feature-cache-dir", "cached.cache_dir", "feature cache folder (default OUT/feature-cache)"),
-    )),
-    ("run", (
-        Flag("--seed", "run.seed", "seed of every random choice (default 0)", int),
-        Flag("--device", "run.device", "default auto", choices=("auto", "cpu", "cuda")),
-        Flag("--no-amp", "run.amp", "full precision on GPU", action="store_false"),
-        Flag("--threads", "run.threads", "CPU threads (default: torch's)", int),
-        Flag("--log-every", "run.log_every", "steps between metrics rows (default 10)", int),
-        Flag("--save-every", "run.save_every", "steps between checkpoints (default 500)", int),
-        Flag("--eval-every", "run.eval_every", "steps between evaluations (default 500)", int),
-        Flag("--eval-manifest", "run.eval_manifest",
-             "labeled JSON manifest to evaluate on (mAP, µAP, R@1); keeps the best checkpoint"),
-        Flag("--resume", "run.resume", "output folder (or train_state.pt) of a run to continue"),
-        Flag("--stop-after", "run.stop_after",
-             "stop with a checkpoint after this many steps of this invocation (continue with --resume)", int),
-        Flag("--no-progress", "run.progress", "no progress bar", action="store_false"),
-    )),
+    (
+        "data",
+        (
+            Flag("--out", "run.out", "output folder: checkpoints, config, metrics"),
+            Flag("--cache-dir", "data.cache_dir", "frame cache folder (default OUT/cache)"),
+            Flag("--fps", "data.fps", "frames per second sampled (default 1)", float),
+            Flag("--clip-frames", "data.clip_frames", "frames per training view (default 32)", int),
+            Flag(
+                "--segment-seconds",
+                "data.segment_seconds",
+                "long videos are cut into clips this long (default 60)",
+                float,
+            ),
+            Flag("--min-clip-frames", "data.min_clip_frames", "drop clips shorter than this (default 4)", int),
+        ),
+    ),
+    (
+        "model",
+        (
+            Flag(
+                "--init",
+                "model.init",
+                "checkpoint whose backbone and PCA to use (e.g. from `hapvr fit-pca`); default: fit PCA on the data",
+            ),
+            Flag(
+                "--backbone",
+                "model.backbone",
+                "frame encoder backbone when fitting PCA here (default efficientnet_lite0)",
+            ),
+            Flag("--backbone-weights", "model.backbone_weights", "weights file for backbones no package ships"),
+            Flag("--pca-dim", "model.pca_dim", "region feature size after PCA (default 512)", int),
+            Flag("--pca-frames", "model.pca_frames", "frames used to fit PCA (default 4000)", int),
+            Flag("--rho-v", "model.rho_v", "video-level TopK rate (default 0.03)", float),
+            Flag("--symmetric", "model.symmetric", "average both comparison directions", action="store_true"),
+            Flag(
+                "--residual",
+                "model.residual",
+                "comparator output = max-pooled frame similarity + a learned correction starting at zero",
+                action="store_true",
+            ),
+        ),
+    ),
+    (
+        "teacher",
+        (
+            Flag(
+                "--teacher",
+                "teacher.name",
+                "frozen teacher for frame pseudo labels (default efficientnet_lite2)",
+                choices=("efficientnet_lite2", "dino_vits16", "none"),
+            ),
+            Flag("--teacher-weights", "teacher.weights", "teacher weights file (required for dino_vits16)"),
+        ),
+    ),
+    (
+        "optimisation",
+        (
+            Flag("--steps", "optim.steps", "optimiser steps (default 30000)", int),
+            Flag("--batch-size", "optim.batch_size", "clips per step over all processes (default 64)", int),
+            Flag("--accum-steps", "optim.accum_steps", "gradient accumulation micro-steps (default 1)", int),
+            Flag("--lr", "optim.lr", "peak learning rate, AdamW (default 4e-5)", float),
+            Flag("--weight-decay", "optim.weight_decay", "AdamW weight decay (default 0.01)", float),
+            Flag("--warmup-steps", "optim.warmup_steps", "linear warm-up steps before the cosine (default 1000)", int),
+            Flag("--min-lr-ratio", "optim.min_lr_ratio", "final lr as a fraction of the peak (default 0)", float),
+            Flag("--grad-clip", "optim.grad_clip", "clip the gradient norm (default 0: off)", float),
+        ),
+    ),
+    (
+        "cached-feature mode",
+        (
+            Flag(
+                "--cached-features",
+                "cached.enabled",
+                "precompute frozen features of many augmented views per clip once (fast on CPU)",
+                action="store_true",
+            ),
+            Flag(
+                "--views-per-clip",
+                "cached.views_per_clip",
+                "cached views per clip, half weak, half strong (default 16)",
+                int,
+            ),
+            Flag("--feature-cache-dir", "cached.cache_dir", "feature cache folder (default OUT/feature-cache)"),
+        ),
+    ),
+    (
+        "run",
+        (
+            Flag("--seed", "run.seed", "seed of every random choice (default 0)", int),
+            Flag("--device", "run.device", "default auto", choices=("auto", "cpu", "cuda")),
+            Flag("--no-amp", "run.amp", "full precision on GPU", action="store_false"),
+            Flag("--threads", "run.threads", "CPU threads (default: torch's)", int),
+            Flag("--log-every", "run.log_every", "steps between metrics rows (default 10)", int),
+            Flag("--save-every", "run.save_every", "steps between checkpoints (default 500)", int),
+            Flag("--eval-every", "run.eval_every", "steps between evaluations (default 500)", int),
+            Flag(
+                "--eval-manifest",
+                "run.eval_manifest",
+                "labeled JSON manifest to evaluate on (mAP, µAP, R@1); keeps the best checkpoint",
+            ),
+            Flag("--resume", "run.resume", "output folder (or train_state.pt) of a run to continue"),
+            Flag(
+                "--stop-after",
+                "run.stop_after",
+                "stop with a checkpoint after this many steps of this invocation (continue with --resume)",
+                int,
+            ),
+            Flag("--no-progress", "run.progress", "no progress bar", action="store_false"),
+        ),
+    ),
 )
 FLAGS: tuple[Flag, ...] = tuple(flag for _, flags in FLAG_GROUPS for flag in flags)
 LOSS_WEIGHT_HELP = "weight of a loss term: infonce, inner, ap, sshn, reg (defaults 1, 6, 4, 3, 1); repeatable"
@@ -115,15 +169,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the similarity network on unlabeled videos (self-supervised)",
         description="Self-supervised HAP-VR training on a folder or manifest of unlabeled videos.",
     )
-    parser.add_argument("data", nargs="?", default=None, help="folder of videos (searched recursively) or a manifest file")
+    parser.add_argument(
+        "data", nargs="?", default=None, help="folder of videos (searched recursively) or a manifest file"
+    )
     parser.add_argument("--config", type=Path, default=None, help="YAML or JSON file of settings (flags override it)")
     for title, flags in FLAG_GROUPS:
         group = parser.add_argument_group(title)
         for flag in flags:
             _add(group, flag)
         if title == "optimisation":
-            group.add_argument("--loss-weight", dest="loss_weights", action="append", default=[], metavar="TERM=W",
-                               help=LOSS_WEIGHT_HELP)
+            group.add_argument(
+                "--loss-weight",
+                dest="loss_weights",
+                action="append",
+                default=[],
+                metavar="TERM=W",
+                help=LOSS_WEIGHT_HELP,
+            )
     parser.set_defaults(func=run)
 
 
@@ -187,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from model.checkpoint import CheckpointError
-    from model.settings import ModelSettings
     from model.encoders.registry import WeightsNotFoundError
+    from model.settings import ModelSettings
     from model.train.config import ConfigError, describe_error
     from model.train.data import DataError
     from model.train.distributed import DistributedEnv
@@ -201,7 +263,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"hapvr train: error: environment: {describe_error(error)}", file=sys.stderr)
         return 2
     main_process = env.main  # under torchrun only rank 0 reports
-    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
+    )
     try:
         config = build_config(args)
         from model.train.loop import train

@@ -60,12 +60,14 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        _require([
-            (self.fps > 0, "data.fps must be positive"),
-            (self.clip_frames >= 4, "data.clip_frames must be at least 4 (the comparator pools twice)"),
-            (self.min_clip_frames >= 1, "data.min_clip_frames must be at least 1"),
-            (self.segment_seconds > 0, "data.segment_seconds must be positive"),
-        ])
+        _require(
+            [
+                (self.fps > 0, "data.fps must be positive"),
+                (self.clip_frames >= 4, "data.clip_frames must be at least 4 (the comparator pools twice)"),
+                (self.min_clip_frames >= 1, "data.min_clip_frames must be at least 1"),
+                (self.segment_seconds > 0, "data.segment_seconds must be positive"),
+            ]
+        )
         return self
 
 
@@ -79,7 +81,9 @@ class ModelConfig(Section):
     rho_f: float = 0.1
     rho_v: float = 0.03
     symmetric: StrictBool = False
-    residual: StrictBool = False  # comparator as a correction of the max-pooled Chamfer prior (SimilarityConfig.residual)
+    residual: StrictBool = (
+        False  # comparator as a correction of the max-pooled Chamfer prior (SimilarityConfig.residual)
+    )
 
 
 class TeacherConfig(Section):
@@ -99,18 +103,20 @@ class OptimConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:
-        _require([
-            (self.steps >= 1, "optim.steps must be at least 1"),
-            (self.batch_size >= 2, "optim.batch_size must be at least 2 clips (negatives come from the batch)"),
-            (self.accum_steps >= 1, "optim.accum_steps must be at least 1"),
-            (self.lr > 0, "optim.lr must be positive"),
-            (self.warmup_steps >= 0, "optim.warmup_steps must not be negative"),
-            (0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]"),
-            (
-                self.batch_size % self.accum_steps == 0,
-                f"optim.batch_size ({self.batch_size}) must be a multiple of optim.accum_steps ({self.accum_steps})",
-            ),
-        ])
+        _require(
+            [
+                (self.steps >= 1, "optim.steps must be at least 1"),
+                (self.batch_size >= 2, "optim.batch_size must be at least 2 clips (negatives come from the batch)"),
+                (self.accum_steps >= 1, "optim.accum_steps must be at least 1"),
+                (self.lr > 0, "optim.lr must be positive"),
+                (self.warmup_steps >= 0, "optim.warmup_steps must not be negative"),
+                (0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]"),
+                (
+                    self.batch_size % self.accum_steps == 0,
+                    f"optim.batch_size ({self.batch_size}) must be a multiple of optim.accum_steps ({self.accum_steps})",
+                ),
+            ]
+        )
         return self
 
 
@@ -168,10 +174,12 @@ class TrainConfig(Section):
     def check_ready(self) -> None:
         """What a run needs beyond valid values: somewhere to write and something to read."""
         try:
-            _require([
-                (bool(self.run.out), "an output folder is required (--out)"),
-                (bool(self.data.source), "a training data folder or manifest is required"),
-            ])
+            _require(
+                [
+                    (bool(self.run.out), "an output folder is required (--out)"),
+                    (bool(self.data.source), "a training data folder or manifest is required"),
+                ]
+            )
         except ValueError as error:
             raise ConfigError(str(error)) from None
 
@@ -182,7 +190,9 @@ def update(config: TrainConfig, values: Any, where: str = "") -> TrainConfig:
     `where` names the source of the values (a file) in error messages.
     """
     if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'config'}: the top level must be a mapping of sections, got {type(values).__name__}")
+        raise ConfigError(
+            f"{where or 'config'}: the top level must be a mapping of sections, got {type(values).__name__}"
+        )
     try:
         return TrainConfig.model_validate(_merge(config.model_dump(), values))
     except ValidationError as error:
@@ -245,7 +255,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         try:
             import yaml
         except ImportError:
-            raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use a .json config") from None
+            raise ConfigError(
+                f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use a .json config"
+            ) from None
         try:
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:

@@ -83,7 +83,7 @@ def _read_manifest(path: Path) -> list[str]:
         if isinstance(values, dict):
             values = values.get("videos")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise DataError(f"manifest {path} must be a JSON list of paths or {{\"videos\": [paths]}}")
+            raise DataError(f'manifest {path} must be a JSON list of paths or {{"videos": [paths]}}')
         return values
     if suffix == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
@@ -143,7 +143,9 @@ class FrameCache:
             raise VideoDecodeError(error_file.read_text().strip() or "did not decode")
         if not (frames_file.is_file() and times_file.is_file()):
             try:
-                video = decode_video(path, fps=self.fps, short_side=self.short_side, limits=DecodeLimits(max_frames=self.max_frames))
+                video = decode_video(
+                    path, fps=self.fps, short_side=self.short_side, limits=DecodeLimits(max_frames=self.max_frames)
+                )
             except VideoDecodeError as error:
                 write_text_atomic(error_file, str(error))
                 raise
@@ -177,7 +179,9 @@ class Clip:
 class ClipSet:
     """The training clips and a way to read their frames."""
 
-    def __init__(self, clips: list[Clip], cache: FrameCache, videos: list[Path], skipped: list[tuple[Path, str]]) -> None:
+    def __init__(
+        self, clips: list[Clip], cache: FrameCache, videos: list[Path], skipped: list[tuple[Path, str]]
+    ) -> None:
         self.clips = clips
         self.cache = cache
         self.videos = videos  # the videos that decoded
@@ -221,7 +225,9 @@ def build_clips(
             clips.append(Clip(len(clips), path, start, stop))
     if not clips:
         if skipped and not kept:
-            raise DataError(f"none of the {len(videos)} videos decoded (first failure: {skipped[0][0]}: {skipped[0][1]})")
+            raise DataError(
+                f"none of the {len(videos)} videos decoded (first failure: {skipped[0][0]}: {skipped[0][1]})"
+            )
         raise DataError(f"no clip of at least {min_frames} frames in {len(kept)} videos; lower data.min_clip_frames")
     return ClipSet(clips, cache, kept, skipped)
 

@@ -57,7 +57,9 @@ logger = logging.getLogger("hapvr.train")
 CACHE_VERSION = 2
 
 
-def cache_key(clips: ClipSet, encoder_fingerprint: str, teacher: str, config: AugmentConfig, views: int, seed: int) -> str:
+def cache_key(
+    clips: ClipSet, encoder_fingerprint: str, teacher: str, config: AugmentConfig, views: int, seed: int
+) -> str:
     """Hash of everything a cached feature depends on."""
     digest = hashlib.sha256()
     for clip in clips.clips:
@@ -93,8 +95,16 @@ class FeatureCache:
     def has(self, clip_index: int) -> bool:
         return self._paths(clip_index)[2].is_file()  # the JSON is written last
 
-    def build(self, clips: ClipSet, encoder: ViewEncoder, config: AugmentConfig, seed: int,
-              rank: int = 0, world: int = 1, progress: bool = False) -> None:
+    def build(
+        self,
+        clips: ClipSet,
+        encoder: ViewEncoder,
+        config: AugmentConfig,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        progress: bool = False,
+    ) -> None:
         """Render and encode the views of every clip this process owns (index % world == rank).
 
         Resumable: clips already on disk are skipped. Each view's randomness depends only on
@@ -147,8 +157,15 @@ class FeatureCache:
 class CachedBatcher:
     """Draws a cached weak and strong view per clip and applies fresh temporal augmentations."""
 
-    def __init__(self, cache: FeatureCache, clips: ClipSet, config: AugmentConfig, clip_frames: int,
-                 device: torch.device, use_teacher: bool = True) -> None:
+    def __init__(
+        self,
+        cache: FeatureCache,
+        clips: ClipSet,
+        config: AugmentConfig,
+        clip_frames: int,
+        device: torch.device,
+        use_teacher: bool = True,
+    ) -> None:
         self.cache = cache
         self.clips = clips
         self.config = config
@@ -167,11 +184,13 @@ class CachedBatcher:
                 members = {clip_index}
                 if partners[view] >= 0:
                     members.add(partners[view])
-                views.append(View(
-                    _take(regions[view], plan),
-                    _take(teacher, plan) if (teacher is not None and self.use_teacher) else None,
-                    frozenset(members),
-                ))
+                views.append(
+                    View(
+                        _take(regions[view], plan),
+                        _take(teacher, plan) if (teacher is not None and self.use_teacher) else None,
+                        frozenset(members),
+                    )
+                )
         return collate(views, self.device)
 
 

@@ -143,7 +143,9 @@ class PairwiseScorer(nn.Module):
 def batch_losses(scorer: nn.Module, criterion: HapVRLoss, batch, amp_dtype: torch.dtype | None) -> dict[str, Tensor]:
     """Forward every pair of the batch and all loss terms (computed in float32)."""
     autocast = (
-        torch.autocast(device_type=batch.regions.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+        torch.autocast(device_type=batch.regions.device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else nullcontext()
     )
     with autocast:
         score, frame_sim, raw, raw_mask = scorer(batch.regions, batch.mask)
@@ -177,7 +179,9 @@ def batch_losses(scorer: nn.Module, criterion: HapVRLoss, batch, amp_dtype: torc
 
 
 @torch.no_grad()
-def evaluate(network: HapVRSimilarity, features: list[Tensor], eval_set, device: torch.device, chunk: int = 16) -> RetrievalMetrics:
+def evaluate(
+    network: HapVRSimilarity, features: list[Tensor], eval_set, device: torch.device, chunk: int = 16
+) -> RetrievalMetrics:
     """Rank the whole evaluation database for every query (query excluded): mAP, µAP, R@1."""
     was_training = network.training
     network.eval()
@@ -231,7 +235,9 @@ class MetricsLog:
         except ImportError:
             logger.warning("tensorboard is not installed: metrics go to %s only", self.path)
         else:
-            self.writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=resume_step + 1 if resume_step is not None else None)
+            self.writer = SummaryWriter(
+                log_dir=str(out / "tensorboard"), purge_step=resume_step + 1 if resume_step is not None else None
+            )
 
     def write(self, step: int, phase: str, values: dict[str, float]) -> None:
         row = {"step": step, "phase": phase, **{k: f"{v:.6g}" for k, v in values.items() if k in CSV_COLUMNS}}
@@ -250,8 +256,13 @@ class MetricsLog:
 # The run
 
 
-def train(config: TrainConfig, command: list[str] | None = None, *, cache_dir: str | Path | None = None,
-          env: DistributedEnv | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    command: list[str] | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    env: DistributedEnv | None = None,
+) -> TrainResult:
     """Run (or resume) training as `config` says; returns where the checkpoints went.
 
     `cache_dir`: where the encoder's and the teacher's ONNX exports are cached (None: the
@@ -300,23 +311,46 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     if not runtime.main:
         clips = build_clips(videos, frame_cache, segment_frames, config.data.min_clip_frames)
     if len(clips) < 2:
-        raise DataError(f"training needs at least 2 clips, found {len(clips)}; add videos or lower data.segment_seconds")
+        raise DataError(
+            f"training needs at least 2 clips, found {len(clips)}; add videos or lower data.segment_seconds"
+        )
     logger.info("%d clips from %d videos (%d skipped)", len(clips), len(clips.videos), len(clips.skipped))
 
     # The frozen part: backbone + PCA (from --init or fitted here) and the teacher.
     backbone, pca, network, backbone_weights = _initial_model(config, clips, runtime, cache_dir)
     teacher = create_teacher(config.teacher.name, config.teacher.weights or None)
-    encoder = ViewEncoder(backbone, pca, teacher, runtime.device, backbone_weights, config.model.crop,
-                          threads=config.run.threads or None, cache_dir=cache_dir)
+    encoder = ViewEncoder(
+        backbone,
+        pca,
+        teacher,
+        runtime.device,
+        backbone_weights,
+        config.model.crop,
+        threads=config.run.threads or None,
+        cache_dir=cache_dir,
+    )
 
     if config.cached.enabled:
         from model.train.feature_cache import CachedBatcher, FeatureCache, cache_key, encoder_fingerprint
 
-        key = cache_key(clips, encoder_fingerprint(encoder, backbone), config.teacher.name, config.augment,
-                        config.cached.views_per_clip, config.run.seed)
+        key = cache_key(
+            clips,
+            encoder_fingerprint(encoder, backbone),
+            config.teacher.name,
+            config.augment,
+            config.cached.views_per_clip,
+            config.run.seed,
+        )
         cache = FeatureCache(config.cached.cache_dir or out / "feature-cache", key, config.cached.views_per_clip)
-        cache.build(clips, encoder, config.augment, config.run.seed, runtime.rank, runtime.world,
-                    progress=config.run.progress and runtime.main)
+        cache.build(
+            clips,
+            encoder,
+            config.augment,
+            config.run.seed,
+            runtime.rank,
+            runtime.world,
+            progress=config.run.progress and runtime.main,
+        )
         runtime.barrier()
         batcher = CachedBatcher(cache, clips, config.augment, config.data.clip_frames, runtime.device)
     else:
@@ -397,7 +431,9 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     if config.run.stop_after > 0:
         end_step = min(end_step, start_step + config.run.stop_after)
     for step in range(start_step, end_step):
-        lr = learning_rate(step, config.optim.lr, config.optim.warmup_steps, config.optim.steps, config.optim.min_lr_ratio)
+        lr = learning_rate(
+            step, config.optim.lr, config.optim.warmup_steps, config.optim.steps, config.optim.min_lr_ratio
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         sums = {name: 0.0 for name in LOSS_TERMS}
@@ -421,7 +457,9 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
         if runtime.distributed:
             sums = _average_across(sums, runtime.device)
         if not all(math.isfinite(v) for v in sums.values()):
-            raise FloatingPointError(f"loss became {sums['total']} at step {step + 1}; lower optim.lr or check the data")
+            raise FloatingPointError(
+                f"loss became {sums['total']} at step {step + 1}; lower optim.lr or check the data"
+            )
 
         done = step + 1
         if runtime.main:
@@ -429,7 +467,9 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
             result.losses.append({"step": done, **row})
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix({k: f"{sums[k]:.3f}" for k in ("total", "infonce", "inner", "ap", "sshn", "reg")}, refresh=False)
+                progress.set_postfix(
+                    {k: f"{sums[k]:.3f}" for k in ("total", "infonce", "inner", "ap", "sshn", "reg")}, refresh=False
+                )
             if done % config.run.log_every == 0 or done == end_step:
                 log.write(done, "train", row)
             evaluate_now = eval_set is not None and (done % config.run.eval_every == 0 or done == config.optim.steps)
@@ -438,10 +478,14 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
                 last_metrics = metrics.as_dict()
                 log.write(done, "eval", {**last_metrics, "seconds": time.monotonic() - clock})
                 result.evaluations.append({"step": done, **last_metrics})
-                logger.info("step %d: mAP %.4f  µAP %.4f  R@1 %.4f", done, metrics.map, metrics.micro_ap, metrics.recall_at_1)
+                logger.info(
+                    "step %d: mAP %.4f  µAP %.4f  R@1 %.4f", done, metrics.map, metrics.micro_ap, metrics.recall_at_1
+                )
                 if metrics.map > best_map:
                     best_map = metrics.map
-                    result.best_checkpoint = save_checkpoint(out / "best.safetensors", bundle(done, dict(last_metrics, loss=sums["total"])))
+                    result.best_checkpoint = save_checkpoint(
+                        out / "best.safetensors", bundle(done, dict(last_metrics, loss=sums["total"]))
+                    )
             if done % config.run.save_every == 0 or done == end_step:
                 save_checkpoint(out / "last.safetensors", bundle(done, dict(last_metrics, loss=sums["total"])))
                 _save_state(out / STATE_FILE, network, optimizer, scaler, done, best_map, config)
@@ -474,7 +518,10 @@ def _cpu_copy(network: HapVRSimilarity) -> HapVRSimilarity:
 def _initial_model(config: TrainConfig, clips, runtime: Runtime, cache_dir: str | Path | None):
     """Backbone, PCA and the network to train: from --init, or a PCA fitted on the training frames."""
     similarity_overrides = dict(
-        rho_f=config.model.rho_f, rho_v=config.model.rho_v, symmetric=config.model.symmetric, residual=config.model.residual
+        rho_f=config.model.rho_f,
+        rho_v=config.model.rho_v,
+        symmetric=config.model.symmetric,
+        residual=config.model.residual,
     )
     if config.model.init:
         from model.checkpoint import CheckpointError
@@ -483,7 +530,9 @@ def _initial_model(config: TrainConfig, clips, runtime: Runtime, cache_dir: str 
             start = load_checkpoint(config.model.init, config.model.backbone_weights or None)
         except CheckpointError as error:
             raise ConfigError(str(error)) from None
-        similarity = SimilarityConfig(dim=start.pca.dim, regions=start.similarity.config.regions, **similarity_overrides)
+        similarity = SimilarityConfig(
+            dim=start.pca.dim, regions=start.similarity.config.regions, **similarity_overrides
+        )
         network = HapVRSimilarity(similarity)
         trained = start.similarity
         if trained.config.attention and trained.config.comparator:
@@ -523,7 +572,9 @@ def fit_pca(clips, config: TrainConfig, backbone_weights: str | None, cache_dir:
         raise DataError(f"cannot fit PCA on the training frames: {error}") from None
 
 
-def _save_state(path: Path, network: nn.Module, optimizer, scaler, step: int, best_map: float, config: TrainConfig) -> None:
+def _save_state(
+    path: Path, network: nn.Module, optimizer, scaler, step: int, best_map: float, config: TrainConfig
+) -> None:
     state = {
         "step": step,
         "best_map": best_map,
@@ -541,7 +592,9 @@ def _load_state(resume: str, network: nn.Module, optimizer, scaler, device: torc
     if path.is_dir():
         path = path / STATE_FILE
     if not path.is_file():
-        raise ConfigError(f"nothing to resume: {path} not found (give the output folder of an earlier run or its {STATE_FILE})")
+        raise ConfigError(
+            f"nothing to resume: {path} not found (give the output folder of an earlier run or its {STATE_FILE})"
+        )
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         network.load_state_dict(state["network"])

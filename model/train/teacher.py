@@ -31,7 +31,9 @@ class TeacherError(ValueError):
 class Teacher(nn.Module):
     """Frozen frame encoder: float frames [N, 3, H, W] in [0, 1] -> unit vectors [N, dim]."""
 
-    def __init__(self, name: str, trunk: nn.Module, input_size: int, mean: tuple[float, ...], std: tuple[float, ...], dim: int) -> None:
+    def __init__(
+        self, name: str, trunk: nn.Module, input_size: int, mean: tuple[float, ...], std: tuple[float, ...], dim: int
+    ) -> None:
         super().__init__()
         self.name = name
         self.trunk = trunk
@@ -49,7 +51,9 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, frames: Tensor) -> Tensor:
         if frames.shape[-1] != self.input_size or frames.shape[-2] != self.input_size:
-            frames = nnf.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            frames = nnf.interpolate(
+                frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
         x = (frames * 255.0 - self.pixel_mean) / self.pixel_std
         return nnf.normalize(self.trunk(x).float(), dim=-1)
 
@@ -215,7 +219,7 @@ def load_dino_vits16(weights: str | Path) -> VisionTransformer:
         raise TeacherError(f"teacher weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file it cannot read
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a file it cannot read; re-raised
         raise TeacherError(f"cannot read teacher weights {path}: {error}") from None
     if isinstance(state, dict) and isinstance(state.get("teacher"), dict):
         state = state["teacher"]  # a full DINO checkpoint: the EMA teacher is the one to use

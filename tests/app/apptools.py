@@ -95,7 +95,9 @@ class Media:
     root: Path
     made: list[Path] = field(default_factory=list)
 
-    def video(self, name: str, seed: int, *, seconds: float = 4.0, fps: int = 4, size: tuple[int, int] = (96, 64), **kw) -> Path:
+    def video(
+        self, name: str, seed: int, *, seconds: float = 4.0, fps: int = 4, size: tuple[int, int] = (96, 64), **kw
+    ) -> Path:
         frames = scene(seed, max(1, int(seconds * fps)), size)
         return write_video(self.root / name, frames, fps=fps, **kw)
 
@@ -103,7 +105,14 @@ class Media:
         """A near duplicate of `video(seed)`: other codec settings and a brightness shift."""
         seconds, fps, size = kw.pop("seconds", 4.0), kw.pop("fps", 4), kw.pop("size", (96, 64))
         frames = scene(seed, max(1, int(seconds * fps)), size).astype(np.int16) + 12
-        return write_video(self.root / name, np.clip(frames, 0, 255).astype(np.uint8), fps=fps, codec="mjpeg" if name.endswith(".avi") else "mpeg4", bitrate=200_000, **kw)
+        return write_video(
+            self.root / name,
+            np.clip(frames, 0, 255).astype(np.uint8),
+            fps=fps,
+            codec="mjpeg" if name.endswith(".avi") else "mpeg4",
+            bitrate=200_000,
+            **kw,
+        )
 
     def audio_only(self, name: str) -> Path:
         return write_audio_only(self.root / name)
@@ -188,8 +197,10 @@ class LightSearcher:
             if min_score is not None and score < min_score:
                 continue
             segment = LightSegment(
-                float(query.timestamps[0]), float(query.timestamps[-1]),
-                float(target.timestamps[0]), float(target.timestamps[-1]),
+                float(query.timestamps[0]),
+                float(query.timestamps[-1]),
+                float(target.timestamps[0]),
+                float(target.timestamps[-1]),
             )
             hits.append(LightHit(video_id, score, 0, [segment]))
         hits.sort(key=lambda h: -h.score)
@@ -200,7 +211,8 @@ class LightSearcher:
 
 def light_components(settings: Settings) -> Components:
     from indexer.feature_store import FeatureStore
-    from indexer.vector_index import IndexConfig, IndexLoadError, FaissIndex
+    from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
+
     config = IndexConfig(dim=LIGHT_DIM, pq_bytes=16, **index_overrides(settings))
 
     def load_index(path: Path):  # type: ignore[no-untyped-def]
@@ -261,8 +273,6 @@ class AppClient:
         response = self.upload(path, **fields)
         assert response.status_code in (200, 202), response.text
         return self.wait_done(response.json()["id"])
-
-
 
 
 def assert_consistent(service: AppClient) -> set[int]:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.apptools import Media, AppClient, light_components
 from app.main import create_app
 from indexer.settings import Settings
+from tests.app.apptools import AppClient, Media, light_components
 
 
 @pytest.fixture

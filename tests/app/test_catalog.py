@@ -39,8 +39,21 @@ def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None
     inspector = inspect(engine)
     columns = {c["name"] for c in inspector.get_columns("videos")}
     assert {
-        "id", "sha256", "title", "external_id", "metadata", "status", "failure_reason", "attempts",
-        "duration", "fps", "frames_indexed", "storage_path", "created_at", "updated_at", "indexed_at",
+        "id",
+        "sha256",
+        "title",
+        "external_id",
+        "metadata",
+        "status",
+        "failure_reason",
+        "attempts",
+        "duration",
+        "fps",
+        "frames_indexed",
+        "storage_path",
+        "created_at",
+        "updated_at",
+        "indexed_at",
     } <= columns
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"

@@ -17,19 +17,33 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.app.apptools import Media, AppClient, light_components, wait_until
 
 from app.main import create_app
 from indexer.redis_queue import lease_key
 from indexer.settings import Settings
+from tests.app.apptools import AppClient, Media, light_components, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "tests.app.deployed_worker"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+    "redis-server",
+    "--daemonize",
+    "yes",
+    "--bind",
+    "127.0.0.1",
+    "-::1",
+    "--port",
+    "6379",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    "/var/lib/redis",
+    "--logfile",
+    "/var/log/redis/ci.log",
 ]
 
 
@@ -71,17 +85,27 @@ class Deployment:
 
     def settings(self, **overrides: object) -> Settings:
         values: dict[str, object] = {
-            "data_dir": self.data_dir, "cache_dir": self.cache, "database_url": self.database_url,
-            "redis_url": REDIS_URL, "redis_prefix": self.prefix, "workers": 0,
+            "data_dir": self.data_dir,
+            "cache_dir": self.cache,
+            "database_url": self.database_url,
+            "redis_url": REDIS_URL,
+            "redis_prefix": self.prefix,
+            "workers": 0,
         }
         values.update(overrides)
         return Settings(**values)
 
     def environment(self, delay: float) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAPVR_") and k not in ("DATABASE_URL", "REDIS_URL")}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("HAPVR_") and k not in ("DATABASE_URL", "REDIS_URL")
+        }
         env.update(
-            HAPVR_DATA_DIR=str(self.data_dir), HAPVR_CACHE_DIR=str(self.cache), HAPVR_DATABASE_URL=self.database_url,
-            HAPVR_REDIS_URL=REDIS_URL, HAPVR_REDIS_PREFIX=self.prefix, HAPVR_TEST_EMBED_DELAY_S=str(delay),
+            HAPVR_DATA_DIR=str(self.data_dir),
+            HAPVR_CACHE_DIR=str(self.cache),
+            HAPVR_DATABASE_URL=self.database_url,
+            HAPVR_REDIS_URL=REDIS_URL,
+            HAPVR_REDIS_PREFIX=self.prefix,
+            HAPVR_TEST_EMBED_DELAY_S=str(delay),
             PYTHONPATH=str(ROOT),
         )
         return env

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.apptools import Media, AppClient
+from tests.app.apptools import AppClient, Media
 
 
 @pytest.fixture
@@ -77,8 +77,9 @@ def test_videos_not_ready_are_409_and_never_returned(service_factory, media: Med
 
     # Processing, with its vectors already in the index (a worker between indexing and marking ready).
     assert backend.catalog_queue.claim() == copy
-    features = backend.components.embedder.embed(backend.uploads.path_for(
-        service.client.get(f"/videos/{copy}").json()["sha256"], ".avi"))
+    features = backend.components.embedder.embed(
+        backend.uploads.path_for(service.client.get(f"/videos/{copy}").json()["sha256"], ".avi")
+    )
     backend.library.add(copy, features, still_wanted=lambda: True)
     assert backend.library.contains(copy)
     hits = service.client.get("/search", params={"video_id": original}).json()["data"]

@@ -172,7 +172,11 @@ def test_worker_burst_drains_the_queue(tmp_path: Path, media: Media, servers: li
     env = {**os.environ, "HAPVR_MAX_FRAMES": "20"}  # the 30 s clip is over the limit: one failed job
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "worker", "--burst", "--data-dir", str(data_dir)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1, result.stderr[-3000:]  # a failed job makes the exit code non-zero
     assert "failed=1 ready=2" in result.stdout

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.app.apptools import Media, AppClient, light_components, wait_until
+from tests.app.apptools import AppClient, Media, light_components, wait_until
 
 
 def test_readyz_is_503_until_the_index_is_loaded(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from indexer.db import session_scope
 from indexer.orm import Video
-from tests.app.apptools import Media, AppClient, assert_consistent
+from tests.app.apptools import AppClient, Media, assert_consistent
 
 
 def _index_files(service: AppClient) -> list:
@@ -37,8 +37,9 @@ def test_job_interrupted_after_indexing_leaves_no_duplicates(service_factory, me
     backend = first.backend
     video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
     assert backend.catalog_queue.claim() == video_id
-    features = backend.components.embedder.embed(backend.uploads.path_for(
-        first.client.get(f"/videos/{video_id}").json()["sha256"], ".mp4"))
+    features = backend.components.embedder.embed(
+        backend.uploads.path_for(first.client.get(f"/videos/{video_id}").json()["sha256"], ".mp4")
+    )
     backend.library.add(video_id, features, still_wanted=lambda: True)
     backend.library.persist()
     first.stop()
@@ -125,7 +126,7 @@ def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: 
 def test_second_process_on_the_same_data_dir_is_refused(service_factory) -> None:  # type: ignore[no-untyped-def]
     import pytest
 
-    from indexer.backend import DataDirLocked, Backend
+    from indexer.backend import Backend, DataDirLocked
 
     first = service_factory()
     intruder = Backend(first.backend.settings)

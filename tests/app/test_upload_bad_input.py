@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.app.apptools import Media, AppClient
+from tests.app.apptools import AppClient, Media
 
 
 @pytest.fixture

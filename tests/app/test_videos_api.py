@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.app.apptools import Media, AppClient
+from tests.app.apptools import AppClient, Media
 
 
 def test_upload_is_accepted_then_indexed(service: AppClient, media: Media) -> None:

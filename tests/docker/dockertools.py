@@ -38,9 +38,7 @@ def compose_command() -> list[str] | None:
         candidates.append([docker, "compose"])
     for command in candidates:
         try:
-            version = subprocess.run(
-                [*command, "version", "--short"], capture_output=True, text=True, timeout=60
-            )
+            version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2."):

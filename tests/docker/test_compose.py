@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.docker.dockertools import COMPOSE_FILE, ENV_EXAMPLE, GPU_FILE, ROOT, clean_env, compose_command
 
 from app.cli import build_parser
+from tests.docker.dockertools import COMPOSE_FILE, ENV_EXAMPLE, GPU_FILE, ROOT, clean_env, compose_command
 
 COMPOSE = compose_command()
 pytestmark = pytest.mark.skipif(
@@ -35,8 +35,18 @@ def resolved(*, gpu: bool = False, profiles: tuple[str, ...] = (), env_file: Pat
     assert COMPOSE is not None
     files = ["-f", str(COMPOSE_FILE)] + (["-f", str(GPU_FILE)] if gpu else [])
     selected = [arg for profile in profiles for arg in ("--profile", profile)]
-    command = [*COMPOSE, "--project-directory", str(ROOT), *files, *selected,
-               "--env-file", str(env_file), "config", "--format", "json"]
+    command = [
+        *COMPOSE,
+        "--project-directory",
+        str(ROOT),
+        *files,
+        *selected,
+        "--env-file",
+        str(env_file),
+        "config",
+        "--format",
+        "json",
+    ]
     result = subprocess.run(command, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr}"
     return json.loads(result.stdout)
@@ -120,7 +130,9 @@ def test_defaults_work_without_an_env_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
     services = resolved(env_file=empty)["services"]
-    assert services["api"]["environment"]["HAPVR_DATABASE_URL"] == "postgresql+psycopg://hapvr:hapvr@postgres:5432/hapvr"
+    assert (
+        services["api"]["environment"]["HAPVR_DATABASE_URL"] == "postgresql+psycopg://hapvr:hapvr@postgres:5432/hapvr"
+    )
     assert services["api"]["ports"][0]["published"] == "8000"
 
 

@@ -21,9 +21,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from tests.docker.dockertools import DOCKERFILES, ROOT, find_tool
 
 from app.cli import build_parser
+from tests.docker.dockertools import DOCKERFILES, ROOT, find_tool
 
 DOCKER_DIR = ROOT / "docker"
 ENTRYPOINT = DOCKER_DIR / "entrypoint.sh"
@@ -38,6 +38,7 @@ def load_script(name: str) -> ModuleType:
 
 
 # ---- Dockerfiles ----
+
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_hadolint(dockerfile: Path) -> None:
@@ -71,9 +72,7 @@ def copy_sources(dockerfile: Path) -> list[str]:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_build_context_has_every_copied_path(dockerfile: Path) -> None:
     allowed = {
-        line[1:].rstrip("/")
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.startswith("!")
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
     }
     for source in copy_sources(dockerfile):
         assert (ROOT / source).exists(), source
@@ -101,6 +100,7 @@ def test_cuda_image_has_gpu_faiss() -> None:
 
 
 # ---- entry point: roles to hapvr commands ----
+
 
 @pytest.fixture
 def fake_hapvr(tmp_path: Path) -> dict[str, str]:
@@ -139,8 +139,9 @@ def test_entrypoint_role_commands_parse(fake_hapvr: dict[str, str]) -> None:
 
 # ---- health check ----
 
+
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+    def do_GET(self) -> None:
         self.send_response(200 if self.path == "/healthz" else 404)
         self.end_headers()
         self.wfile.write(b'{"status": "ok"}')
@@ -202,12 +203,19 @@ def test_healthcheck_finds_hapvr_processes(tmp_path: Path) -> None:
 
 # ---- build-time ONNX export ----
 
+
 def test_warm_cache_is_what_the_encoder_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The export made while building is found by the default encoder: nothing is exported at start."""
     cache = tmp_path / "cache"
     env = {**os.environ, "HAPVR_CACHE_DIR": str(cache)}
-    result = subprocess.run([sys.executable, str(DOCKER_DIR / "warm_cache.py")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(DOCKER_DIR / "warm_cache.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     (export,) = cache.glob("*.onnx")
     assert export.stat().st_mode & 0o044 == 0o044, "readable by the image's user"
@@ -229,6 +237,12 @@ def test_warm_cache_is_what_the_encoder_loads(tmp_path: Path, monkeypatch: pytes
 
 def test_warm_cache_refuses_a_missing_cache_dir(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "HAPVR_CACHE_DIR"}
-    result = subprocess.run([sys.executable, str(DOCKER_DIR / "warm_cache.py")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(DOCKER_DIR / "warm_cache.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "HAPVR_CACHE_DIR" in result.stderr

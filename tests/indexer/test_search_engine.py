@@ -12,7 +12,7 @@ from indexer.feature_store import FeatureStore
 from indexer.features import VideoFeatures
 from indexer.search import SearchConfig, SearchEngine, aggregate_votes, cpu_has_bfloat16
 from indexer.synthetic import edited_copy, random_unit, synthetic_video
-from indexer.vector_index import IndexConfig, FaissIndex
+from indexer.vector_index import FaissIndex, IndexConfig
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
 

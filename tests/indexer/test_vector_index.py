@@ -13,10 +13,10 @@ from indexer.synthetic import random_unit, synthetic_video
 from indexer.vector_index import (
     FRAME_BITS,
     MAX_VIDEO_ID,
-    VectorIndex,
+    FaissIndex,
     IndexConfig,
     IndexLoadError,
-    FaissIndex,
+    VectorIndex,
     pack_ids,
     read_sidecar,
     unpack_ids,

@@ -83,8 +83,8 @@ def test_foreign_safetensors_file_is_rejected(tmp_path: Path) -> None:
 
 
 def test_mismatched_weights_are_rejected(tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     path = save_checkpoint(tmp_path / "model.safetensors", trained_bundle())
     with safe_open(str(path), framework="pt") as handle:

@@ -64,8 +64,7 @@ def test_every_backbone_forward_shapes(name, resnet_weights):
     assert regions.shape == (2, 9, spec.channels)
     assert torch.isfinite(regions).all()
     # Folding BatchNorms into the convolutions (the encoder's inference form) changes nothing.
-    fused = create_backbone(name, _weights_for(name, resnet_weights), image_size=96,
-                            fuse_batch_norms=True)
+    fused = create_backbone(name, _weights_for(name, resnet_weights), image_size=96, fuse_batch_norms=True)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     with torch.inference_mode():
         torch.testing.assert_close(regional_pool(fused(x)), regions, atol=1e-5, rtol=1e-4)
@@ -83,16 +82,21 @@ def test_resnet_uses_torchvision_layout(resnet_weights):
     model = ResNet50Stages()
     trunk = sum(p.numel() for p in model.parameters())
     assert trunk == TORCHVISION_RESNET50_TRUNK_PARAMETERS
-    for key in ("conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight",
-                "layer1.0.downsample.1.bias", "layer3.5.conv3.weight", "layer4.2.bn3.num_batches_tracked"):
+    for key in (
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.bias",
+        "layer3.5.conv3.weight",
+        "layer4.2.bn3.num_batches_tracked",
+    ):
         assert key in state
     # The weights in the file are the ones used (not a fresh random init).
     backbone = create_backbone("resnet50", resnet_weights)
     assert torch.equal(backbone.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
     with torch.inference_mode():
         stages = backbone(torch.randn(1, 3, 224, 224))
-    assert [tuple(s.shape[1:]) for s in stages] == [
-        (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+    assert [tuple(s.shape[1:]) for s in stages] == [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
 
 
 def test_missing_weights_file_names_it(tmp_path):
@@ -141,7 +145,7 @@ def test_regional_max_pool_matches_cells():
             if size >= 3:
                 assert all(a[1] >= b[0] > a[0] for a, b in zip(bins, bins[1:]))
                 assert len({end - start for start, end in bins}) == 1
-        expected = torch.stack([x[:, :, t:b, l:r].amax(dim=(2, 3)) for t, b in rows for l, r in cols], 1)
+        expected = torch.stack([x[:, :, t:b, left:right].amax(dim=(2, 3)) for t, b in rows for left, right in cols], 1)
         assert torch.equal(pooled, expected)
     # A peak in the bottom-right corner shows only in the last region.
     x = torch.zeros(1, 1, 14, 14)
@@ -158,7 +162,7 @@ def test_regional_pool_normalisation():
     # Per-stage L2 first: each stage carries the same weight whatever its scale.
     for start, stop in ((0, 8), (8, 24), (24, 56)):
         part = regions[..., start:stop].norm(dim=-1)
-        assert torch.allclose(part, torch.full_like(part, 3 ** -0.5), atol=1e-6)
+        assert torch.allclose(part, torch.full_like(part, 3**-0.5), atol=1e-6)
 
 
 def test_center_crop_sizes():

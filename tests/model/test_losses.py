@@ -478,8 +478,14 @@ def test_total_matches_the_individual_functions_and_config() -> None:
     assert float(terms["ap"]) == pytest.approx(float(quadlinear_ap_loss(s, y, sigma=0.1, rho=0.5, valid=valid)))
     assert float(terms["infonce"]) == pytest.approx(float(infonce_loss(s, y, temperature=0.2, valid=valid)))
     inner = frame_ap_loss(
-        batch["frame_sims"], batch["teacher_sims"], batch["q_mask"], batch["t_mask"],
-        rate_top=0.25, rate_bottom=0.5, sigma=0.05, rho=2.0,
+        batch["frame_sims"],
+        batch["teacher_sims"],
+        batch["q_mask"],
+        batch["t_mask"],
+        rate_top=0.25,
+        rate_bottom=0.5,
+        sigma=0.05,
+        rho=2.0,
     )
     assert float(terms["inner"]) == pytest.approx(float(inner))
     assert float(terms["reg"]) == pytest.approx(float(similarity_regularisation(batch["raw"], batch["raw_mask"])))

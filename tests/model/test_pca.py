@@ -199,8 +199,9 @@ def test_fit_pca_from_videos_and_command(tmp_path):
 
     seen = []
     encoder = FrameEncoder(runtime="torch", crop=96)
-    pca = fit_pca_from_videos(paths, encoder, dim=512, fps=2.0,
-                              on_video=lambda p, n, e: seen.append((p.name, n, e is None)))
+    pca = fit_pca_from_videos(
+        paths, encoder, dim=512, fps=2.0, on_video=lambda p, n, e: seen.append((p.name, n, e is None))
+    )
     assert seen == [("a.mp4", 8, True), ("broken.mp4", 0, False), ("b.mp4", 6, True)]
     assert pca.in_dim == 1752 and pca.dim == 14 * 9 - 1  # capped by the 126 region vectors
 

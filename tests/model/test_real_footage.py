@@ -26,7 +26,7 @@ def pipeline() -> VideoEmbedder:
 
 @pytest.fixture(scope="module")
 def embedded_sources(pipeline: VideoEmbedder, source_clips: list[Path]) -> list[torch.Tensor]:
-    return [torch.from_numpy(pipeline.embed(path).regions.astype('float32')) for path in source_clips]
+    return [torch.from_numpy(pipeline.embed(path).regions.astype("float32")) for path in source_clips]
 
 
 @pytest.mark.parametrize("kind", EDIT_KINDS)
@@ -40,7 +40,7 @@ def test_edited_copy_beats_every_unrelated_clip(
     similarity = pipeline.bundle.similarity
     failures = []
     for index, clip in enumerate(source_clips):
-        copy = torch.from_numpy(pipeline.embed(edited_copy(kind, clip)).regions.astype('float32'))
+        copy = torch.from_numpy(pipeline.embed(edited_copy(kind, clip)).regions.astype("float32"))
         with torch.inference_mode():
             scores = similarity.one_to_many(copy, embedded_sources).score
         original = float(scores[index])

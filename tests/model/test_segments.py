@@ -52,4 +52,6 @@ def test_cosine_scaled_undoes_attention_shrinking_and_keeps_unit_features() -> N
     shrunk_query, shrunk_target = 0.6 * query, weights * target
     shrunk = np.einsum("iod,jpd->iojp", shrunk_query, shrunk_target).max(axis=3).mean(axis=1)
     assert shrunk.max() < 0.6 * cosine.max() + 1e-6
-    assert np.allclose(cosine_scaled(shrunk, frame_energy(shrunk_query), frame_energy(shrunk_target)), cosine, atol=1e-5)
+    assert np.allclose(
+        cosine_scaled(shrunk, frame_energy(shrunk_query), frame_energy(shrunk_target)), cosine, atol=1e-5
+    )

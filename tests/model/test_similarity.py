@@ -47,8 +47,12 @@ def test_region_level_k1_is_region_chamfer() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [SimilarityConfig(), SimilarityConfig(symmetric=True), SimilarityConfig(residual=True, symmetric=True),
-     SimilarityConfig.training_free()],
+    [
+        SimilarityConfig(),
+        SimilarityConfig(symmetric=True),
+        SimilarityConfig(residual=True, symmetric=True),
+        SimilarityConfig.training_free(),
+    ],
     ids=["learned", "learned-symmetric", "residual", "training-free"],
 )
 def test_padded_frames_never_change_a_score(config: SimilarityConfig) -> None:

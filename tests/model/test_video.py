@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.video import DecodeLimits, DecodedVideo, VideoDecodeError, decode_video, probe_video
-
+from model.video import DecodedVideo, DecodeLimits, VideoDecodeError, decode_video, probe_video
 from tests.footage import corner_colours, frame_index
 
 SMALL = 48  # decode at the synthetic clips' own short side: no scaling blur in index checks
@@ -115,8 +114,7 @@ def test_short_side_is_resized_and_aspect_kept(tmp_video_factory, width, height,
     ],
 )
 def test_display_matrix_is_applied(tmp_video_factory, rotation: int, hflip: bool, corners: dict) -> None:
-    path = tmp_video_factory(".mp4", width=96, height=48, frames=3, pattern="corner",
-                             rotation=rotation, hflip=hflip)
+    path = tmp_video_factory(".mp4", width=96, height=48, frames=3, pattern="corner", rotation=rotation, hflip=hflip)
     video = decode_video(path, short_side=48)
     upright = abs(rotation) == 90
     assert video.frames.shape[1:3] == ((96, 48) if upright else (48, 96))
@@ -270,7 +268,7 @@ def test_truncated_stream_returns_what_decodes(tmp_video_factory) -> None:
 def test_garbage_in_the_middle_still_decodes(tmp_video_factory) -> None:
     data = bytearray(tmp_video_factory(".mkv", fps=10.0, frames=60, width=96, height=64).read_bytes())
     middle = len(data) // 2
-    data[middle: middle + 2000] = np.random.default_rng(1).bytes(2000)
+    data[middle : middle + 2000] = np.random.default_rng(1).bytes(2000)
     video = decode_video(tmp_video_factory.file("damaged.mkv", bytes(data)), short_side=SMALL)
     assert len(video.frames) >= 3
     assert indices(video)[:2] == [0, 10]

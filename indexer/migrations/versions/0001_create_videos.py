@@ -39,9 +39,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("indexed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('queued', 'processing', 'ready', 'failed')", name="ck_videos_status"
-        ),
+        sa.CheckConstraint("status IN ('queued', 'processing', 'ready', 'failed')", name="ck_videos_status"),
         sa.UniqueConstraint("sha256", name="uq_videos_sha256"),
         sqlite_autoincrement=True,  # ids are never reused
     )
