@@ -243,7 +243,7 @@ def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimila
         "ivf_cells": library.ivf_cells(videos),
         "nprobe": library.spec.index_config().nprobe,
         "candidates": count,
-        "precision": "bfloat16" if engine.dtype == torch.bfloat16 else "float32",
+        "precision": "bfloat16" if engine.reranker.dtype == torch.bfloat16 else "float32",
         "threads": torch.get_num_threads(),
         **time_queries(engine, videos, args),
         "load_avg": os.getloadavg()[0],  # right after the timed queries, before the exhaustive pass
