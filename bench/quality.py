@@ -190,16 +190,16 @@ def cached(
 
 
 def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> list[np.ndarray]:
-    """Encoder output [T, R, D] float16 of each video (before the network's index step)."""
+    """Encoder output [T, R, D] float16 of each video (before the network's index step), through
+    the service's own file-to-features path (indexer.embedding.VideoEmbedder)."""
+    from indexer.embedding import VideoEmbedder
     from model.settings import ModelSettings
-    from model.video import decode_video
 
-    encoder = bundle.frame_encoder(cache_dir=ModelSettings().model_cache_dir)
+    embedder = VideoEmbedder(bundle, cache_dir=ModelSettings().model_cache_dir)
     features = []
     started = time.monotonic()
     for i, path in enumerate(paths, 1):
-        video = decode_video(path, fps=1.0)
-        features.append(encoder.encode(video.frames).astype(np.float16))
+        features.append(embedder.encode_file(path))
         if i % 100 == 0:
             log(f"  encoded {i}/{len(paths)} videos, {time.monotonic() - started:.0f} s")
     return features

@@ -109,6 +109,19 @@ class VideoEmbedder:
         decoded = time.perf_counter() - started
         return self._embed_decoded(video, decoded, flip=flip, with_flipped=with_flipped)
 
+    def encode_file(self, path: str | Path) -> np.ndarray:
+        """The frame encoder's region features [T, R, D] of a file, float16, before the network's
+        `index()` step: what the quality benchmark caches so several networks score one encode."""
+        frames = self.decode(path).frames
+        if len(frames) == 0:
+            raise VideoDecodeError("no frames to embed")
+        return np.concatenate(
+            [
+                self.encoder.encode(np.ascontiguousarray(frames[start : start + self.batch_size])).astype(np.float16)
+                for start in range(0, len(frames), self.batch_size)
+            ]
+        )
+
     def decode(self, path: str | Path) -> DecodedVideo:
         return decode_video(path, fps=self.fps, short_side=self.short_side, limits=self.limits, fast=self.fast_decode)
 
