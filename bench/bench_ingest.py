@@ -40,8 +40,8 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hapvr serve` runs
 
     from bench.footage import heldout_videos, make_segments
-    from indexer.embedding import VideoEmbedder
     from model.checkpoint import load_default
+    from model.embedding import VideoEmbedder
     from model.settings import ModelSettings
     from model.video import probe_video
 

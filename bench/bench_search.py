@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from bench.candidate_recall import CandidateQuery
     from bench.search_library import IndexBuild, LibrarySpec, SyntheticLibrary
     from indexer.feature_store import FeatureStorage
-    from indexer.features import VideoFeatures
     from indexer.search import SearchEngine, SearchResult
+    from model.features import VideoFeatures
     from model.similarity.network import HapVRSimilarity
 
 Query = tuple[str, Any, set[int]]  # (kind, payload, exclude); see make_queries

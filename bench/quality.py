@@ -191,8 +191,8 @@ def cached(
 
 def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> list[np.ndarray]:
     """Encoder output [T, R, D] float16 of each video (before the network's index step), through
-    the service's own file-to-features path (indexer.embedding.VideoEmbedder)."""
-    from indexer.embedding import VideoEmbedder
+    the service's own file-to-features path (model.embedding.VideoEmbedder)."""
+    from model.embedding import VideoEmbedder
     from model.settings import ModelSettings
 
     embedder = VideoEmbedder(bundle, cache_dir=ModelSettings().model_cache_dir)

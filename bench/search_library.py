@@ -25,9 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.feature_store import FeatureStore
-from indexer.features import VideoFeatures
 from indexer.synthetic import synthetic_video
 from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
+from model.features import VideoFeatures
 
 MANIFEST = "library.json"
 # A stored frame: 9 x 512 float16 regions, a 512-d float32 frame vector, a float64 timestamp.

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from indexer.embedding import VideoEmbedder
     from indexer.feature_store import FeatureStorage
-    from indexer.features import VideoFeatures
     from indexer.settings import Settings
     from indexer.vector_index import VectorIndex
     from model.checkpoint import ModelBundle
+    from model.embedding import VideoEmbedder
+    from model.features import VideoFeatures
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def build_embedder(settings: Settings, bundle: ModelBundle) -> VideoEmbedder:
     Warm-up happens here, on one thread: the first call exports and loads the ONNX graph, which
     must not happen in several worker threads at once, nor inside the first user's request.
     """
-    from indexer.embedding import VideoEmbedder
+    from model.embedding import VideoEmbedder
 
     encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.model_cache_dir)
     encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from indexer.features import VideoFeatures
+from model.features import VideoFeatures
 from model.fileio import TEMP_PREFIX, fsync_dir, write_bytes_atomic
 
 FORMAT_TAG = "hapvr-features/1"

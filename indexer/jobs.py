@@ -24,7 +24,7 @@ from indexer.upload_store import UploadStore
 if TYPE_CHECKING:
     from indexer.components import Embedder
     from indexer.feature_store import FeatureStorage
-    from indexer.features import VideoFeatures
+    from model.features import VideoFeatures
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from indexer.components import Components, Searcher
 from indexer.index_guard import GroupPersister, ReadWriteLock
 
 if TYPE_CHECKING:
-    from indexer.features import VideoFeatures
     from indexer.vector_index import VectorIndex
+    from model.features import VideoFeatures
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
-from indexer.features import VideoFeatures
+from model.features import VideoFeatures
 from model.similarity.network import HapVRSimilarity, stretched_frame_index
 from model.similarity.segments import SEGMENT_THRESHOLD, Segment, cosine_scaled, frame_energy, matched_segments
 

@@ -26,7 +26,7 @@ from model.similarity.segments import Segment
 
 if TYPE_CHECKING:
     from indexer.components import Embedder, Searcher
-    from indexer.features import VideoFeatures
+    from model.features import VideoFeatures
 
 
 T = TypeVar("T")

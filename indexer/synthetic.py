@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.features import VideoFeatures, mean_frame_vectors
+from model.features import VideoFeatures, mean_frame_vectors
 
 
 def random_unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

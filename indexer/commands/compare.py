@@ -1,6 +1,6 @@
 """`hapvr compare A B`: the similarity of two videos and where they match.
 
-The files go through the service's own path (indexer.embedding.VideoEmbedder) and the pair is
+The files go through the service's own path (model.embedding.VideoEmbedder) and the pair is
 scored and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr compare`
 and `GET /search` report the same score and ranges for the same pair and model.
 """

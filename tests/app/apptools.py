@@ -139,7 +139,7 @@ class LightEmbedder:
         self.calls = 0
 
     def embed(self, path):  # type: ignore[no-untyped-def]
-        from indexer.features import VideoFeatures
+        from model.features import VideoFeatures
         from model.video import decode_video
 
         self.calls += 1

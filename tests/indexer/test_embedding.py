@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.embedding import VideoEmbedder
 from indexer.feature_store import FeatureStore
 from indexer.search import SearchEngine
 from indexer.vector_index import FaissIndex
 from model.checkpoint import load_default
+from model.embedding import VideoEmbedder
 from model.video import DecodeLimits, VideoDecodeError
 
 # Edits the training-free model must already get right (section 10: pip and partial copies need training).

@@ -17,8 +17,8 @@ from indexer.feature_store import (
     FeatureStore,
     MissingFeaturesError,
 )
-from indexer.features import VideoFeatures
 from indexer.synthetic import synthetic_video
+from model.features import VideoFeatures
 
 REPO = Path(__file__).resolve().parents[2]
 

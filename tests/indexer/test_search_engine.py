@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from indexer.feature_store import FeatureStore
-from indexer.features import VideoFeatures
 from indexer.search import SearchConfig, SearchEngine, aggregate_votes, cpu_has_bfloat16
 from indexer.synthetic import edited_copy, random_unit, synthetic_video
 from indexer.vector_index import FaissIndex, IndexConfig
+from model.features import VideoFeatures
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
 

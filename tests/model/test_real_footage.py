@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from indexer.embedding import VideoEmbedder
 from model.checkpoint import ModelBundle, load_default
+from model.embedding import VideoEmbedder
 
 EDIT_KINDS = ("crop", "reencode", "hflip", "overlay")
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from indexer.features import VideoFeatures
+from model.features import VideoFeatures
 from model.similarity.network import frame_vectors
 from model.video import DecodedVideo, DecodeLimits, VideoDecodeError, decode_video
 
