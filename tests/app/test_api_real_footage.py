@@ -108,6 +108,7 @@ def test_compare_and_search_report_the_same_ranges(  # type: ignore[no-untyped-d
     assert main(["compare", stored(copy_id), stored(original_id), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["similarity"] == pytest.approx(hit["score"], abs=1e-3)
-    ranges = [(s["query_start"], s["query_end"], s["target_start"], s["target_end"]) for s in result["segments"]]
-    expected = [(s["query_start"], s["query_end"], s["target_start"], s["target_end"]) for s in hit["segments"]]
+    keys = ("query_start", "query_end", "target_start", "target_end")
+    ranges = [segment[key] for segment in result["segments"] for key in keys]
+    expected = [segment[key] for segment in hit["segments"] for key in keys]
     assert ranges and ranges == pytest.approx(expected, abs=1e-3)
