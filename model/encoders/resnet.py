@@ -48,6 +48,11 @@ class Bottleneck(nn.Module):
 class ResNet50Stages(nn.Module):
     """The ResNet-50 trunk (no classifier); forward returns [layer1, ..., layer4] maps."""
 
+    layer1: nn.Sequential  # of Bottleneck blocks, set in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -80,7 +85,7 @@ class ResNet50Stages(nn.Module):
             for block in layer:
                 for index in (1, 2, 3):
                     _fuse(block, f"conv{index}", f"bn{index}")
-                if block.downsample is not None:
+                if isinstance(block.downsample, nn.Module):  # None when the block keeps its shape
                     _fuse(block.downsample, "0", "1")
         return self
 
@@ -90,7 +95,7 @@ def _fuse(parent: nn.Module, conv: str, norm: str) -> None:
     setattr(parent, norm, nn.Identity())
 
 
-def build_resnet50(state_dict: dict[str, torch.Tensor], image_size: int) -> nn.Module:
+def build_resnet50(state_dict: dict[str, torch.Tensor], image_size: int) -> ResNet50Stages:
     """ResNet-50 stages with a torchvision-layout state_dict loaded (the fc head is ignored)."""
     del image_size  # plain padding: any input size works
     trunk = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}

@@ -50,6 +50,7 @@ class VideoComparator(nn.Module):
         self.residual = residual
         if residual:
             nn.init.zeros_(self.head.weight)
+            assert self.head.bias is not None, "the head is built with a bias"
             nn.init.zeros_(self.head.bias)
 
     def forward(self, frame_sim: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -202,11 +203,18 @@ class HapVRSimilarity(nn.Module):
             )
             for start in range(0, count, chunk)
         ]
+
+        def join(parts: list[Tensor]) -> Tensor:
+            return torch.cat(parts).view(count, count, *parts[0].shape[1:])
+
+        raw_parts = [output.video_sim_raw for output in outputs if output.video_sim_raw is not None]
         return SimilarityOutput(
-            *(
-                None if parts[0] is None else torch.cat(parts).view(count, count, *parts[0].shape[1:])
-                for parts in zip(*(_fields(output) for output in outputs))
-            )
+            join([output.score for output in outputs]),
+            join([output.frame_sim for output in outputs]),
+            join([output.frame_mask for output in outputs]),
+            join([output.video_sim for output in outputs]),
+            join([output.video_mask for output in outputs]),
+            join(raw_parts) if raw_parts else None,  # every chunk has one, or (no comparator) none does
         )
 
     def batch(self, videos: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -249,14 +257,3 @@ def _full_mask(mask: Tensor | None, batch: int, length: int, device: torch.devic
     if mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)
     return mask
-
-
-def _fields(output: SimilarityOutput) -> tuple[Tensor | None, ...]:
-    return (
-        output.score,
-        output.frame_sim,
-        output.frame_mask,
-        output.video_sim,
-        output.video_mask,
-        output.video_sim_raw,
-    )

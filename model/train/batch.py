@@ -54,14 +54,15 @@ def collate(views: list[View], device: torch.device | str) -> TrainBatch:
     first = views[0].regions
     regions = first.new_zeros((len(views), longest, *first.shape[1:]))
     mask = torch.zeros(len(views), longest, dtype=torch.bool)
-    has_teacher = all(view.teacher is not None for view in views)
-    teacher = views[0].teacher.new_zeros((len(views), longest, views[0].teacher.shape[1])) if has_teacher else None
+    teachers = [view.teacher for view in views if view.teacher is not None]
+    has_teacher = len(teachers) == len(views)
+    teacher = teachers[0].new_zeros((len(views), longest, teachers[0].shape[1])) if has_teacher else None
     for row, view in enumerate(views):
         length = view.regions.shape[0]
         regions[row, :length] = view.regions
         mask[row, :length] = True
         if teacher is not None:
-            teacher[row, :length] = view.teacher
+            teacher[row, :length] = teachers[row]
     labels = labels_from_members([view.members for view in views])
     return TrainBatch(
         regions.to(device, non_blocking=True).float(),
@@ -109,7 +110,8 @@ class ViewEncoder:
         self.graph = EncoderGraph(create_backbone(backbone, weights, image_size=crop), spec).eval().to(device)
         self.graph.requires_grad_(False)
         if device.type == "cpu":
-            self.graph = self.graph.to(memory_format=torch.channels_last)
+            # torch's Module.to overloads omit the documented memory_format keyword.
+            self.graph = self.graph.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.pca = copy.deepcopy(pca).to(device).eval()  # the caller's copy stays on the CPU
         self.teacher = teacher.to(device) if teacher is not None else None
         if runtime == "auto":
@@ -199,8 +201,9 @@ class OnlineBatcher:
         self.config = config
         self.clip_frames = clip_frames
 
-    def _frames(self, clip_index: int, index: np.ndarray) -> Tensor:
-        """Float frames [len(index), 3, H, W] for a plan, read once per distinct frame."""
+    def _frames(self, clip_index: int, index: np.ndarray) -> tuple[Tensor, np.ndarray]:
+        """Float frames [len(unique), 3, H, W] for a plan, read once per distinct frame, and the
+        position in them of each entry of `index`."""
         frames = self.clips.frames(self.clips.clips[clip_index])
         unique, inverse = np.unique(index, return_inverse=True)
         return augment.to_float_frames(frames[unique], self.encoder.device), inverse

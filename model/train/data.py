@@ -56,7 +56,8 @@ def list_videos(source: str | Path) -> list[Path]:
     if source.suffix.lower() in VIDEO_SUFFIXES:
         raise DataError(f"{source} is a single video; give a folder of videos or a manifest listing them")
     entries = _read_manifest(source)
-    videos, missing = [], []
+    videos = []
+    missing: list[Path] = []
     for entry in entries:
         path = Path(entry).expanduser()
         if not path.is_absolute():

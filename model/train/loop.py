@@ -25,7 +25,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -48,6 +48,10 @@ from model.train.data import (
     read_eval_manifest,
 )
 from model.train.distributed import DistributedEnv
+
+if TYPE_CHECKING:
+    from model.train.batch import OnlineBatcher
+    from model.train.feature_cache import CachedBatcher
 
 logger = logging.getLogger("hapvr.train")
 
@@ -130,7 +134,7 @@ class PairwiseScorer(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, regions: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, regions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         indexed = self.network.index(regions)
         out = self.network.all_pairs(indexed, mask)
         return out.score, out.frame_sim, out.video_sim_raw, out.video_mask
@@ -330,6 +334,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
         cache_dir=cache_dir,
     )
 
+    batcher: CachedBatcher | OnlineBatcher
     if config.cached.enabled:
         from model.train.feature_cache import CachedBatcher, FeatureCache, cache_key, encoder_fingerprint
 
@@ -356,7 +361,8 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     else:
         batcher = OnlineBatcher(clips, encoder, config.augment, config.data.clip_frames)
 
-    eval_set, eval_features = None, None
+    eval_set = None
+    eval_features: list[Tensor] = []  # filled, with eval_set, on the main rank when there is one
     if config.run.eval_manifest and runtime.main:
         eval_set = read_eval_manifest(config.run.eval_manifest)
         eval_features = encode_eval_set(eval_set, encoder, frame_cache)
@@ -424,6 +430,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     clock = time.monotonic()
     if eval_set is not None and start_step == 0:
         # The untrained network's numbers, as the reference the run has to beat.
+        assert log is not None, "evaluation runs on the main rank, which keeps the metrics log"
         metrics = evaluate(network, eval_features, eval_set, runtime.device)
         log.write(0, "eval", {**metrics.as_dict(), "seconds": 0.0})
         logger.info("step 0: mAP %.4f  µAP %.4f  R@1 %.4f", metrics.map, metrics.micro_ap, metrics.recall_at_1)
@@ -442,7 +449,9 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
             clip_indices = [int(i) for i in rng.choice(len(clips), size=min(per_rank, len(clips)), replace=False)]
             batch = batcher.batch(clip_indices, rng)
             final = micro == config.optim.accum_steps - 1
-            sync = scorer.no_sync() if (runtime.distributed and not final) else nullcontext()
+            # The scorer is wrapped in DistributedDataParallel exactly when the run is distributed.
+            ddp = scorer if isinstance(scorer, nn.parallel.DistributedDataParallel) else None
+            sync = ddp.no_sync() if (ddp is not None and not final) else nullcontext()
             with sync:
                 terms = batch_losses(scorer, criterion, batch, amp_dtype)
                 scaler.scale(terms["total"] / config.optim.accum_steps).backward()
@@ -463,6 +472,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
 
         done = step + 1
         if runtime.main:
+            assert log is not None, "the main rank keeps the metrics log"
             row = {"lr": lr, **sums, "seconds": time.monotonic() - clock}
             result.losses.append({"step": done, **row})
             if progress is not None:
@@ -515,9 +525,18 @@ def _cpu_copy(network: HapVRSimilarity) -> HapVRSimilarity:
     return copy.eval()
 
 
+class _SimilarityOverrides(TypedDict):
+    """The SimilarityConfig fields a training config sets."""
+
+    rho_f: float
+    rho_v: float
+    symmetric: bool
+    residual: bool
+
+
 def _initial_model(config: TrainConfig, clips, runtime: Runtime, cache_dir: str | Path | None):
     """Backbone, PCA and the network to train: from --init, or a PCA fitted on the training frames."""
-    similarity_overrides = dict(
+    similarity_overrides = _SimilarityOverrides(
         rho_f=config.model.rho_f,
         rho_v=config.model.rho_v,
         symmetric=config.model.symmetric,

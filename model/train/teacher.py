@@ -31,6 +31,9 @@ class TeacherError(ValueError):
 class Teacher(nn.Module):
     """Frozen frame encoder: float frames [N, 3, H, W] in [0, 1] -> unit vectors [N, dim]."""
 
+    pixel_mean: Tensor  # buffers, registered in __init__
+    pixel_std: Tensor
+
     def __init__(
         self, name: str, trunk: nn.Module, input_size: int, mean: tuple[float, ...], std: tuple[float, ...], dim: int
     ) -> None:
