@@ -201,17 +201,20 @@ def evaluate(
     return retrieval_metrics(scores, eval_set.positives, exclude)
 
 
-def encode_eval_set(eval_set, encoder, frame_cache: FrameCache) -> list[Tensor]:
-    """Index-time features of every evaluation video, computed once per run."""
+def encode_eval_set(eval_set, bundle: ModelBundle, fps: float, cache_dir: str | Path | None) -> list[Tensor]:
+    """Encoder features of every evaluation video, once per run, through the service's own
+    file-to-features path (model.embedding), so evaluation sees videos as the search does."""
+    from model.embedding import VideoEmbedder
     from model.video import VideoDecodeError
 
+    embedder = VideoEmbedder(bundle, fps=fps, cache_dir=None if cache_dir is None else Path(cache_dir))
     features = []
     for path in eval_set.paths:
         try:
-            frames = frame_cache.get(path).frames
+            encoded = embedder.encode_file(path)
         except (VideoDecodeError, OSError) as error:
             raise DataError(f"evaluation video {path} does not decode: {error}") from None
-        features.append(encoder.encode_frames(np.asarray(frames)))
+        features.append(torch.from_numpy(encoded.astype(np.float32)))
     return features
 
 
@@ -365,7 +368,8 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     eval_features: list[Tensor] = []  # filled, with eval_set, on the main rank when there is one
     if config.run.eval_manifest and runtime.main:
         eval_set = read_eval_manifest(config.run.eval_manifest)
-        eval_features = encode_eval_set(eval_set, encoder, frame_cache)
+        frozen = ModelBundle.training_free(pca, backbone=backbone, backbone_weights=backbone_weights)
+        eval_features = encode_eval_set(eval_set, frozen, config.data.fps, cache_dir)
 
     network.to(runtime.device).train()
     scorer: nn.Module = PairwiseScorer(network)

@@ -352,6 +352,7 @@ def shared_caches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("caches")
 
 
+@pytest.mark.slow  # a training run
 def test_tiny_run_lowers_the_loss_and_writes_a_checkpoint_compare_loads(
     footage: Path, init_checkpoint: Path, shared_caches: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -390,6 +391,7 @@ def test_tiny_run_lowers_the_loss_and_writes_a_checkpoint_compare_loads(
     assert -1.0 <= result["similarity"] <= 1.0 and result["mode"] == "trained"
 
 
+@pytest.mark.slow  # a training run
 def test_resume_continues_the_step_count_and_the_schedule(
     footage: Path, init_checkpoint: Path, shared_caches: Path, tmp_path: Path
 ) -> None:
@@ -416,6 +418,7 @@ def test_resume_continues_the_step_count_and_the_schedule(
     assert b.provenance["steps"] == 6 and b.provenance["resumed_from"].endswith("train_state.pt")
 
 
+@pytest.mark.slow  # a training run
 def test_online_run_with_teacher_evaluates_and_keeps_the_best(
     footage: Path, init_checkpoint: Path, shared_caches: Path, tmp_path: Path
 ) -> None:
