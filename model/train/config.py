@@ -139,6 +139,10 @@ class RunConfig(Section):
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
     log_every: int = 10
     save_every: int = 500
+    save_minutes: float = 5.0  # also save when this many minutes passed since the last checkpoint
+    # Wall-clock budget of the optimisation in minutes; the schedule is fitted to it.
+    # None: 10 on a CPU, none on a GPU (model.train.budget); 0: no budget.
+    max_minutes: float | None = None
     eval_every: int = 500
     eval_manifest: Text = ""
     resume: Text = ""
@@ -147,7 +151,13 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        _require([(self.log_every >= 1, "run.log_every must be at least 1")])
+        _require(
+            [
+                (self.log_every >= 1, "run.log_every must be at least 1"),
+                (self.save_minutes > 0, "run.save_minutes must be positive"),
+                (self.max_minutes is None or self.max_minutes >= 0, "run.max_minutes must be 0 (none) or positive"),
+            ]
+        )
         return self
 
 
