@@ -109,7 +109,7 @@ FLAG_GROUPS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
             Flag(
                 "--cached-features",
                 "cached.enabled",
-                "precompute frozen features of many augmented views per clip once (fast on CPU)",
+                "precompute frozen features of many augmented views per clip once (the default on a CPU; cached.enabled: false in a --config file trains online)",
                 action="store_true",
             ),
             Flag(

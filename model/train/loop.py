@@ -341,7 +341,8 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     )
 
     batcher: CachedBatcher | OnlineBatcher
-    if config.cached.enabled:
+    cached_mode = config.cached.enabled if config.cached.enabled is not None else runtime.device.type == "cpu"
+    if cached_mode:
         from model.train.feature_cache import CachedBatcher, FeatureCache, cache_key, encoder_fingerprint
 
         key = cache_key(
@@ -410,7 +411,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
         "command": shlex.join(command),
         "seed": config.run.seed,
         "teacher": config.teacher.name,
-        "mode": "cached-features" if config.cached.enabled else "online",
+        "mode": "cached-features" if cached_mode else "online",
         "batch_size": config.optim.batch_size,
         "clip_frames": config.data.clip_frames,
         "world_size": runtime.world,
