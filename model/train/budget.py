@@ -1,9 +1,10 @@
 """A wall-clock budget for a training run, and the schedule that fits it.
 
-The published schedule (30k steps of 64 clips) takes days on a CPU. With a budget, the run
-times its first few steps and shortens the schedule so that warm-up and the cosine decay both
-end inside the budget: the last checkpoint is then a finished schedule, not a run cut off at
-its highest learning rate. On CUDA no budget applies unless one is given.
+The published schedule (30k steps of 64 clips) takes days on a CPU. With a budget (counted
+from the start of the run, data preparation included), the run times its first few steps and
+shortens the schedule so that warm-up and the cosine decay both end inside the budget: the last
+checkpoint is then a finished schedule, not a run cut off at its highest learning rate. On CUDA
+no budget applies unless one is given.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 # Minutes a run on a CPU may take when `run.max_minutes` is not given.
-CPU_DEFAULT_MINUTES = 10.0
+CPU_DEFAULT_MINUTES = 20.0
 # Steps timed before the schedule is fitted to the budget (the first ones are slower: warm caches).
 CALIBRATION_STEPS = 3
 

@@ -134,7 +134,7 @@ FLAG_GROUPS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
             Flag(
                 "--max-minutes",
                 "run.max_minutes",
-                "time budget of the optimisation; the schedule is fitted to it (default 10 on a CPU, none on a GPU; 0: none)",
+                "time budget of the run in minutes; the schedule is fitted to it (default 20 on a CPU, none on a GPU; 0: none)",
                 float,
             ),
             Flag("--eval-every", "run.eval_every", "steps between evaluations (default 500)", int),

@@ -142,8 +142,8 @@ class RunConfig(Section):
     log_every: int = 10
     save_every: int = 500
     save_minutes: float = 5.0  # also save when this many minutes passed since the last checkpoint
-    # Wall-clock budget of the optimisation in minutes; the schedule is fitted to it.
-    # None: 10 on a CPU, none on a GPU (model.train.budget); 0: no budget.
+    # Wall-clock budget of the whole run in minutes; the schedule is fitted to what is left of it.
+    # None: 20 on a CPU, none on a GPU (model.train.budget); 0: no budget.
     max_minutes: float | None = None
     eval_every: int = 500
     eval_manifest: Text = ""

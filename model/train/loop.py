@@ -296,6 +296,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     from model.train.batch import OnlineBatcher, ViewEncoder
     from model.train.teacher import create_teacher
 
+    started = time.monotonic()  # the time budget covers the whole run, data preparation included
     out = Path(config.run.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     if config.run.threads > 0 and runtime.device.type == "cpu":
@@ -447,7 +448,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     # The schedule: optim.steps, or what a resumed run had fitted to its budget, or shorter once
     # the first steps are timed against this run's budget (model.train.budget).
     schedule_steps = saved_schedule or config.optim.steps
-    budget = TimeBudget(budget_minutes(config.run.max_minutes, runtime.device.type))
+    budget = TimeBudget(budget_minutes(config.run.max_minutes, runtime.device.type), started=started)
     fit_pending = budget.limited and not saved_schedule
     if budget.limited:
         logger.info(

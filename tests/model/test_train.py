@@ -517,17 +517,17 @@ def test_a_time_budget_shortens_the_schedule_and_finishes_it(
     out = tmp_path / "budget"
     started = time.monotonic()
     args = _train_args(
-        footage, out, shared_caches, init_checkpoint, 100000, "--max-minutes", "0.2", "--save-every", "1000000"
+        footage, out, shared_caches, init_checkpoint, 100000, "--max-minutes", "0.75", "--save-every", "1000000"
     )
     assert cli(args) == 0
     elapsed = time.monotonic() - started
     rows = _rows(out)
     bundle = load_checkpoint(out / "last.safetensors")
     steps = bundle.provenance["steps"]
-    assert 3 < steps < 100000 and len(rows) == steps
+    assert 10 < steps < 100000 and len(rows) == steps
     # The learning rate went through the whole (shortened) cosine: the last step's is near zero.
     assert float(rows[-1]["lr"]) < 0.05 * max(float(row["lr"]) for row in rows)
-    assert elapsed < 120  # 12 s of steps plus data preparation
+    assert elapsed < 90  # the budget counts data preparation too
 
 
 @pytest.mark.slow  # a training run, stopped by a signal
