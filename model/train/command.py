@@ -11,6 +11,7 @@ Errors in the data or the settings end the command with exit code 2 and one line
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -108,7 +109,7 @@ FLAG_GROUPS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
             Flag(
                 "--cached-features",
                 "cached.enabled",
-                "precompute frozen features of many augmented views per clip once (fast on CPU)",
+                "precompute frozen features of many augmented views per clip once (the default on a CPU; cached.enabled: false in a --config file trains online)",
                 action="store_true",
             ),
             Flag(
@@ -129,6 +130,13 @@ FLAG_GROUPS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
             Flag("--threads", "run.threads", "CPU threads (default: torch's)", int),
             Flag("--log-every", "run.log_every", "steps between metrics rows (default 10)", int),
             Flag("--save-every", "run.save_every", "steps between checkpoints (default 500)", int),
+            Flag("--save-minutes", "run.save_minutes", "minutes between checkpoints (default 5)", float),
+            Flag(
+                "--max-minutes",
+                "run.max_minutes",
+                "time budget of the run in minutes; the schedule is fitted to it (default 20 on a CPU, none on a GPU; 0: none)",
+                float,
+            ),
             Flag("--eval-every", "run.eval_every", "steps between evaluations (default 500)", int),
             Flag(
                 "--eval-manifest",
@@ -266,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO if main_process else logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
     )
+    # SIGTERM (a container stopped, a job scheduler's limit) stops like Ctrl-C: with a checkpoint.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         config = build_config(args)
         from model.train.loop import train
@@ -275,12 +285,20 @@ def run(args: argparse.Namespace) -> int:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"hapvr train: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("hapvr train: interrupted; continue with --resume", file=sys.stderr)
+    except KeyboardInterrupt:  # before the first step: nothing to keep yet
+        print("hapvr train: interrupted before training began", file=sys.stderr)
         return 130
     if not main_process:
-        return 0
-    print(f"trained to step {result.step}: {result.last_checkpoint}")
+        return 130 if result.interrupted else 0
+    if result.interrupted:
+        saved = f"checkpoint {result.last_checkpoint}" if result.last_checkpoint.is_file() else "no checkpoint yet"
+        print(f"hapvr train: interrupted at step {result.step}; {saved}; continue with --resume {config.run.out}")
+        return 130
+    print(f"trained to step {result.step} of {result.schedule_steps}: {result.last_checkpoint}")
     if result.best_checkpoint is not None:
         print(f"best by evaluation mAP: {result.best_checkpoint}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -38,6 +38,7 @@ from model.losses.total import HapVRLoss, unit_similarity
 from model.metrics import RetrievalMetrics, retrieval_metrics
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
+from model.train.budget import CALIBRATION_STEPS, TimeBudget, budget_minutes, fitted_warmup
 from model.train.config import ConfigError, TrainConfig, write_config
 from model.train.data import (
     DataError,
@@ -67,6 +68,8 @@ class TrainResult:
     best_checkpoint: Path | None
     losses: list[dict[str, float]] = field(default_factory=list)  # logged training rows
     evaluations: list[dict[str, float]] = field(default_factory=list)
+    schedule_steps: int = 0  # the schedule's length: optim.steps, or shorter to fit a time budget
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved first)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,6 +296,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     from model.train.batch import OnlineBatcher, ViewEncoder
     from model.train.teacher import create_teacher
 
+    started = time.monotonic()  # the time budget covers the whole run, data preparation included
     out = Path(config.run.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     if config.run.threads > 0 and runtime.device.type == "cpu":
@@ -338,7 +342,8 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     )
 
     batcher: CachedBatcher | OnlineBatcher
-    if config.cached.enabled:
+    cached_mode = config.cached.enabled if config.cached.enabled is not None else runtime.device.type == "cpu"
+    if cached_mode:
         from model.train.feature_cache import CachedBatcher, FeatureCache, cache_key, encoder_fingerprint
 
         key = cache_key(
@@ -385,9 +390,11 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     # Resume.
-    start_step, best_map, resumed_from = 0, float("-inf"), None
+    start_step, best_map, resumed_from, saved_schedule = 0, float("-inf"), None, 0
     if config.run.resume:
-        start_step, best_map, resumed_from = _load_state(config.run.resume, network, optimizer, scaler, runtime.device)
+        start_step, best_map, resumed_from, saved_schedule = _load_state(
+            config.run.resume, network, optimizer, scaler, runtime.device
+        )
         logger.info("resumed from %s at step %d", resumed_from, start_step)
         if start_step >= config.optim.steps:
             logger.warning("the resumed run already reached optim.steps=%d", config.optim.steps)
@@ -405,7 +412,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
         "command": shlex.join(command),
         "seed": config.run.seed,
         "teacher": config.teacher.name,
-        "mode": "cached-features" if config.cached.enabled else "online",
+        "mode": "cached-features" if cached_mode else "online",
         "batch_size": config.optim.batch_size,
         "clip_frames": config.data.clip_frames,
         "world_size": runtime.world,
@@ -438,44 +445,65 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
         metrics = evaluate(network, eval_features, eval_set, runtime.device)
         log.write(0, "eval", {**metrics.as_dict(), "seconds": 0.0})
         logger.info("step 0: mAP %.4f  µAP %.4f  R@1 %.4f", metrics.map, metrics.micro_ap, metrics.recall_at_1)
-    end_step = config.optim.steps
+    # The schedule: optim.steps, or what a resumed run had fitted to its budget, or shorter once
+    # the first steps are timed against this run's budget (model.train.budget).
+    schedule_steps = saved_schedule or config.optim.steps
+    budget = TimeBudget(budget_minutes(config.run.max_minutes, runtime.device.type), started=started)
+    fit_pending = budget.limited and not saved_schedule
+    if budget.limited:
+        logger.info(
+            "time budget %.1f minutes; the schedule is fitted to it after %d steps", budget.minutes, CALIBRATION_STEPS
+        )
+    end_step = schedule_steps
     if config.run.stop_after > 0:
         end_step = min(end_step, start_step + config.run.stop_after)
-    for step in range(start_step, end_step):
-        lr = learning_rate(
-            step, config.optim.lr, config.optim.warmup_steps, config.optim.steps, config.optim.min_lr_ratio
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        sums = {name: 0.0 for name in LOSS_TERMS}
-        for micro in range(config.optim.accum_steps):
-            rng = np.random.default_rng([config.run.seed, step, runtime.rank, micro])
-            clip_indices = [int(i) for i in rng.choice(len(clips), size=min(per_rank, len(clips)), replace=False)]
-            batch = batcher.batch(clip_indices, rng)
-            final = micro == config.optim.accum_steps - 1
-            # The scorer is wrapped in DistributedDataParallel exactly when the run is distributed.
-            ddp = scorer if isinstance(scorer, nn.parallel.DistributedDataParallel) else None
-            sync = ddp.no_sync() if (ddp is not None and not final) else nullcontext()
-            with sync:
-                terms = batch_losses(scorer, criterion, batch, amp_dtype)
-                scaler.scale(terms["total"] / config.optim.accum_steps).backward()
-            for name in LOSS_TERMS:
-                sums[name] += float(terms[name].detach()) / config.optim.accum_steps
-        if config.optim.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(network.parameters(), config.optim.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if runtime.distributed:
-            sums = _average_across(sums, runtime.device)
-        if not all(math.isfinite(v) for v in sums.values()):
-            raise FloatingPointError(
-                f"loss became {sums['total']} at step {step + 1}; lower optim.lr or check the data"
-            )
+    last_save = time.monotonic()
 
-        done = step + 1
-        if runtime.main:
+    def checkpoint(step_done: int, loss: float) -> None:
+        nonlocal last_save
+        save_checkpoint(out / "last.safetensors", bundle(step_done, dict(last_metrics, loss=loss)))
+        _save_state(out / STATE_FILE, network, optimizer, scaler, step_done, best_map, config, schedule_steps)
+        last_save = time.monotonic()
+
+    done = start_step
+    try:
+        while done < end_step:
+            step = done
+            warmup = fitted_warmup(config.optim.warmup_steps, schedule_steps, config.optim.steps)
+            lr = learning_rate(step, config.optim.lr, warmup, schedule_steps, config.optim.min_lr_ratio)
+            sums = _optimiser_step(
+                step,
+                lr,
+                config,
+                runtime,
+                clips,
+                per_rank,
+                batcher,
+                scorer,
+                criterion,
+                optimizer,
+                scaler,
+                network,
+                amp_dtype,
+            )
+            done = step + 1
+            if fit_pending and done - start_step == CALIBRATION_STEPS:
+                fit_pending = False
+                fitted = budget.fitted_end(done, CALIBRATION_STEPS, time.monotonic() - clock, schedule_steps)
+                if fitted < schedule_steps:
+                    logger.info(
+                        "%.1f s a step: the schedule is shortened from %d to %d steps to fit %.1f minutes",
+                        (time.monotonic() - clock) / CALIBRATION_STEPS,
+                        schedule_steps,
+                        fitted,
+                        budget.minutes,
+                    )
+                    schedule_steps = fitted
+                    end_step = min(end_step, fitted)
+                    if progress is not None:
+                        progress.total = end_step
+            if not runtime.main:
+                continue
             assert log is not None, "the main rank keeps the metrics log"
             row = {"lr": lr, **sums, "seconds": time.monotonic() - clock}
             result.losses.append({"step": done, **row})
@@ -486,8 +514,7 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
                 )
             if done % config.run.log_every == 0 or done == end_step:
                 log.write(done, "train", row)
-            evaluate_now = eval_set is not None and (done % config.run.eval_every == 0 or done == config.optim.steps)
-            if evaluate_now:
+            if eval_set is not None and (done % config.run.eval_every == 0 or done == schedule_steps):
                 metrics = evaluate(network, eval_features, eval_set, runtime.device)
                 last_metrics = metrics.as_dict()
                 log.write(done, "eval", {**last_metrics, "seconds": time.monotonic() - clock})
@@ -500,9 +527,15 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
                     result.best_checkpoint = save_checkpoint(
                         out / "best.safetensors", bundle(done, dict(last_metrics, loss=sums["total"]))
                     )
-            if done % config.run.save_every == 0 or done == end_step:
-                save_checkpoint(out / "last.safetensors", bundle(done, dict(last_metrics, loss=sums["total"])))
-                _save_state(out / STATE_FILE, network, optimizer, scaler, done, best_map, config)
+            save_due = time.monotonic() - last_save >= config.run.save_minutes * 60
+            if done % config.run.save_every == 0 or done == end_step or save_due:
+                checkpoint(done, sums["total"])
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: keep what was learnt, so `--resume OUT` continues from here.
+        result.interrupted = True
+        if runtime.main and done > start_step:
+            checkpoint(done, result.losses[-1]["total"] if result.losses else float("nan"))
+        logger.warning("interrupted at step %d; checkpoint and state saved in %s", done, out)
     if progress is not None:
         progress.close()
     if log is not None:
@@ -511,9 +544,55 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
         # Resumed at or past the end: still leave a checkpoint behind.
         save_checkpoint(out / "last.safetensors", bundle(start_step, last_metrics))
     result.step = done
+    result.schedule_steps = schedule_steps
     if result.best_checkpoint is None and (out / "best.safetensors").is_file():
         result.best_checkpoint = out / "best.safetensors"
     return result
+
+
+def _optimiser_step(
+    step: int,
+    lr: float,
+    config: TrainConfig,
+    runtime: Runtime,
+    clips,
+    per_rank: int,
+    batcher,
+    scorer: nn.Module,
+    criterion: HapVRLoss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    network: nn.Module,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """One optimiser step (over `accum_steps` micro-batches); returns the mean loss terms."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    sums = {name: 0.0 for name in LOSS_TERMS}
+    for micro in range(config.optim.accum_steps):
+        rng = np.random.default_rng([config.run.seed, step, runtime.rank, micro])
+        clip_indices = [int(i) for i in rng.choice(len(clips), size=min(per_rank, len(clips)), replace=False)]
+        batch = batcher.batch(clip_indices, rng)
+        final = micro == config.optim.accum_steps - 1
+        # The scorer is wrapped in DistributedDataParallel exactly when the run is distributed.
+        ddp = scorer if isinstance(scorer, nn.parallel.DistributedDataParallel) else None
+        sync = ddp.no_sync() if (ddp is not None and not final) else nullcontext()
+        with sync:
+            terms = batch_losses(scorer, criterion, batch, amp_dtype)
+            scaler.scale(terms["total"] / config.optim.accum_steps).backward()
+        for name in LOSS_TERMS:
+            sums[name] += float(terms[name].detach()) / config.optim.accum_steps
+    if config.optim.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), config.optim.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if runtime.distributed:
+        sums = _average_across(sums, runtime.device)
+    if not all(math.isfinite(v) for v in sums.values()):
+        raise FloatingPointError(f"loss became {sums['total']} at step {step + 1}; lower optim.lr or check the data")
+    return sums
 
 
 def _average_across(values: dict[str, float], device: torch.device) -> dict[str, float]:
@@ -596,10 +675,18 @@ def fit_pca(clips, config: TrainConfig, backbone_weights: str | None, cache_dir:
 
 
 def _save_state(
-    path: Path, network: nn.Module, optimizer, scaler, step: int, best_map: float, config: TrainConfig
+    path: Path,
+    network: nn.Module,
+    optimizer,
+    scaler,
+    step: int,
+    best_map: float,
+    config: TrainConfig,
+    schedule_steps: int,
 ) -> None:
     state = {
         "step": step,
+        "schedule_steps": schedule_steps,
         "best_map": best_map,
         "network": network.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -610,7 +697,10 @@ def _save_state(
         torch.save(state, temporary)
 
 
-def _load_state(resume: str, network: nn.Module, optimizer, scaler, device: torch.device) -> tuple[int, float, Path]:
+def _load_state(
+    resume: str, network: nn.Module, optimizer, scaler, device: torch.device
+) -> tuple[int, float, Path, int]:
+    """(step, best mAP, the state file, the schedule length it ran under: 0 when it kept optim.steps)."""
     path = Path(resume).expanduser()
     if path.is_dir():
         path = path / STATE_FILE
@@ -625,4 +715,4 @@ def _load_state(resume: str, network: nn.Module, optimizer, scaler, device: torc
         scaler.load_state_dict(state["scaler"])
     except (KeyError, RuntimeError, ValueError) as error:
         raise ConfigError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
-    return int(state["step"]), float(state["best_map"]), path
+    return int(state["step"]), float(state["best_map"]), path, int(state.get("schedule_steps", 0))

@@ -155,6 +155,7 @@ def test_config_file_then_flags_and_unknown_keys_are_errors(tmp_path: Path, caps
 
 
 def test_every_flag_sets_a_config_key_of_its_type_and_bad_values_are_one_line_errors() -> None:
+    import types
     import typing
 
     from model.train.command import FLAGS
@@ -163,6 +164,13 @@ def test_every_flag_sets_a_config_key_of_its_type_and_bad_values_are_one_line_er
     assert len({flag.option for flag in FLAGS}) == len({flag.dest for flag in FLAGS}) == len(FLAGS)
     for flag in FLAGS:
         annotation = field_type(flag.key)  # KeyError: a flag for a key the config does not have
+        # A setting that may be left unset (None: decided at run time) takes its type's flag.
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+            annotation
+        ):
+            (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if typing.get_origin(annotation) is typing.Annotated:  # StrictBool
+            annotation = typing.get_args(annotation)[0]
         if flag.action is not None:
             assert annotation is bool, flag
         elif flag.choices is not None:
@@ -481,3 +489,77 @@ def test_online_run_with_teacher_evaluates_and_keeps_the_best(
     assert best.provenance["metrics"]["mAP"] == max(float(row["mAP"]) for row in eval_rows[1:])
     assert best.provenance["mode"] == "online" and best.provenance["teacher"] == "efficientnet_lite2"
     assert (out / "tensorboard").is_dir()
+
+
+def test_time_budget_defaults_and_the_fitted_schedule() -> None:
+    from model.train.budget import CPU_DEFAULT_MINUTES, TimeBudget, budget_minutes, fitted_warmup
+
+    assert budget_minutes(None, "cpu") == CPU_DEFAULT_MINUTES
+    assert budget_minutes(None, "cuda") is None
+    assert budget_minutes(0, "cpu") is None and budget_minutes(2.5, "cuda") == 2.5
+    budget = TimeBudget(minutes=1.0)
+    # 3 steps in 3 s with about a minute left: about 60 more steps, never past the plan.
+    assert 55 <= budget.fitted_end(3, 3, 3.0, 30000) <= 63
+    assert budget.fitted_end(3, 3, 3.0, 20) == 20
+    assert TimeBudget(minutes=None).fitted_end(3, 3, 3.0, 30000) == 30000
+    assert fitted_warmup(1000, 30000, 30000) == 1000  # the plan kept: its own warm-up
+    assert fitted_warmup(1000, 60, 30000) == 6  # shortened: a tenth of the run at most
+
+
+@pytest.mark.slow  # a training run
+def test_a_time_budget_shortens_the_schedule_and_finishes_it(
+    footage: Path, init_checkpoint: Path, shared_caches: Path, tmp_path: Path
+) -> None:
+    import time
+
+    from model.checkpoint import load_checkpoint
+
+    out = tmp_path / "budget"
+    started = time.monotonic()
+    args = _train_args(
+        footage, out, shared_caches, init_checkpoint, 100000, "--max-minutes", "0.75", "--save-every", "1000000"
+    )
+    assert cli(args) == 0
+    elapsed = time.monotonic() - started
+    rows = _rows(out)
+    bundle = load_checkpoint(out / "last.safetensors")
+    steps = bundle.provenance["steps"]
+    assert 10 < steps < 100000 and len(rows) == steps
+    # The learning rate went through the whole (shortened) cosine: the last step's is near zero.
+    assert float(rows[-1]["lr"]) < 0.05 * max(float(row["lr"]) for row in rows)
+    assert elapsed < 90  # the budget counts data preparation too
+
+
+@pytest.mark.slow  # a training run, stopped by a signal
+def test_sigterm_stops_with_a_checkpoint_that_resumes(
+    footage: Path, init_checkpoint: Path, shared_caches: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from model.checkpoint import load_checkpoint
+
+    out = tmp_path / "stopped"
+    args = _train_args(
+        footage, out, shared_caches, init_checkpoint, 100000, "--max-minutes", "0", "--save-every", "1000000"
+    )
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.csv").is_file() and len(_rows(out)) >= 2):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no training step within 120 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr.decode()
+    assert b"interrupted at step" in stdout and b"--resume" in stdout
+    steps = load_checkpoint(out / "last.safetensors").provenance["steps"]
+    assert steps >= 2
+    assert cli(["train", "--resume", str(out), "--no-progress", "--stop-after", "2"]) == 0
+    assert load_checkpoint(out / "last.safetensors").provenance["steps"] == steps + 2
