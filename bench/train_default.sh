@@ -74,7 +74,7 @@ if [ -f "$WORK/run/train_state.pt" ]; then RESUME=(--resume "$WORK/run"); fi
     --fps 1 --clip-frames "$CLIP_FRAMES" --segment-seconds "$SEGMENT_SECONDS" \
     --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup-steps "$WARMUP" \
     --eval-manifest "$WORK/val.json" --eval-every 250 --save-every 250 --log-every 10 \
-    --seed "$SEED" --device "$DEVICE" --threads "$THREADS"
+    --seed "$SEED" --device "$DEVICE" --threads "$THREADS" --max-minutes 0  # the full schedule, however long
 
 # 3. Compare on the held-out benchmark -------------------------------------------------------
 "$PYTHON" -m bench.quality --dataset "$DATASET" --checkpoint "$WORK/run/best.safetensors" \
