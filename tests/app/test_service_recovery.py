@@ -107,16 +107,35 @@ def test_ready_video_without_features_is_indexed_again(service_factory, media: M
     assert assert_consistent(second) == {video_id}
 
 
-def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+def test_interruptions_are_not_the_videos_fault(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+    """A healthy video whose runs the process died in more often than max_attempts still gets indexed."""
     first = service_factory(workers=0, max_attempts=2)
     video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
     first.stop()
     with session_scope(first.backend.sessions) as session:
-        session.execute(update(Video).where(Video.id == video_id).values(status="processing", attempts=2))
+        session.execute(
+            update(Video).where(Video.id == video_id).values(status="processing", attempts=4, interruptions=3)
+        )
 
-    second = service_factory(max_attempts=2)
+    second = service_factory(max_attempts=2, max_interruptions=5)
+    video = second.wait_done(video_id)
+    assert (video["status"], video["attempts"], video["interruptions"]) == ("ready", 5, 4)
+
+
+def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+    first = service_factory(workers=0, max_interruptions=2)
+    video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
+    first.stop()
+    with session_scope(first.backend.sessions) as session:
+        session.execute(
+            update(Video).where(Video.id == video_id).values(status="processing", attempts=2, interruptions=1)
+        )
+
+    second = service_factory(max_interruptions=2)
     video = second.client.get(f"/videos/{video_id}").json()
-    assert video["status"] == "failed" and "interrupted 2 times" in video["failure_reason"]
+    assert (
+        video["status"] == "failed" and "interrupted (the process stopped mid-job) 2 times" in video["failure_reason"]
+    )
     # Uploading the same bytes again gives it a fresh start.
     again = second.upload(media.video("a.mp4", seed=1))
     assert again.status_code == 202 and again.json()["id"] == video_id
