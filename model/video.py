@@ -187,7 +187,8 @@ def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits, fast:
         timestamps=np.asarray(sampler.times, dtype=np.float64),
         duration=float(duration),
         source_fps=source_fps,
-        frames_expected=expected,
+        # Some demuxers estimate the duration short: never expect fewer frames than came out.
+        frames_expected=None if expected is None else max(expected, len(sampler.frames)),
         warnings=warnings,
     )
 
