@@ -222,6 +222,11 @@ def reindex(video_id: int, *, session: Session) -> bool:
     )
 
 
+def fail_unindexable(video_id: int, reason: str, *, session: Session) -> bool:
+    """ready or failed -> failed: a video that cannot be indexed again (its upload is gone)."""
+    return transition(video_id, session=session, allowed_from=[READY, FAILED], status=FAILED, failure_reason=reason)
+
+
 def reindexable_ids(*, session: Session) -> list[int]:
     """Every video `hapvr reindex --all` puts back on the queue (ready or failed), oldest first."""
     return list(session.scalars(select(Video.id).where(Video.status.in_([READY, FAILED])).order_by(Video.id)))

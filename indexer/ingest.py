@@ -30,6 +30,10 @@ from indexer.upload_store import ReceivedFile, UploadStore
 log = logging.getLogger(__name__)
 
 
+class UploadMissing(Conflict):
+    """A video's stored upload is gone: it cannot be embedded again."""
+
+
 @dataclass(frozen=True)
 class Accepted:
     video: Video
@@ -188,7 +192,7 @@ def queue_reindex(video_id: int, *, session: Session, uploads: UploadStore) -> V
     if video is None:
         raise NotFound(f"video {video_id} not found")
     if not uploads.resolve(video.storage_path).is_file():
-        raise Conflict(f"the stored upload of video {video_id} is missing; upload the file again")
+        raise UploadMissing(f"the stored upload of video {video_id} is missing; upload the file again")
     if not catalog.reindex(video_id, session=session):
         raise Conflict(f"video {video_id} is already {video.status}; re-index it once it is ready or failed")
     session.refresh(video)

@@ -3,7 +3,9 @@
 After a switch of checkpoints (the service refuses to start while ready videos carry another
 checkpoint's features), or to retry failed videos. Rows only are changed: a running service's
 workers (or `hapvr worker`, or the next `hapvr serve`) do the work; in the deployed mode the
-jobs also go to Redis.
+jobs also go to Redis. A video whose stored upload is gone cannot be embedded again: it is
+failed with that reason (uploading the file again brings it back), so that no video is left
+ready with another checkpoint's features.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from indexer import catalog
     from indexer.db import make_engine, make_session_factory, migrate, session_scope
     from indexer.errors import ServiceError
-    from indexer.ingest import queue_reindex
+    from indexer.ingest import UploadMissing, queue_reindex
     from indexer.settings import Settings
     from indexer.upload_store import UploadStore
 
@@ -59,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
                 for video_id in wanted[start : start + BATCH]:
                     try:
                         queued.append(queue_reindex(video_id, session=session, uploads=uploads).id)
+                    except UploadMissing as error:
+                        catalog.fail_unindexable(video_id, f"{error.detail} to index it", session=session)
+                        print(f"{error.detail} (it is failed until then)", file=sys.stderr)
+                        refused += 1
                     except ServiceError as error:
                         print(error.detail, file=sys.stderr)
                         refused += 1

@@ -74,18 +74,22 @@ def test_a_failed_video_gets_another_chance(service_factory, media: Media) -> No
 
 def test_reindex_command(service_factory, media: Media, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     first = service_factory()
-    ids = [first.ingest(media.video(f"{seed}.mp4", seed=seed))["id"] for seed in (1, 2)]
+    ids = [first.ingest(media.video(f"{seed}.mp4", seed=seed))["id"] for seed in (1, 2, 3)]
+    gone = first.client.get(f"/videos/{ids[2]}").json()
     first.stop()
+    first.backend.uploads.path_for(gone["sha256"], ".mp4").unlink()
     data_dir = str(first.backend.settings.data_dir)
 
-    assert hapvr(["reindex", str(ids[0]), "999", "--data-dir", data_dir]) == 1
+    assert hapvr(["reindex", str(ids[0]), "999", str(ids[2]), "--data-dir", data_dir]) == 1
     captured = capsys.readouterr()
-    assert "queued 1 videos for indexing; 1 refused" in captured.out and "video 999 not found" in captured.err
+    assert "queued 1 videos for indexing; 2 refused" in captured.out
+    assert "video 999 not found" in captured.err and f"upload of video {ids[2]} is missing" in captured.err
 
     second = service_factory()
-    assert [second.wait_done(v)["attempts"] for v in ids] == [1, 1]
-    assert (
-        second.client.get(f"/videos/{ids[0]}").json()["indexed_at"]
-        > second.client.get(f"/videos/{ids[1]}").json()["indexed_at"]
-    )
-    assert assert_consistent(second) == set(ids)
+    assert [second.wait_done(v)["attempts"] for v in ids[:2]] == [1, 1]
+    first_again, untouched = (second.client.get(f"/videos/{v}").json() for v in ids[:2])
+    assert first_again["indexed_at"] > untouched["indexed_at"]  # embedded again
+    # Nothing could embed it again: failed with the reason, not left ready with old features.
+    failed = second.client.get(f"/videos/{ids[2]}").json()
+    assert failed["status"] == "failed" and "upload the file again" in failed["failure_reason"]
+    assert assert_consistent(second) == set(ids[:2])
