@@ -194,13 +194,11 @@ def mark_failed(video_id: int, reason: str, *, session: Session) -> bool:
     return transition(video_id, session=session, allowed_from=[PROCESSING], status=FAILED, failure_reason=reason)
 
 
-def requeue(video_id: int, *, session: Session, reset_counters: bool = False, reason: str | None = None) -> bool:
-    """Put a processing, failed or ready video back on the queue; `reset_counters` gives it a fresh
-    start (attempts and interruptions back to zero)."""
-    values: dict[str, Any] = {"status": QUEUED, "failure_reason": reason}
-    if reset_counters:
-        values.update(attempts=0, interruptions=0)
-    return transition(video_id, session=session, allowed_from=[PROCESSING, FAILED, READY], **values)
+def requeue(video_id: int, *, session: Session, reason: str | None = None) -> bool:
+    """Put a processing, failed or ready video back on the queue (its counts go on)."""
+    return transition(
+        video_id, session=session, allowed_from=[PROCESSING, FAILED, READY], status=QUEUED, failure_reason=reason
+    )
 
 
 def own_failures(video: Video) -> int:
@@ -209,8 +207,8 @@ def own_failures(video: Video) -> int:
 
 
 def reindex(video_id: int, *, session: Session) -> bool:
-    """ready or failed -> queued with a fresh start, to be embedded again from its stored upload;
-    False when the video is gone or already queued or being indexed."""
+    """ready or failed -> queued with a fresh start (attempts and interruptions back to zero), to be
+    embedded again from its stored upload; False when it is gone, or queued or being indexed."""
     return transition(
         video_id,
         session=session,

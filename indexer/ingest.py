@@ -125,7 +125,7 @@ class Ingest:
             previous, existing.storage_path = existing.storage_path, self._uploads.relative(final)
             if previous != existing.storage_path:
                 self._uploads.remove(previous)
-            catalog.requeue(existing.id, session=session, reset_counters=True)
+            catalog.reindex(existing.id, session=session)
             session.flush()
             session.refresh(existing)
             self._queue.enqueue(existing.id)

@@ -7,7 +7,7 @@ features to the shared store and publishes an event per video, and API replicas 
 A killed worker cannot unregister itself from rq, and rq's `SimpleWorker` stretches its own
 heartbeat over the whole job timeout (two hours) when a job starts, so rq alone would show it
 alive and its job in progress for that long. Each worker therefore also keeps an alive key
-(WORKER_ALIVE_KEY, refreshed like a lease); the reapers clean up the rq records of a worker
+(`worker_alive_key`, refreshed like a lease); the reapers clean up the rq records of a worker
 whose key expired: its started job is handed to rq's abandoned-job handling and the worker is
 unregistered.
 """

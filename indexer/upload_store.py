@@ -77,20 +77,10 @@ class UploadStore:
     def stored_files(self, *, min_age_s: float = 0.0) -> Iterator[str]:
         """The stored form (see `relative`) of every file at a content address, unchanged for at
         least `min_age_s` seconds; anything else under the root is never listed."""
-        if not self.root.is_dir():
-            return
-        for first in sorted(self.root.iterdir()):
-            for second in sorted(first.iterdir()) if first.is_dir() else ():
-                for path in sorted(second.iterdir()) if second.is_dir() else ():
-                    match = _STORED_NAME.match(path.name)
-                    if (
-                        match
-                        and match.group(1)[:2] == first.name
-                        and match.group(1)[2:4] == second.name
-                        and path.is_file()
-                        and _age(path) >= min_age_s
-                    ):
-                        yield self.relative(path)
+        for path in sorted(self.root.glob("*/*/*")):
+            match = _STORED_NAME.match(path.name)
+            if match and path == self.path_for(match[1], match[2] or "") and path.is_file() and _age(path) >= min_age_s:
+                yield self.relative(path)
 
 
 def _age(path: Path) -> float:

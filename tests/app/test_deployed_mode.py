@@ -289,3 +289,11 @@ def test_twenty_parallel_uploads(deployment: Deployment, api, media: Media) -> N
     for video_id in ids:
         assert service.wait_done(video_id, timeout=90)["status"] == "ready"
     assert_index_agrees(service)
+
+    # Re-indexed by a worker: the replica takes the new features (an event), and agrees again.
+    applied = service.backend.index_sync.events_applied
+    assert service.client.post(f"/videos/{ids[0]}/reindex").status_code == 202
+    again = service.wait_done(ids[0], timeout=90)
+    assert (again["status"], again["attempts"]) == ("ready", 1)
+    wait_until(lambda: service.backend.index_sync.events_applied > applied, timeout=30)
+    assert_index_agrees(service)
