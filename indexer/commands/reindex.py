@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from indexer.commands.options import configure_logging, overrides
+from indexer.commands.options import CATALOG_FLAGS, add_catalog_flags, configure_logging, overrides
 
 # Rows re-queued per transaction by --all (one commit each would cost a disk flush per video).
 BATCH = 500
@@ -29,8 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="video ids")
     which.add_argument("--all", action="store_true", help="every ready or failed video")
-    parser.add_argument("--data-dir", type=Path, help="data directory holding the default SQLite catalog")
-    parser.add_argument("--database-url", help="SQLAlchemy URL of the catalog (HAPVR_DATABASE_URL)")
+    add_catalog_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from indexer.settings import Settings
     from indexer.upload_store import UploadStore
 
-    settings = Settings(**overrides(args, ("data_dir", "database_url")))
+    settings = Settings(**overrides(args, CATALOG_FLAGS))
     configure_logging(settings.log_level)
     engine = make_engine(settings.catalog_url)
     queued: list[int] = []
