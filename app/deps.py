@@ -40,6 +40,12 @@ def get_library(backend: BackendDep) -> Library:
     return backend.require_library()
 
 
+def require_ready(backend: BackendDep) -> None:
+    """503 with Retry-After until the model and the index are loaded (for good after a failed
+    start): for routes that would otherwise accept work nothing may ever do."""
+    backend.require_library()
+
+
 def get_components(backend: BackendDep) -> Components:
     return backend.require_components()
 

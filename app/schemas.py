@@ -58,16 +58,28 @@ class VideoPublic(BaseModel):
     external_id: str | None = None
     metadata: dict[str, Any] | None = Field(None, validation_alias="meta")
     failure_reason: str | None = None
-    attempts: int
+    attempts: int = Field(description="indexing runs started")
+    interruptions: int = Field(0, description="runs cut short by the service stopping (not counted against the video)")
     duration: float | None = Field(None, description="seconds")
     fps: float | None = Field(None, description="frame rate of the source")
     frames_indexed: int | None = None
+    frames_expected: int | None = Field(None, description="frames the container header promises at the sampling rate")
+    frames_decoded: int | None = Field(
+        None, validation_alias="frames_indexed", description="frames the decode yielded (each one is indexed)"
+    )
+    warnings: list[str] = Field(default_factory=list, description="what a damaged stream lost, one line each")
+    checkpoint: str | None = Field(None, description="fingerprint of the model checkpoint that indexed the video")
     size_bytes: int
     filename: str | None = None
     content_type: str | None = None
     created_at: datetime
     updated_at: datetime
     indexed_at: datetime | None = None
+
+    @field_validator("warnings", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
 
 
 class VideosPublic(BaseModel):

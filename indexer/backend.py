@@ -1,9 +1,10 @@
 """One running service instance: everything built from the settings, wired in one place.
 
-Start-up has a fast half and a slow half. `open()` (data-directory lock, migrations, crash
-recovery of the job queue) runs before the API answers. `load()` (model, saved index,
-reconciliation with the catalog and the feature store, then the worker threads) runs in the
-background, so /healthz answers at once and /readyz says 503 until the index is loaded.
+Start-up has a fast half and a slow half. `open()` (data-directory lock, migrations, the
+checkpoint check, crash recovery of the job queue and of the upload store) runs before the API
+answers. `load()` (model, saved index, reconciliation with the catalog and the feature store,
+then the worker threads) runs in the background, so /healthz answers at once and /readyz (and
+every upload) says 503 until the index is loaded.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ ComponentsFactory = Callable[[Settings], Components]
 
 # Seconds `close()` waits for running jobs before leaving them to the next start's recovery.
 SHUTDOWN_GRACE_S = 30.0
+# Seconds an upload or scratch file must have lain unchanged before a deployed replica's start-up
+# sweeps it as an orphan: other replicas share the volume and may be in the middle of an upload
+# (committing a file and inserting its row take milliseconds; an hour leaves no doubt).
+DEPLOYED_ORPHAN_AGE_S = 3600.0
 
 
 class DataDirLocked(RuntimeError):
@@ -78,20 +83,40 @@ class Backend:
 
     # -- life cycle ----------------------------------------------------------------------------
     def open(self) -> None:
-        """The fast half of start-up: after it, uploads can be accepted and queued."""
+        """The fast half of start-up: the catalog is usable after it (uploads wait for `load()`).
+
+        Raises catalog.CheckpointMismatch (a refusal to start) when ready videos were indexed with
+        another checkpoint than the configured one.
+        """
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.deployed:
             self._lock_data_dir()  # deployed replicas share the data volume by design
+        try:
+            self._open_catalog()
+        except BaseException:
+            self._unlock_data_dir()  # a refused start leaves the directory to the next try
+            raise
+
+    def _open_catalog(self) -> None:
+        from model.checkpoint import fingerprint
+
         migrate(self.engine)
-        self.uploads.prepare()
+        with session_scope(self.sessions) as session:
+            catalog.require_checkpoint(fingerprint(self.settings.checkpoint), session=session)
+        # Embedded, this process holds the data directory and accepts nothing yet: any leftover is an orphan.
+        min_age = DEPLOYED_ORPHAN_AGE_S if self.settings.deployed else 0.0
+        self.uploads.prepare(min_age_s=min_age)
+        orphans = self.ingest.remove_orphan_uploads(min_age_s=min_age)
+        if orphans:
+            log.warning("removed %d uploaded files no video refers to (left by a crash)", orphans)
         if self.settings.deployed:
             self._recover_deployed()
             return
         with session_scope(self.sessions) as session:
-            recovery = catalog.recover_interrupted(session=session, max_attempts=self.settings.max_attempts)
+            recovery = catalog.recover_interrupted(session=session, max_interruptions=self.settings.max_interruptions)
         if recovery.requeued or recovery.failed:
             log.warning(
-                "recovered interrupted jobs: %d re-queued %s, %d failed %s",
+                "recovered interrupted jobs (not counted as attempts): %d re-queued %s, %d failed %s",
                 len(recovery.requeued),
                 recovery.requeued,
                 len(recovery.failed),

@@ -54,6 +54,7 @@ def add_video(new: NewVideo, *, session: Session) -> Video:
         filename=new.filename,
         status=QUEUED,
         attempts=0,
+        interruptions=0,
     )
     session.add(video)
     session.flush()
@@ -133,13 +134,17 @@ def transition(video_id: int, *, session: Session, allowed_from: Iterable[str], 
 
 
 def claim_next(*, session: Session) -> int | None:
-    """Atomically move the oldest queued video to processing and return its id (commits).
+    """Atomically move the next queued video to processing and return its id (commits).
 
+    Oldest first, but videos whose runs were interrupted less often go before the others: a video
+    that crashes the process each time it is indexed then holds up nothing behind it.
     The conditional UPDATE is the lock: of several workers racing for one row, exactly one
     sees its WHERE status='queued' still true.
     """
     for _ in range(16):
-        candidate = session.scalar(select(Video.id).where(Video.status == QUEUED).order_by(Video.id).limit(1))
+        candidate = session.scalar(
+            select(Video.id).where(Video.status == QUEUED).order_by(Video.interruptions, Video.id).limit(1)
+        )
         if candidate is None:
             session.commit()
             return None
@@ -159,8 +164,15 @@ def mark_ready(
     duration: float | None,
     fps: float | None,
     frames_indexed: int,
+    frames_expected: int | None = None,
+    warnings: list[str] | None = None,
+    checkpoint: str | None = None,
 ) -> bool:
-    """processing -> ready; False when the row is gone or no longer processing (deleted meanwhile)."""
+    """processing -> ready; False when the row is gone or no longer processing (deleted meanwhile).
+
+    `frames_expected` and `warnings` say what the decode lost; `checkpoint` is the fingerprint of
+    the model that made the features.
+    """
     return transition(
         video_id,
         session=session,
@@ -170,6 +182,9 @@ def mark_ready(
         duration=duration,
         fps=fps,
         frames_indexed=frames_indexed,
+        frames_expected=frames_expected,
+        warnings=warnings or None,
+        checkpoint=checkpoint,
         indexed_at=utcnow(),
     )
 
@@ -179,12 +194,55 @@ def mark_failed(video_id: int, reason: str, *, session: Session) -> bool:
     return transition(video_id, session=session, allowed_from=[PROCESSING], status=FAILED, failure_reason=reason)
 
 
-def requeue(video_id: int, *, session: Session, reset_attempts: bool = False, reason: str | None = None) -> bool:
-    """Put a processing or failed video back on the queue."""
-    values: dict[str, Any] = {"status": QUEUED, "failure_reason": reason}
-    if reset_attempts:
-        values["attempts"] = 0
-    return transition(video_id, session=session, allowed_from=[PROCESSING, FAILED, READY], **values)
+def requeue(video_id: int, *, session: Session, reason: str | None = None) -> bool:
+    """Put a processing, failed or ready video back on the queue (its counts go on)."""
+    return transition(
+        video_id, session=session, allowed_from=[PROCESSING, FAILED, READY], status=QUEUED, failure_reason=reason
+    )
+
+
+def own_failures(video: Video) -> int:
+    """Runs that ended in an error of the video's own processing (not cut short by a dying process)."""
+    return video.attempts - video.interruptions
+
+
+def reindex(video_id: int, *, session: Session) -> bool:
+    """ready or failed -> queued with a fresh start (attempts and interruptions back to zero), to be
+    embedded again from its stored upload; False when it is gone, or queued or being indexed."""
+    return transition(
+        video_id,
+        session=session,
+        allowed_from=[READY, FAILED],
+        status=QUEUED,
+        failure_reason=None,
+        attempts=0,
+        interruptions=0,
+    )
+
+
+def fail_unindexable(video_id: int, reason: str, *, session: Session) -> bool:
+    """ready or failed -> failed: a video that cannot be indexed again (its upload is gone)."""
+    return transition(video_id, session=session, allowed_from=[READY, FAILED], status=FAILED, failure_reason=reason)
+
+
+def reindexable_ids(*, session: Session) -> list[int]:
+    """Every video `hapvr reindex --all` puts back on the queue (ready or failed), oldest first."""
+    return list(session.scalars(select(Video.id).where(Video.status.in_([READY, FAILED])).order_by(Video.id)))
+
+
+def _interrupted(
+    video_id: int, interruptions: int, max_interruptions: int, reason: str, *, session: Session
+) -> str | None:
+    """processing -> queued after an interruption, or -> failed once `max_interruptions` is reached;
+    returns the new status, or None when the row was no longer processing (someone else acted)."""
+    count = interruptions + 1
+    values: dict[str, Any] = {"interruptions": count}
+    if count >= max_interruptions:
+        values.update(status=FAILED, failure_reason=f"{reason} {count} times; giving up (reindex it to try again)")
+    else:
+        values.update(status=QUEUED, failure_reason=None)
+    moved = transition(video_id, session=session, allowed_from=[PROCESSING], **values)
+    return str(values["status"]) if moved else None
 
 
 @dataclass(frozen=True)
@@ -193,20 +251,21 @@ class Recovery:
     failed: list[int]
 
 
-def recover_interrupted(*, session: Session, max_attempts: int) -> Recovery:
-    """Jobs left `processing` by a crash go back to the queue; those out of attempts fail.
+def recover_interrupted(*, session: Session, max_interruptions: int) -> Recovery:
+    """Jobs left `processing` by a crash go back to the queue, an interruption on their record.
 
-    The attempt limit is what stops a video that kills the process every time from doing so forever.
+    An interruption is not the video's fault and does not count as an attempt; the bound on
+    interruptions is what stops a video that kills the process every time from doing so forever.
     """
     requeued: list[int] = []
     failed: list[int] = []
-    interrupted = session.execute(select(Video.id, Video.attempts).where(Video.status == PROCESSING)).all()
-    for video_id, attempts in interrupted:
-        if attempts >= max_attempts:
-            reason = f"indexing was interrupted {attempts} times (the process stopped mid-job); giving up"
-            if transition(video_id, session=session, allowed_from=[PROCESSING], status=FAILED, failure_reason=reason):
-                failed.append(video_id)
-        elif transition(video_id, session=session, allowed_from=[PROCESSING], status=QUEUED):
+    interrupted = session.execute(select(Video.id, Video.interruptions).where(Video.status == PROCESSING)).all()
+    for video_id, interruptions in interrupted:
+        reason = "indexing was interrupted (the process stopped mid-job)"
+        status = _interrupted(video_id, interruptions, max_interruptions, reason, session=session)
+        if status == FAILED:
+            failed.append(video_id)
+        elif status == QUEUED:
             requeued.append(video_id)
     return Recovery(requeued=requeued, failed=failed)
 
@@ -225,6 +284,35 @@ def storage_path_in_use(storage_path: str, *, session: Session) -> bool:
     return bool(session.scalar(select(func.count()).select_from(Video).where(Video.storage_path == storage_path)))
 
 
+def storage_paths(*, session: Session) -> set[str]:
+    """Every upload a row refers to (what the orphan sweep of the upload store must keep)."""
+    return set(session.scalars(select(Video.storage_path)))
+
+
+class CheckpointMismatch(RuntimeError):
+    """Ready videos were indexed with another checkpoint than the configured one (a refusal to start)."""
+
+
+def require_checkpoint(checkpoint: str, *, session: Session) -> None:
+    """Raise CheckpointMismatch, with a one-line reason, when any ready video's features were made
+    by another checkpoint than `checkpoint` (a fingerprint): they cannot be compared with its own.
+
+    Rows without a fingerprint (indexed before fingerprints were recorded) are taken as its own.
+    """
+    others = session.execute(
+        select(Video.checkpoint, func.count())
+        .where(Video.status == READY, Video.checkpoint.is_not(None), Video.checkpoint != checkpoint)
+        .group_by(Video.checkpoint)
+    ).all()
+    if others:
+        found = ", ".join(f"{count} with {fingerprint}" for fingerprint, count in others)
+        raise CheckpointMismatch(
+            f"the catalog holds videos indexed with another checkpoint ({found}) than the configured one "
+            f"({checkpoint}); run `hapvr reindex --all` with the service stopped, then start it again "
+            "(or configure the checkpoint they were made with)"
+        )
+
+
 # -- deployed mode: jobs delivered by a networked queue (indexer.redis_queue) ------------------------
 
 
@@ -241,23 +329,17 @@ def claim(video_id: int, *, session: Session) -> bool:
     return claimed
 
 
-def release_abandoned(video_id: int, *, session: Session, max_attempts: int) -> str | None:
-    """A `processing` video whose worker is gone: back to queued, or failed when out of attempts.
+def release_abandoned(video_id: int, *, session: Session, max_interruptions: int) -> str | None:
+    """A `processing` video whose worker is gone: back to queued with an interruption on its record,
+    or failed once it reaches `max_interruptions` (see recover_interrupted).
 
     Returns the new status, or None when the row was no longer processing (someone else acted).
     """
     video = session.get(Video, video_id)
     if video is None or video.status != PROCESSING:
         return None
-    if video.attempts >= max_attempts:
-        values: dict[str, Any] = {
-            "status": FAILED,
-            "failure_reason": f"the worker stopped mid-job {video.attempts} times; giving up",
-        }
-    else:
-        values = {"status": QUEUED, "failure_reason": None}
-    moved = transition(video_id, session=session, allowed_from=[PROCESSING], **values)
-    return str(values["status"]) if moved else None
+    reason = "the worker stopped mid-job"
+    return _interrupted(video_id, video.interruptions, max_interruptions, reason, session=session)
 
 
 def queued_before(moment: Any, *, session: Session) -> list[int]:

@@ -100,11 +100,18 @@ def build_embedder(settings: Settings, bundle: ModelBundle) -> VideoEmbedder:
     Warm-up happens here, on one thread: the first call exports and loads the ONNX graph, which
     must not happen in several worker threads at once, nor inside the first user's request.
     """
+    from model.checkpoint import fingerprint
     from model.embedding import VideoEmbedder
 
     encoder = bundle.frame_encoder(runtime=settings.runtime, cache_dir=settings.model_cache_dir)
     encoder.encode(np.zeros((1, 256, 256, 3), dtype=np.uint8))
-    return VideoEmbedder(bundle, fps=settings.fps, limits=decode_limits(settings), encoder=encoder)
+    return VideoEmbedder(
+        bundle,
+        fps=settings.fps,
+        limits=decode_limits(settings),
+        encoder=encoder,
+        checkpoint=fingerprint(settings.checkpoint),
+    )
 
 
 def build_components(settings: Settings) -> Components:

@@ -7,8 +7,9 @@ depends on, so an object-storage implementation can replace the local one.
 
 File format: safetensors (no pickle, a JSON header, zero-copy reads) holding `regions` float16
 [T, R, D], `frame_vectors` float32 [T, D] and `timestamps` float64 [T]; the header metadata
-carries the format tag, the video id, the decode info and a CRC-32 of the three arrays, so a
-torn or bit-flipped file is reported instead of silently scoring garbage.
+carries the format tag, the video id, the decode info, the fingerprint of the checkpoint that
+made the features and a CRC-32 of the three arrays, so a torn or bit-flipped file is reported
+instead of silently scoring garbage.
 
 Layout: ``root/<id // 10**6 :06d>/<id // 1000 % 1000 :03d>/<id>.safetensors``. Sequential ids
 fill one leaf directory of at most 1,000 files at a time and a middle directory holds at most
@@ -111,6 +112,8 @@ class FeatureStore:
             value = getattr(features, name)
             if value is not None:
                 metadata[name] = repr(float(value))
+        if features.checkpoint is not None:
+            metadata["checkpoint"] = features.checkpoint
         data = save(
             {
                 "regions": features.regions,
@@ -177,6 +180,7 @@ class FeatureStore:
                 duration=_optional_float(metadata.get("duration")),
                 fps=_optional_float(metadata.get("fps")),
                 source_fps=_optional_float(metadata.get("source_fps")),
+                checkpoint=metadata.get("checkpoint"),
             )
         except ValueError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None

@@ -85,7 +85,8 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
 
     Outcomes: "ready"; "failed" (unusable input, or out of attempts); "retried" (an
     unexpected error with attempts left: the row is queued again); "deleted" (the video was
-    deleted while it was being indexed; nothing is kept).
+    deleted while it was being indexed; nothing is kept). Attempts cut short by a dying process
+    (the row's `interruptions`) are not counted against max_attempts.
     """
     started = time.perf_counter()
     with session_scope(ctx.sessions) as session:
@@ -93,7 +94,7 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
         if video is None or video.status != catalog.PROCESSING:
             ctx.metrics.ingests.labels("deleted").inc()
             return "deleted"
-        stored, attempts = video.storage_path, video.attempts
+        stored, attempts, failures = video.storage_path, video.attempts, catalog.own_failures(video)
 
     def still_processing() -> bool:
         with session_scope(ctx.sessions) as check:
@@ -114,6 +115,9 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
                 duration=features.duration,
                 fps=features.source_fps,
                 frames_indexed=features.num_frames,
+                frames_expected=features.frames_expected,
+                warnings=list(features.warnings),
+                checkpoint=features.checkpoint,
             )
         if not marked:
             # Deleted between indexing and now: take back what this job wrote.
@@ -121,7 +125,8 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
             ctx.metrics.ingests.labels("deleted").inc()
             return "deleted"
     except decode_error as error:
-        # Embedding failed before anything was written: only the row changes.
+        # Nothing of this run was written, but a re-indexed video still has its earlier features.
+        _take_back(video_id, ctx=ctx)
         if not _give_up(video_id, str(error), ctx=ctx):
             return "deleted"
         log.info("video %d failed: %s", video_id, error)
@@ -130,8 +135,8 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
         log.exception("indexing video %d failed unexpectedly (attempt %d)", video_id, attempts)
         reason = f"internal error while indexing: {type(error).__name__}: {error}"
         _take_back(video_id, ctx=ctx)
-        if attempts >= ctx.max_attempts:
-            return "failed" if _give_up(video_id, f"{reason} (after {attempts} attempts)", ctx=ctx) else "deleted"
+        if failures >= ctx.max_attempts:
+            return "failed" if _give_up(video_id, f"{reason} (after {failures} attempts)", ctx=ctx) else "deleted"
         with session_scope(ctx.sessions) as session:
             requeued = catalog.requeue(video_id, session=session, reason=reason)
         outcome = "retried" if requeued else "deleted"
@@ -143,6 +148,8 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
     ctx.metrics.ingest_duration.observe(elapsed)
     if features.duration:
         ctx.metrics.ingest_video_seconds.inc(features.duration)
+    for warning in features.warnings:
+        log.warning("video %d: %s", video_id, warning)
     log.info(
         "video %d ready: %d frames, %.1f s of video in %.2f s",
         video_id,

@@ -109,12 +109,18 @@ class Library:
 
         For an API replica in the deployed mode, where workers elsewhere write the store: unlike
         `reconcile`, it never deletes features (a worker may be about to mark them ready).
-        `only` limits the comparison to some ids (an event) instead of the whole catalog.
+        `only` limits the comparison to some ids (an event) instead of the whole catalog; their
+        vectors are read again even when indexed, as a re-indexed video's features are new.
         """
         with self._changes, self._lock.write():
             indexed = {int(v) for v in self._index.video_ids()}
-            scope = (indexed | ready) if only is None else {int(v) for v in only}
-            added = [v for v in sorted((scope & ready) - indexed) if v in self.store]
+            if only is None:
+                scope = indexed | ready
+                wanted = ready - indexed
+            else:
+                scope = {int(v) for v in only}
+                wanted = scope & ready
+            added = [v for v in sorted(wanted) if v in self.store]
             removed = sorted((scope & indexed) - ready)
             for video_id in removed:
                 self._index.remove(video_id)

@@ -83,10 +83,18 @@ class Video(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     status: Mapped[str] = mapped_column(String(16), default=VideoStatus.queued.value)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # Indexing runs started; `interruptions` of them were cut short by the process dying, which
+    # is never the video's fault, so only the others count towards max_attempts.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     duration: Mapped[float | None] = mapped_column(Float)
     fps: Mapped[float | None] = mapped_column(Float)
     frames_indexed: Mapped[int | None] = mapped_column(Integer)
+    # Samples the container header promised (duration x fps); more than frames_indexed after damage.
+    frames_expected: Mapped[int | None] = mapped_column(Integer)
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)
+    # Fingerprint of the checkpoint whose model made the stored features (model.checkpoint.fingerprint).
+    checkpoint: Mapped[str | None] = mapped_column(String(64))
     storage_path: Mapped[str] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     content_type: Mapped[str | None] = mapped_column(String(255))

@@ -3,6 +3,13 @@
 See indexer.redis_queue for the delivery guarantees (catalog claim, lease, reapers). A worker
 process holds the catalog, the upload store, the feature store and the embedder; it writes
 features to the shared store and publishes an event per video, and API replicas index them.
+
+A killed worker cannot unregister itself from rq, and rq's `SimpleWorker` stretches its own
+heartbeat over the whole job timeout (two hours) when a job starts, so rq alone would show it
+alive and its job in progress for that long. Each worker therefore also keeps an alive key
+(`worker_alive_key`, refreshed like a lease); the reapers clean up the rq records of a worker
+whose key expired: its started job is handed to rq's abandoned-job handling and the worker is
+unregistered.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from typing import TYPE_CHECKING
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import SimpleWorker
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 from indexer import catalog
 from indexer.db import session_scope
@@ -47,19 +56,25 @@ class RetryLater(RuntimeError):
     """Raised to rq after an unexpected error with attempts left: rq retries after a back-off."""
 
 
-class Lease:
-    """A job's claim on its video in Redis, kept alive by a heartbeat thread."""
+def worker_alive_key(prefix: str, worker_name: str) -> str:
+    """The key a running worker process keeps alive (a Lease) under its rq worker name."""
+    return f"{prefix}:worker-alive:{worker_name}"
 
-    def __init__(self, redis: Redis, prefix: str, video_id: int) -> None:
+
+class Lease:
+    """A key in Redis that lives while its holder does, kept alive by a heartbeat thread: a job's
+    claim on its video (lease_key) or a worker process's sign of life (worker_alive_key)."""
+
+    def __init__(self, redis: Redis, key: str) -> None:
         self.redis = redis
-        self.key = lease_key(prefix, video_id)
+        self.key = key
         self.token = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> None:
-        """Take the lease of a video whose row this worker has just claimed (the claim is what
-        excludes a duplicate delivery; the lease only says the claimant is alive)."""
+        """Take the lease (for a video: one whose row this worker has just claimed; the claim is
+        what excludes a duplicate delivery, the lease only says the claimant is alive)."""
         self.redis.set(self.key, self.token, ex=int(LEASE_TTL_S))
         self._thread = threading.Thread(target=self._beat, name=f"hapvr-lease-{self.key}", daemon=True)
         self._thread.start()
@@ -86,11 +101,12 @@ class Lease:
 class IndexWorker:
     """What one worker process holds: the job context, Redis, the reaper."""
 
-    def __init__(self, ctx: JobContext, queue: RedisQueue) -> None:
+    def __init__(self, ctx: JobContext, queue: RedisQueue, max_interruptions: int) -> None:
         self.ctx = ctx
         self.queue = queue
         self.redis = queue.redis
         self.prefix = queue.prefix
+        self.max_interruptions = max_interruptions
         self.outcomes: Counter[str] = Counter()
         self._missing: dict[int, float] = {}
         self._last_stale_scan = 0.0
@@ -105,7 +121,7 @@ class IndexWorker:
             claimed = catalog.claim(video_id, session=session)
         if not claimed:
             return self._count("skipped")  # done, deleted, or another delivery has it
-        lease = Lease(self.redis, self.prefix, video_id)
+        lease = Lease(self.redis, lease_key(self.prefix, video_id))
         lease.acquire()
         try:
             outcome = index_video(video_id, ctx=self.ctx)
@@ -140,8 +156,10 @@ class IndexWorker:
                 log.exception("reaper pass failed; retrying")
 
     def reap_once(self, now: float | None = None) -> list[int]:
-        """Release `processing` videos whose lease stayed missing for LEASE_TTL_S; returns them."""
+        """Clean up dead workers' rq records, then release `processing` videos whose lease stayed
+        missing for LEASE_TTL_S; returns the videos released."""
         now = time.monotonic() if now is None else now
+        self.clean_dead_workers()
         with session_scope(self.ctx.sessions) as session:
             processing = catalog.ids_with_status(catalog.PROCESSING, session=session)
         for video_id in set(self._missing) - processing:
@@ -156,7 +174,7 @@ class IndexWorker:
                 continue
             del self._missing[video_id]
             with session_scope(self.ctx.sessions) as session:
-                status = catalog.release_abandoned(video_id, session=session, max_attempts=self.ctx.max_attempts)
+                status = catalog.release_abandoned(video_id, session=session, max_interruptions=self.max_interruptions)
             if status == catalog.QUEUED:
                 log.warning("video %d: its worker stopped mid-job; queued again", video_id)
                 self.queue.enqueue(video_id)
@@ -172,6 +190,32 @@ class IndexWorker:
             if stale:
                 self.queue.enqueue_many(stale)  # a job still waiting in Redis is left as it is
         return released
+
+    def clean_dead_workers(self) -> list[str]:
+        """Unregister the rq workers of this queue whose alive key expired; returns their names.
+
+        A worker sets its key before rq registers it, so a registered worker without one has been
+        silent for LEASE_TTL_S. Its running executions are marked expired in the started-job
+        registry and handed to rq's own clean-up (the job is retried or failed as abandoned), so
+        nothing shows it in progress; the catalog reaper takes care of its video.
+        """
+        dead = [
+            worker
+            for worker in SimpleWorker.all(queue=self.queue.rq)
+            if not self.redis.exists(worker_alive_key(self.prefix, worker.name))
+        ]
+        if not dead:
+            return []
+        started = StartedJobRegistry(self.queue.rq.name, connection=self.redis)
+        for worker in dead:
+            for execution in worker.get_current_executions(refresh=True):
+                # Score 1 (1970): expired now; xx: only an entry still there.
+                self.redis.zadd(started.key, {execution.composite_key: 1}, xx=True)
+        started.cleanup()
+        for worker in dead:
+            worker.register_death()
+            log.warning("rq worker %s (pid %s on %s) died; unregistered", worker.name, worker.pid, worker.hostname)
+        return [worker.name for worker in dead]
 
 
 @dataclass
@@ -206,16 +250,17 @@ def run_worker(
     A worker needs the catalog, the upload and feature stores, the embedder and Redis: it never
     builds a vector index (API replicas index what workers store, see indexer.index_sync).
     """
-    from rq import SimpleWorker
-
     from indexer.components import build_components
     from indexer.db import make_engine, make_session_factory, migrate
     from indexer.metrics import Metrics
+    from model.checkpoint import fingerprint
 
     factory = components_factory or build_components
     engine = make_engine(settings.catalog_url)
     migrate(engine)
     sessions = make_session_factory(engine)
+    with session_scope(sessions) as session:
+        catalog.require_checkpoint(fingerprint(settings.checkpoint), session=session)
     components = factory(settings)
     ctx = JobContext(
         sessions=sessions,
@@ -226,13 +271,16 @@ def run_worker(
         max_attempts=settings.max_attempts,
     )
     queue = RedisQueue.from_settings(settings)
-    worker = IndexWorker(ctx, queue)
+    worker = IndexWorker(ctx, queue, settings.max_interruptions)
     queue.enqueue_queued(sessions)
+    rq_worker = SimpleWorker([queue.rq], connection=queue.redis, job_class=bound_job_class(worker.run))
+    alive = Lease(queue.redis, worker_alive_key(queue.prefix, rq_worker.name))
+    alive.acquire()  # before rq registers the worker: a registered worker without the key is dead
     worker.start_reaper()
     try:
-        rq_worker = SimpleWorker([queue.rq], connection=queue.redis, job_class=bound_job_class(worker.run))
         rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     finally:
         worker.stop_reaper()
+        alive.release()
         engine.dispose()
     return WorkerResult(worker.outcomes)

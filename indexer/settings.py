@@ -56,7 +56,10 @@ class Settings(ModelSettings):
 
     # Indexing.
     workers: int = Field(1, ge=0, description="in-process indexer threads (0: queue only)")
-    max_attempts: int = Field(3, ge=1, description="attempts before an interrupted job is failed")
+    max_attempts: int = Field(3, ge=1, description="runs ending in an unexpected error before a video is failed")
+    max_interruptions: int = Field(
+        10, ge=1, description="runs cut short by the process dying (not the video's fault) before a video is failed"
+    )
     index_threshold: int | None = Field(
         None, gt=0, description="frame vectors past which the index turns approximate; default: the indexer's"
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from model.fileio import fsync_dir
 # Suffixes kept on stored files (a hint for the demuxer and for people browsing the folder).
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_STORED_NAME = re.compile(r"^([0-9a-f]{64})(\.[a-z0-9]{1,5})?$")
 
 
 class UploadStore:
@@ -27,12 +30,14 @@ class UploadStore:
         self.root = root
         self.tmp = tmp
 
-    def prepare(self) -> None:
-        """Create the folders and drop scratch files a crash left behind."""
+    def prepare(self, *, min_age_s: float = 0.0) -> None:
+        """Create the folders and drop scratch files a crash left behind (those unchanged for
+        `min_age_s` seconds: where other processes share the store, younger ones may be in use)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.glob("upload-*"):
-            leftover.unlink(missing_ok=True)
+            if _age(leftover) >= min_age_s:
+                leftover.unlink(missing_ok=True)
 
     def scratch_file(self) -> Path:
         """A new empty file to stream an upload into (same file system as the store)."""
@@ -68,6 +73,22 @@ class UploadStore:
 
     def remove(self, stored: str) -> None:
         self.resolve(stored).unlink(missing_ok=True)
+
+    def stored_files(self, *, min_age_s: float = 0.0) -> Iterator[str]:
+        """The stored form (see `relative`) of every file at a content address, unchanged for at
+        least `min_age_s` seconds; anything else under the root is never listed."""
+        for path in sorted(self.root.glob("*/*/*")):
+            match = _STORED_NAME.match(path.name)
+            if match and path == self.path_for(match[1], match[2] or "") and path.is_file() and _age(path) >= min_age_s:
+                yield self.relative(path)
+
+
+def _age(path: Path) -> float:
+    """Seconds since the file last changed (0 when it is already gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def safe_suffix(suffix: str) -> str:

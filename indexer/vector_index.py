@@ -19,6 +19,10 @@ remove_ids support (HNSW has none, and deletes are part of the API). Its scores 
 which is fine: every candidate is re-scored exactly from the feature store. On 100k synthetic
 frames it found the exact nearest frame of every noisy query in its top 10 at nprobe 16.
 IVF-Flat (exact scores, 2 KB a vector) is the alternative for collections that fit in RAM.
+PQ splits a vector into equal parts, so a dimension without a fitting divisor (a PCA fitted to
+287 dims on a small folder) is first turned by a random orthonormal map into the next multiple
+of the sub-quantiser count ("RR384,IVFn,PQ128x4fs"): inner products are unchanged, the extra
+dimensions are zero.
 
 Threading. One lock around every FAISS call: searches from request threads and adds or removes
 from worker threads never overlap inside FAISS. The switch to IVF trains on a snapshot without
@@ -101,10 +105,8 @@ class IndexConfig:
     max_training_vectors: int = 262_144
 
     def __post_init__(self) -> None:
-        if self.dim <= 0 or self.approximate_threshold <= 0 or self.nprobe <= 0:
-            raise ValueError("dim, approximate_threshold and nprobe must be positive")
-        if self.approximate_kind == "ivfpq":
-            _subquantizers(self.dim, self.pq_bytes)  # raises when no split fits
+        if min(self.dim, self.approximate_threshold, self.nprobe, self.pq_bytes) <= 0:
+            raise ValueError("dim, approximate_threshold, nprobe and pq_bytes must be positive")
 
 
 @runtime_checkable
@@ -161,20 +163,29 @@ def _choose_nlist(config: IndexConfig, frames: int) -> int:
     return int(max(16, min(4 * math.sqrt(frames), frames // 39, 65536)))
 
 
-def _subquantizers(dim: int, pq_bytes: int) -> int:
-    """The most 4-bit sub-quantisers (an even count, as fast-scan packs two per byte) that divide
-    dim and fit in pq_bytes: 128 for 512-d at 64 bytes."""
-    for count in range(min(2 * pq_bytes, dim), 1, -1):
-        if count % 2 == 0 and dim % count == 0:
-            return count
-    raise ValueError(f"no even number of PQ sub-quantisers up to {2 * pq_bytes} divides dim {dim}")
+def pq_layout(dim: int, pq_bytes: int) -> tuple[int, int]:
+    """(dimension PQ sees, 4-bit sub-quantisers) for `dim`-d vectors in at most `pq_bytes` a vector.
+
+    The count is even (fast-scan packs two per byte), at most 2 * pq_bytes and at most dim rounded
+    up to even: 128 for 512-d at 64 bytes. It must divide the dimension PQ sees. The largest even
+    divisor of dim is taken when it reaches half the most allowed (24 for 48-d at 16 bytes);
+    otherwise (287-d, or 514-d whose best divisor is 2) the vectors are padded to the next multiple
+    of the most allowed (384 for 287-d at 64 bytes).
+    """
+    most = min(2 * pq_bytes, dim + dim % 2)
+    divisor = next((count for count in range(most, 1, -2) if dim % count == 0), 0)
+    if 2 * divisor >= most:
+        return dim, divisor
+    return -(-dim // most) * most, most
 
 
 def _train_approximate(config: IndexConfig, vectors: np.ndarray):
     """A trained, empty IVF index for `vectors` (trained on a random sample of at most max_training_vectors)."""
     nlist = _choose_nlist(config, len(vectors))
     if config.approximate_kind == "ivfpq":
-        description = f"IVF{nlist},PQ{_subquantizers(config.dim, config.pq_bytes)}x4fs"
+        padded, subquantizers = pq_layout(config.dim, config.pq_bytes)
+        rotation = f"RR{padded}," if padded != config.dim else ""
+        description = f"{rotation}IVF{nlist},PQ{subquantizers}x4fs"
     else:
         description = f"IVF{nlist},Flat"
     index = faiss.index_factory(config.dim, description, faiss.METRIC_INNER_PRODUCT)
@@ -192,7 +203,7 @@ def _train_approximate(config: IndexConfig, vectors: np.ndarray):
 def _kind_of(index) -> IndexKind:
     if isinstance(index, faiss.IndexIDMap2):
         return "flat"
-    ivf = faiss.downcast_index(index)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # under the padding rotation, if any
     return "ivfpq" if isinstance(ivf, (faiss.IndexIVFPQ, faiss.IndexIVFPQFastScan)) else "ivfflat"
 
 

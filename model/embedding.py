@@ -64,6 +64,8 @@ class VideoEmbedder:
     `encode` and `index` run batch_size frames at a time, so a long video never holds more
     than one batch of backbone activations. Thread-safe for concurrent `embed` calls as far
     as the encoder runtime is (onnxruntime sessions and eager torch inference both are).
+    `checkpoint`, the bundle's fingerprint (model.checkpoint.fingerprint), is stamped on every
+    VideoFeatures it makes.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class VideoEmbedder:
         cache_dir: Path | None = None,
         short_side: int = 256,
         fast_decode: bool = True,
+        checkpoint: str | None = None,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -87,6 +90,7 @@ class VideoEmbedder:
         self.limits = limits or DecodeLimits()
         self.short_side = short_side
         self.fast_decode = fast_decode
+        self.checkpoint = checkpoint
         self.encoder = encoder or bundle.frame_encoder(
             batch_size=batch_size, runtime=runtime, threads=threads, cache_dir=cache_dir
         )
@@ -142,6 +146,7 @@ class VideoEmbedder:
             duration=duration,
             fps=self.fps,
             source_fps=source_fps,
+            checkpoint=self.checkpoint,
         )
 
     def embed_many(
@@ -202,30 +207,29 @@ class VideoEmbedder:
     ) -> Embedded:
         frames = video.frames[:, :, ::-1] if flip else video.frames
         regions, vectors, encode_s, index_s = self._encode_and_index(frames)
-        features = VideoFeatures(
-            regions=regions,
-            frame_vectors=vectors,
-            timestamps=video.timestamps,
-            duration=video.duration,
-            fps=self.fps,
-            source_fps=video.source_fps,
-        )
+        features = self._features(video, regions, vectors)
         flipped = None
         if with_flipped:
             mirror_regions, mirror_vectors, mirror_encode, mirror_index = self._encode_and_index(
                 video.frames[:, :, ::-1]
             )
             encode_s, index_s = encode_s + mirror_encode, index_s + mirror_index
-            flipped = VideoFeatures(
-                regions=mirror_regions,
-                frame_vectors=mirror_vectors,
-                timestamps=video.timestamps,
-                duration=video.duration,
-                fps=self.fps,
-                source_fps=video.source_fps,
-            )
+            flipped = self._features(video, mirror_regions, mirror_vectors)
         timings = EmbedTimings(decode=decode_seconds, encode=encode_s, index=index_s, frames=len(video.frames))
         return Embedded(features=features, timings=timings, flipped=flipped)
+
+    def _features(self, video: DecodedVideo, regions: np.ndarray, vectors: np.ndarray) -> VideoFeatures:
+        return VideoFeatures(
+            regions=regions,
+            frame_vectors=vectors,
+            timestamps=video.timestamps,
+            duration=video.duration,
+            fps=self.fps,
+            source_fps=video.source_fps,
+            frames_expected=video.frames_expected,
+            warnings=video.warnings,
+            checkpoint=self.checkpoint,
+        )
 
     def _encode_and_index(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
         """uint8 frames [T, H, W, 3] -> (float16 regions [T, R, D], float32 vectors [T, D], encode s, index s)."""

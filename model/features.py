@@ -18,7 +18,9 @@ class VideoFeatures:
 
     regions: float16 [T, R, D], frame_vectors: float32 [T, D] (L2-normalised), timestamps:
     float64 [T] seconds of each sampled frame. duration / fps / source_fps describe the decode
-    (seconds of the source, sampling rate used, the source's own frame rate when known).
+    (seconds of the source, sampling rate used, the source's own frame rate when known);
+    frames_expected and warnings what it lost (model.video.DecodedVideo); checkpoint the
+    fingerprint of the model that made the features (model.checkpoint.fingerprint).
     Arrays are converted to those dtypes on construction so every consumer can rely on them.
     """
 
@@ -28,6 +30,9 @@ class VideoFeatures:
     duration: float | None = None
     fps: float | None = None
     source_fps: float | None = None
+    frames_expected: int | None = None
+    warnings: tuple[str, ...] = ()
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         self.regions = np.ascontiguousarray(self.regions, dtype=np.float16)

@@ -78,12 +78,18 @@ class DecodeLimits:
 
 @dataclass
 class DecodedVideo:
-    """Sampled RGB frames (short side resized, rotation applied) and their times."""
+    """Sampled RGB frames (short side resized, rotation applied) and their times.
+
+    `frames_expected` is what the container header promised (its duration x fps), None when it
+    states no duration; `warnings` say, in a line each, what a damaged stream lost.
+    """
 
     frames: np.ndarray  # uint8 [T, H, W, 3]
     timestamps: np.ndarray  # float64 [T], seconds from the start of the video stream
     duration: float  # seconds
     source_fps: float | None
+    frames_expected: int | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ def decode_video(
     in the source leaves a gap in the samples rather than repeated frames). Frames are
     resized so the short side of the displayed picture is `short_side` (sample aspect
     ratio honoured), then turned upright per the display matrix. A file that breaks off
-    part-way returns the frames decoded before the damage.
+    part-way returns the frames decoded before the damage, and a warning: so does one that
+    yields clearly fewer frames than its header promises (a corrupt stretch the decoder skipped).
 
     `fast` lets the decoder drop non-reference frames and skip the deblocking filter:
     about a third less CPU on H.264, while a sample may land up to a few source frames
@@ -155,8 +162,9 @@ def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits, fast:
         if width * height > limits.max_pixels:
             raise VideoDecodeError(f"resolution {width}x{height} is over the limit of {limits.max_pixels} pixels")
         duration = _metadata_duration(container, stream)
+        expected = None
         if duration is not None:
-            _check_duration(duration, fps, limits)
+            expected = _check_duration(duration, fps, limits)
         source_fps = _source_fps(stream)
         if fast:
             stream.codec_context.skip_frame = "NONREF"
@@ -167,6 +175,7 @@ def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits, fast:
         reason = f": {error}" if error else ""
         return f"no decodable video frames (truncated or corrupt file){reason}"
     span = sampler.last_time + (1.0 / source_fps if source_fps else 0.0)
+    warnings = _losses(len(sampler.frames), expected, error, span)
     if error is not None or duration is None or duration > span + max(1.0, 2.0 / fps):
         # Broken off, or the header promises more than the file holds (a cut download):
         # report what is there.
@@ -178,7 +187,23 @@ def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits, fast:
         timestamps=np.asarray(sampler.times, dtype=np.float64),
         duration=float(duration),
         source_fps=source_fps,
+        # Some demuxers estimate the duration short: never expect fewer frames than came out.
+        frames_expected=None if expected is None else max(expected, len(sampler.frames)),
+        warnings=warnings,
     )
+
+
+def _losses(decoded: int, expected: int | None, error: str | None, span: float) -> tuple[str, ...]:
+    """One-line warnings about frames a damaged stream lost (none for a whole one).
+
+    A whole file can come out a frame or two short of its header (rounded timestamps, an
+    estimated duration), so a shortfall counts from 2 frames and 5% of those expected on.
+    """
+    if error is not None:
+        return (f"decoding stopped at {span:.1f} s on damage ({error}); {decoded} frames were kept",)
+    if expected is not None and expected - decoded >= max(2, expected // 20):
+        return (f"decoded {decoded} of the {expected} frames the header promises (truncated or corrupt stream)",)
+    return ()
 
 
 class _Sampler:
@@ -357,7 +382,8 @@ def _source_fps(stream: av.video.stream.VideoStream) -> float | None:
     return None
 
 
-def _check_duration(duration: float, fps: float, limits: DecodeLimits) -> None:
+def _check_duration(duration: float, fps: float, limits: DecodeLimits) -> int:
+    """The frames `duration` gives at `fps`; VideoDecodeError when over the limits."""
     if duration > limits.max_duration_s:
         raise VideoDecodeError(f"duration {duration:.1f} s is over the limit of {limits.max_duration_s:g} s")
     expected = math.floor(duration * fps + _TIME_EPS)
@@ -365,6 +391,7 @@ def _check_duration(duration: float, fps: float, limits: DecodeLimits) -> None:
         raise VideoDecodeError(
             f"{duration:.1f} s at {fps:g} fps gives {expected} frames, over the limit of {limits.max_frames}"
         )
+    return expected
 
 
 def _sar(stream: av.video.stream.VideoStream) -> float:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.deps import IngestDep, LibraryDep, MetricsDep, SessionDep, SettingsDep, UploadsDep
+from app.deps import IngestDep, LibraryDep, MetricsDep, SessionDep, SettingsDep, UploadsDep, require_ready
 from app.errors import describe_validation_errors
 from app.schemas import Message, VideoAccepted, VideoCreate, VideoPublic, VideosPublic
 from app.uploads import receive_video_form
@@ -48,6 +48,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Message, "description": "upload over the size limit"},
     415: {"model": Message, "description": "not multipart, or the file is declared as something other than video"},
     422: {"model": Message, "description": "invalid fields, or the file is not a usable video"},
+    503: {"model": Message, "description": "the service is not ready (still loading, or its start failed)"},
 }
 
 
@@ -58,6 +59,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=UPLOAD_BODY,
     responses={200: {"model": VideoAccepted, "description": "these bytes are already indexed"}, **ERRORS},
     summary="Upload a video to index",
+    dependencies=[Depends(require_ready)],  # refused before the body is read
 )
 async def upload_video(
     request: Request, settings: SettingsDep, uploads: UploadsDep, ingest: IngestDep, metrics: MetricsDep
@@ -85,6 +87,24 @@ async def upload_video(
     )
     code = status.HTTP_200_OK if video.status == catalog.READY else status.HTTP_202_ACCEPTED
     return JSONResponse(body.model_dump(mode="json"), status_code=code, headers={"Location": status_url})
+
+
+@router.post(
+    "/{video_id}/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=VideoAccepted,
+    responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
+    summary="Index a video again from its stored upload",
+    dependencies=[Depends(require_ready)],
+)
+def reindex_video(video_id: int, request: Request, ingest: IngestDep) -> JSONResponse:
+    """Queue a ready or failed video to be embedded again (409 while it is queued or being indexed)."""
+    video = ingest.reindex(video_id)
+    status_url = str(request.url_for("get_video", video_id=video.id).path)
+    body = VideoAccepted(id=video.id, status=VideoStatus(video.status), status_url=status_url, duplicate=False)
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED, headers={"Location": status_url}
+    )
 
 
 @router.get("/{video_id}", response_model=VideoPublic, responses={404: {"model": Message}})

@@ -7,9 +7,8 @@ deployments that run migrations as their own step before the replicas start.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from indexer.commands.options import configure_logging, overrides
+from indexer.commands.options import CATALOG_FLAGS, add_catalog_flags, configure_logging, overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="apply the catalog's schema migrations",
         description="Apply the Alembic migrations to the catalog. Flags override HAPVR_* settings.",
     )
-    parser.add_argument("--data-dir", type=Path, help="data directory holding the default SQLite catalog")
-    parser.add_argument("--database-url", help="SQLAlchemy URL of the catalog (HAPVR_DATABASE_URL)")
+    add_catalog_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -31,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from indexer.db import make_engine, migrate
     from indexer.settings import Settings
 
-    settings = Settings(**overrides(args, ("data_dir", "database_url")))
+    settings = Settings(**overrides(args, CATALOG_FLAGS))
     configure_logging(settings.log_level)
     engine = make_engine(settings.catalog_url)
     try:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
+
+# The settings `add_catalog_flags` sets (for `overrides`).
+CATALOG_FLAGS = ("data_dir", "database_url")
+
+
+def add_catalog_flags(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --database-url: the catalog a command works on."""
+    parser.add_argument("--data-dir", type=Path, help="data directory holding the default SQLite catalog")
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the catalog (HAPVR_DATABASE_URL)")
 
 
 def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:

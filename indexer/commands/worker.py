@@ -39,18 +39,19 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     from indexer.backend import Backend, DataDirLocked
+    from indexer.catalog import CheckpointMismatch
     from indexer.settings import Settings
     from indexer.worker import WorkerPool, drain_in_threads
 
     settings = Settings(**overrides(args, ("data_dir", "workers", "checkpoint")))
     configure_logging(settings.log_level)
     log = logging.getLogger("hapvr.worker")
-    if settings.deployed:
-        return _deployed(settings, burst=args.burst)
-    backend = Backend(settings)
     try:
+        if settings.deployed:
+            return _deployed(settings, burst=args.burst)
+        backend = Backend(settings)
         backend.open()
-    except DataDirLocked as error:
+    except (DataDirLocked, CheckpointMismatch) as error:
         log.error("%s", error)
         return 2
     stop = threading.Event()
@@ -98,7 +99,12 @@ def _deployed(settings: Settings, *, burst: bool) -> int:
 
 
 def _deployed_child(settings: Settings, burst: bool) -> None:
+    from indexer.catalog import CheckpointMismatch
     from indexer.redis_worker import run_worker
 
     configure_logging(settings.log_level)
-    sys.exit(run_worker(settings, burst=burst).exit_code)
+    try:
+        sys.exit(run_worker(settings, burst=burst).exit_code)
+    except CheckpointMismatch as error:
+        logging.getLogger("hapvr.worker").error("%s", error)
+        sys.exit(2)

@@ -130,9 +130,11 @@ class LightEmbedder:
     """Real decoding, then a frame vector from a 4x4 colour thumbnail (no CNN)."""
 
     def __init__(self, settings: Settings) -> None:
+        from model.checkpoint import fingerprint
         from model.video import DecodeLimits
 
         self.fps = settings.fps
+        self.checkpoint = fingerprint(settings.checkpoint)
         self.limits = DecodeLimits(
             max_frames=settings.max_frames, max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s
         )
@@ -158,6 +160,9 @@ class LightEmbedder:
             duration=video.duration,
             fps=self.fps,
             source_fps=video.source_fps,
+            frames_expected=video.frames_expected,
+            warnings=video.warnings,
+            checkpoint=self.checkpoint,
         )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from app.main import create_app
-from indexer.redis_queue import lease_key
+from indexer.redis_queue import lease_key, queue_name
 from indexer.settings import Settings
 from tests.app.apptools import AppClient, Media, light_components, wait_until
 
@@ -197,6 +197,8 @@ def assert_index_agrees(service: AppClient) -> None:
 
 def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> None:  # type: ignore[no-untyped-def]
     import redis
+    from rq import Queue, SimpleWorker
+    from rq.registry import StartedJobRegistry
 
     service = api()
     # The embed waits 10 s, so the kill lands mid-job even when a loaded box polls late.
@@ -220,9 +222,15 @@ def test_worker_killed_mid_job(deployment: Deployment, api, media: Media) -> Non
     with session_scope(service.backend.sessions) as session:
         row = catalog.get_video(video_id, session=session)
         assert row is not None and row.attempts == 2  # the killed run, then the one that finished
+        assert row.interruptions == 1  # ... and the killed one is not held against the video
     survivor = next(p for p in deployment.workers if p.pid != holder)
     assert survivor.poll() is None
     assert_index_agrees(service)
+    # rq alone would list the dead worker, busy with its job, for the job timeout (two hours).
+    queue = Queue(queue_name(deployment.prefix), connection=client)
+    wait_until(lambda: holder not in {worker.pid for worker in SimpleWorker.all(queue=queue)}, timeout=60)
+    assert [worker.pid for worker in SimpleWorker.all(queue=queue)] == [survivor.pid]
+    assert StartedJobRegistry(queue=queue).get_job_ids() == []
 
 
 def search_ids(service: AppClient, video_id: int) -> list[tuple[int, float]]:
@@ -280,4 +288,12 @@ def test_twenty_parallel_uploads(deployment: Deployment, api, media: Media) -> N
     assert len(set(ids)) == 20
     for video_id in ids:
         assert service.wait_done(video_id, timeout=90)["status"] == "ready"
+    assert_index_agrees(service)
+
+    # Re-indexed by a worker: the replica takes the new features (an event), and agrees again.
+    applied = service.backend.index_sync.events_applied
+    assert service.client.post(f"/videos/{ids[0]}/reindex").status_code == 202
+    again = service.wait_done(ids[0], timeout=90)
+    assert (again["status"], again["attempts"]) == ("ready", 1)
+    wait_until(lambda: service.backend.index_sync.events_applied > applied, timeout=30)
     assert_index_agrees(service)

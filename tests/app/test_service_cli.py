@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from app.cli import main
+from indexer.db import MIGRATIONS_DIR
 
 
 def test_serve_refuses_a_missing_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -25,10 +27,22 @@ def test_worker_refuses_a_data_dir_in_use(service_factory, caplog: pytest.LogCap
     assert "in use by pid" in caplog.text
 
 
+def test_worker_refuses_videos_of_another_checkpoint(service_factory, media, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    service = service_factory()
+    service.ingest(media.video("a.mp4", seed=1))
+    service.stop()
+    other = Path(service.backend.settings.data_dir).parent / "other.safetensors"
+    other.write_bytes(b"another checkpoint")  # refused on its fingerprint, before anything loads it
+    code = main(["worker", "--burst", "--data-dir", str(service.backend.settings.data_dir), "--checkpoint", str(other)])
+    assert code == 2
+    assert "hapvr reindex --all" in caplog.text
+
+
 def test_migrate_creates_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--data-dir", str(tmp_path)]) == 0
     assert main(["migrate", "--database-url", f"sqlite:///{tmp_path / 'catalog.sqlite3'}"]) == 0  # idempotent
-    assert capsys.readouterr().out.splitlines() == ["catalog at revision 0001"] * 2
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert capsys.readouterr().out.splitlines() == [f"catalog at revision {head}"] * 2
     assert (tmp_path / "catalog.sqlite3").is_file()
 
 

@@ -24,12 +24,15 @@ def test_readyz_is_503_until_the_index_is_loaded(service_factory, media: Media) 
     assert "loading" in response.json()["detail"] and response.headers["retry-after"]
     assert client.get("/search", params={"video_id": 1}).status_code == 503
 
-    # Uploads are accepted (and queued) while the index loads.
-    accepted = service.upload(media.video("a.mp4", seed=1))
-    assert accepted.status_code == 202
+    # Uploads wait too: nothing could check them yet.
+    refused = service.upload(media.video("a.mp4", seed=1))
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert client.get("/videos").json()["count"] == 0
 
     release.set()
     wait_until(lambda: client.get("/readyz").status_code == 200)
+    accepted = service.upload(media.video("a.mp4", seed=1))
+    assert accepted.status_code == 202
     assert service.wait_done(accepted.json()["id"])["status"] == "ready"
     assert client.get("/readyz").json() == {"status": "ready", "indexed_videos": 1, "indexed_vectors": 4}
 

@@ -6,13 +6,19 @@ Crashes are staged by leaving the data directory in the state a kill at that mom
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
+from app.cli import main as hapvr
+from indexer.catalog import CheckpointMismatch
 from indexer.db import session_scope
 from indexer.orm import Video
-from tests.app.apptools import AppClient, Media, assert_consistent
+from tests.app.apptools import AppClient, Media, assert_consistent, wait_until
 
 
 def _index_files(service: AppClient) -> list:
@@ -107,16 +113,35 @@ def test_ready_video_without_features_is_indexed_again(service_factory, media: M
     assert assert_consistent(second) == {video_id}
 
 
-def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+def test_interruptions_are_not_the_videos_fault(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+    """A healthy video whose runs the process died in more often than max_attempts still gets indexed."""
     first = service_factory(workers=0, max_attempts=2)
     video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
     first.stop()
     with session_scope(first.backend.sessions) as session:
-        session.execute(update(Video).where(Video.id == video_id).values(status="processing", attempts=2))
+        session.execute(
+            update(Video).where(Video.id == video_id).values(status="processing", attempts=4, interruptions=3)
+        )
 
-    second = service_factory(max_attempts=2)
+    second = service_factory(max_attempts=2, max_interruptions=5)
+    video = second.wait_done(video_id)
+    assert (video["status"], video["attempts"], video["interruptions"]) == ("ready", 5, 4)
+
+
+def test_a_job_that_keeps_killing_the_process_is_failed(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+    first = service_factory(workers=0, max_interruptions=2)
+    video_id = first.upload(media.video("a.mp4", seed=1)).json()["id"]
+    first.stop()
+    with session_scope(first.backend.sessions) as session:
+        session.execute(
+            update(Video).where(Video.id == video_id).values(status="processing", attempts=2, interruptions=1)
+        )
+
+    second = service_factory(max_interruptions=2)
     video = second.client.get(f"/videos/{video_id}").json()
-    assert video["status"] == "failed" and "interrupted 2 times" in video["failure_reason"]
+    assert (
+        video["status"] == "failed" and "interrupted (the process stopped mid-job) 2 times" in video["failure_reason"]
+    )
     # Uploading the same bytes again gives it a fresh start.
     again = second.upload(media.video("a.mp4", seed=1))
     assert again.status_code == 202 and again.json()["id"] == video_id
@@ -133,3 +158,81 @@ def test_second_process_on_the_same_data_dir_is_refused(service_factory) -> None
     with pytest.raises(DataDirLocked, match="in use by pid"):
         intruder.open()
     intruder.engine.dispose()
+
+
+def test_uploads_are_refused_after_a_failed_start(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+    def broken(settings):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no model")
+
+    service = service_factory(factory=broken, wait=False)
+    wait_until(lambda: service.backend.startup_error is not None)
+    clip = media.video("a.mp4", seed=1)
+    for response in (service.upload(clip), service.client.post("/videos/1/reindex")):
+        assert response.status_code == 503 and response.headers["retry-after"]
+        assert "failed to start" in response.json()["detail"]
+    with open(clip, "rb") as handle:
+        assert service.client.post("/search", files={"file": ("a.mp4", handle, "video/mp4")}).status_code == 503
+    assert service.client.get("/videos").json()["count"] == 0  # nothing queued that no worker would take
+
+
+def _orphan(uploads_root: Path, sha256: str, suffix: str = ".mp4", *, age_s: float = 0.0) -> Path:
+    """A file at a content address with no row: what a kill between commit and insert leaves."""
+    path = uploads_root / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half a story")
+    if age_s:
+        moment = time.time() - age_s
+        os.utime(path, (moment, moment))
+    return path
+
+
+def test_orphan_uploads_are_removed_at_start(service_factory, media: Media) -> None:  # type: ignore[no-untyped-def]
+    first = service_factory()
+    kept = first.ingest(media.video("keep.mp4", seed=1))
+    first.stop()
+    settings = first.backend.settings
+    stored = first.backend.uploads.path_for(kept["sha256"], ".mp4")
+    orphan = _orphan(settings.uploads_dir, "ab" * 32)
+    scratch = settings.tmp_dir / "upload-interrupted"
+    scratch.write_bytes(b"partial")
+    # Not at a content address: never ours to judge.
+    stray = [settings.uploads_dir / "README", settings.uploads_dir / "ab" / "ab" / "notes.txt"]
+    for path in stray:
+        path.write_text("keep me")
+
+    second = service_factory()
+    assert not orphan.exists() and not scratch.exists()
+    assert stored.is_file() and all(path.exists() for path in stray)
+    assert second.client.get(f"/videos/{kept['id']}").json()["status"] == "ready"
+    assert assert_consistent(second) == {kept["id"]}
+
+
+def test_the_deployed_sweep_leaves_young_files_alone(service: AppClient) -> None:
+    """Other replicas share the store: a file younger than the grace period may be mid-upload."""
+    root = service.backend.settings.uploads_dir
+    young = _orphan(root, "cd" * 32)
+    old = _orphan(root, "ef" * 32, age_s=7200)
+    assert service.backend.ingest.remove_orphan_uploads(min_age_s=3600) == 1
+    assert young.exists() and not old.exists()
+
+
+def test_a_checkpoint_switch_refuses_to_start_until_reindexed(service_factory, media: Media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from model.checkpoint import fingerprint, load_default, save_checkpoint
+
+    first = service_factory()
+    ids = {first.ingest(media.video(f"{seed}.mp4", seed=seed))["id"] for seed in (1, 2)}
+    first.stop()
+    bundle = load_default()
+    bundle.provenance = {**bundle.provenance, "note": "another training run"}
+    other = save_checkpoint(tmp_path / "other.safetensors", bundle)
+
+    with pytest.raises(CheckpointMismatch, match=rf"\(2 with {fingerprint()}\).*\({fingerprint(other)}\)"):
+        service_factory(checkpoint=other)
+    assert hapvr(["reindex", "--all", "--data-dir", str(first.backend.settings.data_dir)]) == 0
+
+    second = service_factory(checkpoint=other)
+    for video_id in ids:
+        video = second.wait_done(video_id)
+        assert (video["status"], video["checkpoint"]) == ("ready", fingerprint(other))
+    assert assert_consistent(second) == ids
+    assert second.backend.library.store.get(min(ids)).checkpoint == fingerprint(other)

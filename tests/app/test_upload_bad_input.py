@@ -66,9 +66,15 @@ def test_truncated_stream_keeps_what_decodes(guarded, media: Media) -> None:  # 
     service, _ = guarded
     whole = media.video("whole.mkv", seed=4, seconds=8).read_bytes()
     video = service.ingest(media.raw("cut.mkv", whole[: len(whole) * 2 // 3]))
-    # A stream that breaks off part-way is indexed from the frames before the break.
+    # A stream that breaks off part-way is indexed from the frames before the break, and says so.
     assert video["status"] == "ready", video
     assert 1 <= video["frames_indexed"] < 8
+    assert (video["frames_expected"], video["frames_decoded"]) == (8, video["frames_indexed"])
+    assert video["warnings"] == [
+        f"decoded {video['frames_indexed']} of the 8 frames the header promises (truncated or corrupt stream)"
+    ]
+    whole_video = service.ingest(media.video("whole.mkv", seed=4, seconds=8))
+    assert (whole_video["frames_expected"], whole_video["frames_decoded"], whole_video["warnings"]) == (8, 8, [])
 
 
 def test_corrupt_payload_fails_the_job_with_its_reason(guarded, media: Media) -> None:  # type: ignore[no-untyped-def]

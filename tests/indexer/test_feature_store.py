@@ -31,6 +31,7 @@ def store(tmp_path: Path) -> FeatureStore:
 def _video(seed: int = 0, frames: int = 7, dim: int = 32) -> VideoFeatures:
     features = synthetic_video(np.random.default_rng(seed), frames, dim=dim)
     features.source_fps = 29.97
+    features.checkpoint = "c76e00f3fb560de0"
     return features
 
 
@@ -44,14 +45,15 @@ def test_round_trip_keeps_values_dtypes_and_decode_info(store: FeatureStore) -> 
     np.testing.assert_array_equal(loaded.frame_vectors, original.frame_vectors)
     np.testing.assert_array_equal(loaded.timestamps, original.timestamps)
     assert (loaded.duration, loaded.fps, loaded.source_fps) == (original.duration, original.fps, 29.97)
+    assert loaded.checkpoint == "c76e00f3fb560de0"  # the model that made them
 
 
 def test_optional_decode_info_may_be_absent(store: FeatureStore) -> None:
     original = _video()
-    original.duration = original.fps = original.source_fps = None
+    original.duration = original.fps = original.source_fps = original.checkpoint = None
     store.put(1, original)
     loaded = store.get(1)
-    assert (loaded.duration, loaded.fps, loaded.source_fps) == (None, None, None)
+    assert (loaded.duration, loaded.fps, loaded.source_fps, loaded.checkpoint) == (None, None, None, None)
 
 
 def test_layout_is_sharded_and_ids_are_sorted(store: FeatureStore) -> None:

@@ -18,6 +18,7 @@ from indexer.vector_index import (
     IndexLoadError,
     VectorIndex,
     pack_ids,
+    pq_layout,
     read_sidecar,
     unpack_ids,
 )
@@ -286,6 +287,48 @@ def test_a_rebuild_during_training_wins(monkeypatch, tmp_path: Path) -> None:
     release.set()
     switcher.join(60)
     assert index.video_ids() == {500, 501} and index.kind == "flat"
+
+
+@pytest.mark.parametrize(
+    ("dim", "pq_bytes", "layout"),
+    [
+        (512, 64, (512, 128)),  # the shipped model: 4 dims a sub-quantiser
+        (48, 16, (48, 24)),  # an even divisor at least half the most allowed
+        (287, 64, (384, 128)),  # no even divisor (PCA fitted on a small folder): padded
+        (514, 64, (640, 128)),  # only 2 divides it: padded rather than 257 dims a sub-quantiser
+        (6, 64, (6, 6)),
+        (1, 64, (2, 2)),
+    ],
+)
+def test_every_dimension_has_a_pq_layout(dim: int, pq_bytes: int, layout: tuple[int, int]) -> None:
+    assert pq_layout(dim, pq_bytes) == layout
+    padded, subquantizers = layout
+    assert padded >= dim and padded % subquantizers == 0 and subquantizers % 2 == 0
+    assert subquantizers <= 2 * pq_bytes
+
+
+@pytest.mark.parametrize("dim", [287, 37])
+def test_an_odd_dimension_is_served_approximately(dim: int, tmp_path: Path) -> None:
+    """A dimension PQ cannot split is padded by a rotation: recall holds, and it survives save and load."""
+    rng = np.random.default_rng(dim)
+    videos = {video_id: synthetic_video(rng, 30, dim=dim, regions=2).frame_vectors for video_id in range(1, 101)}
+    config = IndexConfig(dim=dim, approximate_threshold=2000, nprobe=16)
+    exact, approximate = FaissIndex(IndexConfig(dim=dim)), FaissIndex(config)
+    for video_id, vectors in videos.items():
+        exact.add(video_id, vectors)
+        approximate.add(video_id, vectors)
+    assert approximate.kind == "ivfpq" and approximate.num_frames == 3000
+    noisy = np.concatenate([videos[v][:10] for v in range(1, 101, 10)])
+    noisy = noisy + random_unit(rng, noisy.shape) * 0.3
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    assert _recall_at_10(approximate, exact, noisy) >= 0.9
+    approximate.remove(1)
+    path = tmp_path / "frames.faiss"
+    approximate.save(path)
+    loaded = FaissIndex.load(path, config)
+    assert loaded.kind == "ivfpq" and loaded.video_ids() == set(range(2, 101))
+    for got, expected in zip(loaded.search(noisy, 5), approximate.search(noisy, 5)):
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_rebuild_past_the_threshold_trains_ivf(tmp_path: Path) -> None:

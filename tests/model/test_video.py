@@ -46,6 +46,8 @@ def test_every_container_samples_one_frame_per_second(tmp_video_factory, suffix:
     for k, (index, t) in enumerate(zip(indices(video)[:3], video.timestamps[:3])):
         assert abs(index - round(k * fps)) <= tolerance
         assert t == pytest.approx(k, abs=0.05)
+    # A whole file: what the header promises is what came out, and nothing to warn about.
+    assert video.frames_expected == len(video.frames) and video.warnings == ()
 
 
 @pytest.mark.parametrize("rate", [2.0, 0.5])
@@ -88,6 +90,7 @@ def test_real_clips_decode_at_the_service_resolution(source_clips: list[Path]) -
         video = decode_video(clip)
         assert min(video.frames.shape[1:3]) == 256
         assert len(video.frames) == pytest.approx(video.duration, abs=1.0)
+        assert video.warnings == (), clip.name  # whole files raise no false alarm
 
 
 # -- size and orientation ---------------------------------------------------------------------
@@ -263,6 +266,10 @@ def test_truncated_stream_returns_what_decodes(tmp_video_factory) -> None:
     assert 1 <= len(video.frames) < 6
     assert indices(video) == [round(10 * t) for t in video.timestamps]
     assert video.duration < 6.0
+    # ... and says what it lost.
+    assert video.frames_expected == 6
+    (warning,) = video.warnings
+    assert f"decoded {len(video.frames)} of the 6 frames the header promises" in warning and "\n" not in warning
 
 
 def test_garbage_in_the_middle_still_decodes(tmp_video_factory) -> None:
@@ -272,6 +279,29 @@ def test_garbage_in_the_middle_still_decodes(tmp_video_factory) -> None:
     video = decode_video(tmp_video_factory.file("damaged.mkv", bytes(data)), short_side=SMALL)
     assert len(video.frames) >= 3
     assert indices(video)[:2] == [0, 10]
+
+
+def test_a_decode_that_loses_half_its_frames_warns(tmp_video_factory) -> None:
+    """Corrupt payload over the middle third: the decoder skips it silently, the count tells."""
+    data = bytearray(tmp_video_factory(".mkv", fps=2.0, frames=60, width=96, height=64).read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = np.random.default_rng(0).bytes(third)
+    video = decode_video(tmp_video_factory.file("holed.mkv", bytes(data)), short_side=SMALL)
+    assert video.frames_expected == 30 and len(video.frames) <= 20
+    assert video.warnings == (
+        f"decoded {len(video.frames)} of the 30 frames the header promises (truncated or corrupt stream)",
+    )
+
+
+def test_decoding_stopped_by_damage_warns(tmp_video_factory) -> None:
+    """mp4 keeps its index whole while the frames it points at are garbage: PyAV gives up there."""
+    data = bytearray(tmp_video_factory(".mp4", fps=2.0, frames=60, width=96, height=64).read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = np.random.default_rng(0).bytes(third)
+    video = decode_video(tmp_video_factory.file("broken.mp4", bytes(data)), short_side=SMALL)
+    assert video.frames_expected == 30 and 1 <= len(video.frames) < 30
+    (warning,) = video.warnings
+    assert warning.startswith("decoding stopped at ") and f"{len(video.frames)} frames were kept" in warning
 
 
 def test_probe_reads_the_header(tmp_video_factory) -> None:
