@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "app.commands.serve",
     "indexer.commands.worker",
     "indexer.commands.migrate",
+    "indexer.commands.keys",
     "indexer.commands.compare",
     "model.commands.fit_pca",
     "model.train.command",
