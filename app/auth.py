@@ -1,6 +1,7 @@
 """API keys on every route that touches the library: who is calling, with which scope, how often.
 
-A route declares the scope it needs with `dependencies=[RequireRead]` (app/deps.py). When keys
+A route declares the scope it needs with `dependencies=[RequireRead]` (app/deps.py, built by
+require_scope). When keys
 are required (Settings.auth_required), a request without a key, or with an unknown or revoked
 one, gets 401 with `WWW-Authenticate`; a key of a lower scope gets 403; a key over its rate
 limit gets 429 with `Retry-After`. /healthz, /readyz and /metrics declare no scope and stay open.
@@ -15,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.routing import APIRoute
+from fastapi import FastAPI, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.ratelimit import RateLimits
@@ -84,48 +85,43 @@ def unauthorized(message: str) -> HTTPException:
     )
 
 
-def presented_key(request: Request) -> str | None:
-    """The key of `Authorization: Bearer KEY`, else of `X-API-Key: KEY`; None when neither is sent."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get(API_KEY_HEADER, "").strip() or None
+_BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth", description="Authorization: Bearer KEY")
+_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, scheme_name="apiKeyHeader", description="X-API-Key: KEY")
 
 
-class ScopeCheck:
-    """A route dependency: the request must carry an active key of at least `scope`."""
+def require_scope(scope: Scope) -> Callable[..., KeyInfo | None]:
+    """A route dependency: the request must carry an active key of at least `scope`.
 
-    def __init__(self, scope: Scope) -> None:
-        self.scope = scope
+    The key is read through FastAPI's security classes, so OpenAPI lists both ways to send it,
+    with the scope, on every guarded operation (document_security drops them when keys are off).
+    """
 
     # A plain def: FastAPI runs it in the thread pool, where the catalog read and argon2 belong.
-    def __call__(self, request: Request) -> KeyInfo | None:
+    def check(
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Security(_BEARER, scopes=[scope.value]),
+        header: str | None = Security(_HEADER, scopes=[scope.value]),
+    ) -> KeyInfo | None:
         auth: Authenticator = request.app.state.auth
         if not auth.required:
             return None
-        key = presented_key(request)
-        if key is None:
+        key = (bearer.credentials.strip() if bearer is not None else "") or (header or "").strip()
+        if not key:
             raise unauthorized("an API key is required")
         info = auth.identify(key, request.client.host if request.client else "unknown")
-        if not info.scope.allows(self.scope):
+        if not info.scope.allows(scope):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                f"this API key has scope {info.scope.value}; {request.method} {request.url.path} needs {self.scope.value}",
+                f"this API key has scope {info.scope.value}; {request.method} {request.url.path} needs {scope.value}",
                 headers={
-                    "WWW-Authenticate": f'Bearer realm="hapvr", error="insufficient_scope", scope="{self.scope.value}"'
+                    "WWW-Authenticate": f'Bearer realm="hapvr", error="insufficient_scope", scope="{scope.value}"'
                 },
             )
         assert auth.limits is not None
-        auth.limits.hit(info.id, self.scope)
+        auth.limits.hit(info.id, scope)
         return info
 
-
-def route_scope(route: APIRoute) -> Scope | None:
-    """The scope a route requires, None for an open one."""
-    for dependency in route.dependencies:
-        if isinstance(dependency.dependency, ScopeCheck):
-            return dependency.dependency.scope
-    return None
+    return check
 
 
 def ensure_admin_key(settings: Settings, sessions: sessionmaker[Session]) -> None:
@@ -148,10 +144,6 @@ def ensure_admin_key(settings: Settings, sessions: sessionmaker[Session]) -> Non
 
 # -- OpenAPI -------------------------------------------------------------------------------------
 
-_SCHEMES: dict[str, Any] = {
-    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
-    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
-}
 _MESSAGE: dict[str, Any] = {
     "application/json": {
         "schema": {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
@@ -168,27 +160,24 @@ _AUTH_RESPONSES: dict[str, Any] = {
 }
 
 
-def document_security(app: FastAPI) -> None:
-    """Declare the key schemes and 401/403/429 in OpenAPI, only when keys are required (with
-    keys off the schema promises no authentication, so clients and fuzzers see the truth)."""
+def document_security(app: FastAPI, *, required: bool) -> None:
+    """With keys required, add 401/403/429 to every guarded operation of the OpenAPI schema; with
+    keys off, drop the key schemes, so the schema promises no authentication that is not asked
+    for (clients and fuzzers see the truth)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = _SCHEMES
-            for route in app.routes:
-                if not isinstance(route, APIRoute) or (scope := route_scope(route)) is None:
+        schema = build()  # FastAPI's, cached until the routes change; the edits below are idempotent
+        if not required:
+            schema.get("components", {}).pop("securitySchemes", None)
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                if "security" not in operation:
                     continue
-                for method in route.methods or ():
-                    operation = schema["paths"].get(route.path_format, {}).get(method.lower())
-                    if operation is None:  # a route left out of the schema
-                        continue
-                    operation["security"] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
-                    operation["description"] = (
-                        f"{operation.get('description', '')}\n\nNeeds a key of scope `{scope.value}`.".strip()
-                    )
+                if required:
                     operation.setdefault("responses", {}).update(_AUTH_RESPONSES)
-        return app.openapi_schema  # type: ignore[return-value]
+                else:
+                    del operation["security"]
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app.auth import ScopeCheck
+from app.auth import require_scope
 from indexer.backend import Backend
 from indexer.components import Components
 from indexer.db import session_scope
@@ -72,6 +72,6 @@ UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 # Route guards, used as `dependencies=[RequireRead]` (app/auth.py): the scope a route needs.
-RequireRead = Depends(ScopeCheck(Scope.read))
-RequireWrite = Depends(ScopeCheck(Scope.write))
-RequireAdmin = Depends(ScopeCheck(Scope.admin))
+RequireRead = Depends(require_scope(Scope.read))
+RequireWrite = Depends(require_scope(Scope.write))
+RequireAdmin = Depends(require_scope(Scope.admin))

@@ -52,6 +52,5 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
     app.include_router(search.router)
     app.include_router(keys.router)
     app.include_router(health.router)
-    if settings.auth_required:
-        document_security(app)
+    document_security(app, required=settings.auth_required)
     return app

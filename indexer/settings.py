@@ -28,7 +28,10 @@ class Settings(ModelSettings):
     """Configuration of the service, its API replicas and workers: ModelSettings' knobs (checkpoint,
     fps, runtime, cache_dir) plus the service's own. The one settings object of every component."""
 
-    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="forbid", validate_default=True)
+    # hide_input_in_errors: a refused value may be a secret (admin key, database password); errors reach logs.
+    model_config = SettingsConfigDict(
+        env_prefix="HAPVR_", extra="forbid", validate_default=True, hide_input_in_errors=True
+    )
 
     # Where and how to listen.
     host: str = "127.0.0.1"
