@@ -41,6 +41,15 @@ _BOOTSTRAP_LOCK_KEY = 0x6861706B
 # The name the key from HAPVR_ADMIN_KEY is listed under.
 ENV_KEY_NAME = "HAPVR_ADMIN_KEY"
 
+# A key's name: text without control characters (PostgreSQL cannot store NUL), as the API's schema
+# and `hapvr keys create --name` both say.
+NAME_MAX_CHARS = 200
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def valid_name(name: str) -> bool:
+    return len(name) <= NAME_MAX_CHARS and re.fullmatch(NAME_PATTERN, name) is not None
+
 
 @dataclass(frozen=True)
 class KeyInfo:

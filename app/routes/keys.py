@@ -23,13 +23,16 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: Scope = Field(description="read < write < admin; each includes the ones before it")
-    name: str | None = Field(None, max_length=200, description="what the key is for")
+    name: str | None = Field(
+        None,
+        max_length=api_keys.NAME_MAX_CHARS,
+        pattern=api_keys.NAME_PATTERN,
+        description="what the key is for (no control characters)",
+    )
 
     @field_validator("name")
     @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        if value is not None and not value.isprintable():
-            raise ValueError("must be printable text (no control characters)")
+    def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
 
@@ -55,7 +58,14 @@ class KeysPublic(BaseModel):
     count: int
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated, summary="Create an API key")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    # FastAPI parses the body before any dependency runs: bytes that are not UTF-8 JSON get 400.
+    responses={400: {"model": Message, "description": "a body that is not UTF-8 JSON"}},
+    summary="Create an API key",
+)
 def create_key(body: KeyCreate, session: SessionDep) -> KeyCreated:
     # A plain def, so the argon2 hash (a fraction of a second of CPU) runs off the event loop.
     new = api_keys.create_key(body.scope, body.name, session=session)

@@ -42,8 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "create" and args.name is not None and (len(args.name) > 200 or not args.name.isprintable()):
-        print("hapvr keys: error: --name must be at most 200 printable characters", file=sys.stderr)
+    from indexer.api_keys import NAME_MAX_CHARS, valid_name
+
+    if args.action == "create" and args.name is not None and not valid_name(args.name):
+        print(
+            f"hapvr keys: error: --name must be at most {NAME_MAX_CHARS} characters, none of them control characters",
+            file=sys.stderr,
+        )
         return 2
     with _session(args) as session:
         if args.action == "create":

@@ -188,6 +188,11 @@ def test_key_names_are_checked(secured) -> None:  # type: ignore[no-untyped-def]
     admin = bearer(make_key(service, "admin"))
     for body in ({"scope": "root"}, {"scope": "read", "name": "a\x00b"}, {"scope": "read", "name": "x" * 201}, {}):
         assert service.client.post("/keys", json=body, headers=admin).status_code == 422, body
+    lone_surrogate = b'{"scope": "read", "name": "a\\ud800b"}'  # valid JSON, not valid text
+    response = service.client.post(
+        "/keys", content=lone_surrogate, headers={**admin, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
     assert service.client.delete("/keys/0", headers=admin).status_code == 422
     assert service.client.delete(f"/keys/{2**31}", headers=admin).status_code == 422
 
