@@ -1,10 +1,10 @@
 """API keys on every route that touches the library: who is calling, with which scope, how often.
 
 A route declares the scope it needs with `dependencies=[RequireRead]` (app/deps.py, built by
-require_scope). When keys
-are required (Settings.auth_required), a request without a key, or with an unknown or revoked
-one, gets 401 with `WWW-Authenticate`; a key of a lower scope gets 403; a key over its rate
-limit gets 429 with `Retry-After`. /healthz, /readyz and /metrics declare no scope and stay open.
+require_scope). When keys are required (Settings.auth_required), a request without a key, or
+with an unknown or revoked one, gets 401 with `WWW-Authenticate`; a key of a lower scope gets
+403; a key over its rate limit gets 429 with `Retry-After`. /healthz, /readyz and /metrics
+declare no scope and stay open.
 """
 
 from __future__ import annotations
