@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "indexer.commands.worker",
     "indexer.commands.migrate",
     "indexer.commands.reindex",
+    "indexer.commands.keys",
     "indexer.commands.compare",
     "model.commands.fit_pca",
     "model.train.command",

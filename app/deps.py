@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.auth import require_scope
 from indexer.backend import Backend
 from indexer.components import Components
 from indexer.db import session_scope
 from indexer.ingest import Ingest
 from indexer.library import Library
 from indexer.metrics import Metrics
+from indexer.orm import Scope
 from indexer.search_service import SearchService
 from indexer.settings import Settings
 from indexer.upload_store import UploadStore
@@ -74,3 +76,8 @@ IngestDep = Annotated[Ingest, Depends(get_ingest)]
 SearchDep = Annotated[SearchService, Depends(get_search)]
 UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+# Route guards, used as `dependencies=[RequireRead]` (app/auth.py): the scope a route needs.
+RequireRead = Depends(require_scope(Scope.read))
+RequireWrite = Depends(require_scope(Scope.write))
+RequireAdmin = Depends(require_scope(Scope.admin))

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 
+from app.auth import API_KEY_HEADER, Authenticator, document_security, ensure_admin_key
 from app.errors import install_error_handlers
-from app.routes import health, search, videos
+from app.routes import health, keys, search, videos
 from indexer.backend import Backend, ComponentsFactory
 from indexer.settings import Settings
 
@@ -27,14 +29,28 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(backend.start)
         try:
+            await run_in_threadpool(ensure_admin_key, settings, backend.sessions)
             yield
         finally:
             await run_in_threadpool(backend.close)
 
     app = FastAPI(title="hapvr-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.backend = backend
+    app.state.auth = Authenticator(settings, backend.sessions)
     install_error_handlers(app)
+    if settings.cors_origins:
+        # Outermost, so that 401, 429 and every error carry the CORS headers a browser needs to read them.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", API_KEY_HEADER, "Content-Type"],
+            expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.include_router(videos.router)
     app.include_router(search.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
+    document_security(app, required=settings.auth_required)
     return app

@@ -59,6 +59,18 @@ class VideoStatus(str, enum.Enum):
     failed = "failed"
 
 
+class Scope(str, enum.Enum):
+    """What an API key may do; each scope includes the ones before it (admin ⊇ write ⊇ read)."""
+
+    read = "read"
+    write = "write"
+    admin = "admin"
+
+    def allows(self, needed: Scope) -> bool:
+        order = list(Scope)
+        return order.index(self) >= order.index(needed)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -102,3 +114,23 @@ class Video(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """An API key: only its argon2 hash is stored; `prefix` is the public part that finds the row."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("scope IN ('read', 'write', 'admin')", name="ck_api_keys_scope"),
+        UniqueConstraint("prefix", name="uq_api_keys_prefix"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # NULL for a key not made by hapvr (HAPVR_ADMIN_KEY): those are found by trying the hash.
+    prefix: Mapped[str | None] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

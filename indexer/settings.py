@@ -8,20 +8,30 @@ component's behaviour is fully described by the `Settings` it was handed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from model.settings import ModelSettings
 
 MiB = 1024 * 1024
+
+# Hosts that only this machine can reach: the one case where auth may default to off.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# An admin key from the environment must be at least this long, and not a placeholder.
+MIN_ADMIN_KEY_CHARS = 32
+_PLACEHOLDER_WORDS = ("change", "example", "placeholder", "replace", "password", "secret", "your", "xxxx", "todo")
 
 
 class Settings(ModelSettings):
     """Configuration of the service, its API replicas and workers: ModelSettings' knobs (checkpoint,
     fps, runtime, cache_dir) plus the service's own. The one settings object of every component."""
 
-    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="forbid", validate_default=True)
+    # hide_input_in_errors: a refused value may be a secret (admin key, database password); errors reach logs.
+    model_config = SettingsConfigDict(
+        env_prefix="HAPVR_", extra="forbid", validate_default=True, hide_input_in_errors=True
+    )
 
     # Where and how to listen.
     host: str = "127.0.0.1"
@@ -70,11 +80,70 @@ class Settings(ModelSettings):
     max_k: int = Field(1000, gt=0)
     search_threads: int = Field(2, gt=0, description="searches computed at once (more wait their turn)")
 
+    # Access control (app/auth.py): API keys, scopes, per-key rate limits, CORS.
+    auth: Literal["off", "required"] | None = Field(
+        None, description="API keys: off or required; default: off only for the embedded mode on a loopback host"
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="an admin API key added to the catalog at start (at least 32 random characters)"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser (comma-separated)"
+    )
+    rate_limit_read: str = Field("600/minute", description="requests per key to read routes (limits notation)")
+    rate_limit_write: str = Field("120/minute", description="requests per key to write routes")
+    rate_limit_admin: str = Field("60/minute", description="requests per key to admin routes")
+    rate_limit_auth_failures: str = Field(
+        "30/minute", description="requests with a wrong key per client address, before 429"
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # Resolved once so that a later chdir never moves the data.
         return value.expanduser().resolve()
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _real_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the key: settings errors end up in logs.
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if len(key) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(f"the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters (openssl rand -hex 32)")
+        if len(set(key)) < 10 or any(word in key.lower() for word in _PLACEHOLDER_WORDS):
+            raise ValueError("the admin key looks like a placeholder; use random characters (openssl rand -hex 32)")
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            raise ValueError("the admin key must be printable ASCII without spaces (it travels in a header)")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit_read", "rate_limit_write", "rate_limit_admin", "rate_limit_auth_failures")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # raises ValueError naming the string it could not read
+        return value
+
+    @property
+    def auth_required(self) -> bool:
+        """API keys are required unless switched off, or by default on the embedded mode on loopback."""
+        if self.auth is not None:
+            return self.auth == "required"
+        return self.deployed or self.host not in LOOPBACK_HOSTS
 
     @property
     def catalog_url(self) -> str:

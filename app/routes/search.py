@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from app.deps import ComponentsDep, LibraryDep, SearchDep, SettingsDep, UploadsDep
+from app.deps import ComponentsDep, LibraryDep, RequireRead, RequireWrite, SearchDep, SettingsDep, UploadsDep
 from app.routes.videos import ERRORS
 from app.schemas import Message, SearchResultsPublic
 from app.uploads import receive_video_form
@@ -45,6 +45,7 @@ def _k(settings: Settings, k: int | None) -> int:
     "",
     response_model=SearchResultsPublic,
     responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
+    dependencies=[RequireRead],
 )
 async def search_by_video(
     video_id: int,
@@ -60,7 +61,12 @@ async def search_by_video(
 
 
 @router.post(
-    "", response_model=SearchResultsPublic, openapi_extra=CLIP_BODY, responses={**ERRORS, 503: {"model": Message}}
+    "",
+    response_model=SearchResultsPublic,
+    openapi_extra=CLIP_BODY,
+    responses={**ERRORS, 503: {"model": Message}},
+    # Write, though it stores nothing: a clip search embeds an upload, as costly as indexing one.
+    dependencies=[RequireWrite],
 )
 async def search_by_clip(
     request: Request,

@@ -9,7 +9,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.deps import IngestDep, LibraryDep, MetricsDep, SessionDep, SettingsDep, UploadsDep, require_ready
+from app.deps import (
+    IngestDep,
+    LibraryDep,
+    MetricsDep,
+    RequireAdmin,
+    RequireRead,
+    RequireWrite,
+    SessionDep,
+    SettingsDep,
+    UploadsDep,
+    require_ready,
+)
 from app.errors import describe_validation_errors
 from app.schemas import Message, VideoAccepted, VideoCreate, VideoPublic, VideosPublic
 from app.uploads import receive_video_form
@@ -59,7 +70,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=UPLOAD_BODY,
     responses={200: {"model": VideoAccepted, "description": "these bytes are already indexed"}, **ERRORS},
     summary="Upload a video to index",
-    dependencies=[Depends(require_ready)],  # refused before the body is read
+    dependencies=[RequireWrite, Depends(require_ready)],  # refused before the body is read
 )
 async def upload_video(
     request: Request, settings: SettingsDep, uploads: UploadsDep, ingest: IngestDep, metrics: MetricsDep
@@ -95,7 +106,7 @@ async def upload_video(
     response_model=VideoAccepted,
     responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
     summary="Index a video again from its stored upload",
-    dependencies=[Depends(require_ready)],
+    dependencies=[RequireAdmin, Depends(require_ready)],
 )
 def reindex_video(video_id: int, request: Request, ingest: IngestDep) -> JSONResponse:
     """Queue a ready or failed video to be embedded again (409 while it is queued or being indexed)."""
@@ -107,7 +118,7 @@ def reindex_video(video_id: int, request: Request, ingest: IngestDep) -> JSONRes
     )
 
 
-@router.get("/{video_id}", response_model=VideoPublic, responses={404: {"model": Message}})
+@router.get("/{video_id}", response_model=VideoPublic, responses={404: {"model": Message}}, dependencies=[RequireRead])
 def get_video(video_id: int, session: SessionDep) -> VideoPublic:
     video = catalog.get_video(video_id, session=session)
     if video is None:
@@ -115,7 +126,7 @@ def get_video(video_id: int, session: SessionDep) -> VideoPublic:
     return VideoPublic.model_validate(video)
 
 
-@router.get("", response_model=VideosPublic)
+@router.get("", response_model=VideosPublic, dependencies=[RequireRead])
 def list_videos(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -138,6 +149,8 @@ def list_videos(
     "/{video_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": Message}, 503: {"model": Message}},
+    # Admin, not write: write keys go to uploaders and clip searchers, who must not empty the library.
+    dependencies=[RequireAdmin],
 )
 def delete_video(video_id: int, ingest: IngestDep, library: LibraryDep) -> Response:
     """Remove the video from the index, the feature store, the catalog and (if unshared) the upload store."""

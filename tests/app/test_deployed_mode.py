@@ -91,6 +91,7 @@ class Deployment:
             "redis_url": REDIS_URL,
             "redis_prefix": self.prefix,
             "workers": 0,
+            "auth": "off",  # keys are required by default when deployed; tests/app/test_auth*.py cover them
         }
         values.update(overrides)
         return Settings(**values)
