@@ -46,7 +46,10 @@ def main() -> int:
         print(f"faiss-gpu-cu{major} is installed but the faiss module has no GPU support", file=sys.stderr)
         return 1
     consistent, message = verdict(torch.version.cuda, major)
-    print(f"torch {torch.__version__}, faiss {faiss.__version__}: {message}", file=sys.stdout if consistent else sys.stderr)
+    print(
+        f"torch {torch.__version__}, faiss {faiss.__version__}: {message}",
+        file=sys.stdout if consistent else sys.stderr,
+    )
     return 0 if consistent else 1
 
 
