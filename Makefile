@@ -2,17 +2,21 @@
 # Both create the virtual environment on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch's CPU build. On this project's machines pip finds it in a local wheel folder; elsewhere a
-# bare `torch` from PyPI is a multi-GB CUDA build, so there run
-# `make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu`.
+# torch's CPU build. A bare `torch` from PyPI is a multi-GB CUDA build, so pip also looks in the
+# CPU wheel index wherever that answers within 5 s (checked only when installing); where it does
+# not (this project's machines find the CPU wheel in a local wheel folder), PyPI alone. Set it to
+# choose: `make install TORCH_INDEX_URL=https://mirror.example/whl/cpu`, or empty for PyPI alone.
+# The version is pinned with the images' (docker/Dockerfile.cpu, docker/Dockerfile.cuda).
 TORCH_VERSION ?= 2.13.0
-TORCH_INDEX_URL ?=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?= $(shell python3 -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" \
+	2>/dev/null && echo $(TORCH_CPU_INDEX))
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
-	$(PY) -m pip install -q -e '.[test,teacher,dev]'
+	$(PY) -m pip install -q -e '.[test,train,dev]'
 	touch $@
 
 .PHONY: install footage serve test test-slow test-all lint format

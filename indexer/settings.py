@@ -46,6 +46,9 @@ class Settings(ModelSettings):
         # Platforms hand out plain DATABASE_URL/REDIS_URL; set one name per value, not both.
         validation_alias=AliasChoices("database_url", "HAPVR_DATABASE_URL", "DATABASE_URL"),
     )
+    database_wait_s: float = Field(
+        60.0, ge=0, description="how long `hapvr migrate` retries a catalog database it cannot reach"
+    )
     redis_url: str | None = Field(
         None,
         description="Redis URL (job queue and index events); set with database_url it selects the deployed mode",

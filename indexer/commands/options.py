@@ -17,6 +17,12 @@ def add_catalog_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="SQLAlchemy URL of the catalog (HAPVR_DATABASE_URL)")
 
 
+# Library chatter at start-up that says nothing about this service. FAISS's loader tries its AVX
+# builds first and logs each miss with a ModuleNotFoundError: faiss-cpu names that logger
+# faiss.loader, faiss-gpu-cu12 (the CUDA image, which ships no AVX build) faiss._loader.
+QUIET_LOGGERS = ("alembic.runtime.plugins", "faiss.loader", "faiss._loader")
+
+
 def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     """The flags the user actually gave, as settings keyword arguments."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
@@ -24,6 +30,5 @@ def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Library chatter at start-up that says nothing about this service.
-    for name in ("alembic.runtime.plugins", "faiss.loader"):
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -9,6 +9,7 @@ an activated environment.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,3 +51,10 @@ def clean_env() -> dict[str, str]:
     """An environment without the caller's HAPVR_*/POSTGRES_* variables, which compose would interpolate."""
     keep = ("PATH", "HOME", "LANG", "TMPDIR")
     return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def dockerfile_arg(dockerfile: Path, name: str) -> str:
+    """The default of `ARG name=...` in a Dockerfile (the first one, if several stages declare it)."""
+    match = re.search(rf"^ARG {name}=(\S*)$", dockerfile.read_text(), re.M)
+    assert match is not None, f"{dockerfile.name} declares no ARG {name} with a default"
+    return match.group(1)

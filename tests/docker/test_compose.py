@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from app.cli import build_parser
-from tests.docker.dockertools import COMPOSE_FILE, ENV_EXAMPLE, GPU_FILE, ROOT, clean_env, compose_command
+from tests.docker.dockertools import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    GPU_FILE,
+    ROOT,
+    clean_env,
+    compose_command,
+    dockerfile_arg,
+)
 
 COMPOSE = compose_command()
 pytestmark = pytest.mark.skipif(
@@ -90,12 +98,18 @@ def test_backing_services_images_and_health(services: dict[str, Any]) -> None:
     assert volume_targets(services["postgres"]) == {"pgdata": "/var/lib/postgresql/data"}
 
 
-def test_api_health_and_port(services: dict[str, Any]) -> None:
+def test_api_port_is_published_on_this_host_only_by_default(services: dict[str, Any]) -> None:
     api = services["api"]
-    check = healthcheck_text(api)
-    assert "urllib" in check and "/healthz" in check and ":8000/" in check
-    assert [p["target"] for p in api["ports"]] == [8000]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in api["ports"]] == [("127.0.0.1", "8000", 8000)]
     assert api["command"][api["command"].index("--port") + 1] == "8000"
+
+
+def test_every_long_running_role_declares_its_health_check(services: dict[str, Any]) -> None:
+    """Not left to the image's HEALTHCHECK, which images built in the OCI format (podman) lack."""
+    trainer = resolved(profiles=("train",))["services"]["trainer"]
+    for name, service in (("api", services["api"]), ("worker", services["worker"]), ("trainer", trainer)):
+        assert healthcheck_text(service) == "CMD python /opt/hapvr/healthcheck.py", name
+    assert services["migrate"]["healthcheck"] == {"disable": True}
 
 
 def test_named_volumes_and_the_shared_data_volume(project: dict[str, Any], services: dict[str, Any]) -> None:
@@ -134,6 +148,14 @@ def test_defaults_work_without_an_env_file(tmp_path: Path) -> None:
         services["api"]["environment"]["HAPVR_DATABASE_URL"] == "postgresql+psycopg://hapvr:hapvr@postgres:5432/hapvr"
     )
     assert services["api"]["ports"][0]["published"] == "8000"
+    assert services["api"]["ports"][0]["host_ip"] == "127.0.0.1"
+
+
+def test_api_address_and_port_from_the_env_file(tmp_path: Path) -> None:
+    env = tmp_path / "open.env"
+    env.write_text("API_ADDRESS=0.0.0.0\nAPI_PORT=9000\n")
+    (port,) = resolved(env_file=env)["services"]["api"]["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("0.0.0.0", "9000", 8000)
 
 
 def test_worker_scales(services: dict[str, Any]) -> None:
@@ -144,24 +166,76 @@ def test_worker_scales(services: dict[str, Any]) -> None:
     assert "deploy" not in worker or worker["deploy"].get("replicas", 1) >= 1
 
 
-def test_same_image_for_every_role(services: dict[str, Any]) -> None:
+def test_one_image_for_every_service_role_built_once(services: dict[str, Any]) -> None:
     images = {services[name]["image"] for name in HAPVR_SERVICES}
-    assert len(images) == 1
-    for name in HAPVR_SERVICES:
-        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile.cpu", name
+    assert images == {"hapvr-search:cpu"}
+    # Built by migrate, which api and worker start after; a build per service would build it thrice.
+    builders = [name for name in HAPVR_SERVICES if "build" in services[name]]
+    assert builders == ["migrate"]
+    build = services["migrate"]["build"]
+    assert (build["dockerfile"], build["target"]) == ("docker/Dockerfile.cpu", "runtime")
+
+
+def test_the_trainer_has_its_own_image_and_target() -> None:
+    trainer = resolved(profiles=("train",))["services"]["trainer"]
+    assert trainer["image"] == "hapvr-search:cpu-trainer"
+    assert (trainer["build"]["dockerfile"], trainer["build"]["target"]) == ("docker/Dockerfile.cpu", "trainer")
+
+
+def test_pip_index_settings_reach_every_build(tmp_path: Path) -> None:
+    env = tmp_path / "mirror.env"
+    env.write_text(
+        "PIP_INDEX_URL=https://mirror.example/simple\n"
+        "PIP_EXTRA_INDEX_URL=https://extra.example/simple\n"
+        "PIP_TRUSTED_HOST=mirror.example\n"
+        "CPU_TORCH_INDEX_URL=https://mirror.example/torch-cpu\n"
+        "CUDA_TORCH_INDEX_URL=https://mirror.example/torch-cu128\n"
+    )
+    mirror = {
+        "PIP_INDEX_URL": "https://mirror.example/simple",
+        "PIP_EXTRA_INDEX_URL": "https://extra.example/simple",
+        "PIP_TRUSTED_HOST": "mirror.example",
+    }
+    cpu = resolved(profiles=("train",), env_file=env)["services"]
+    gpu = resolved(gpu=True, profiles=("train",), env_file=env)["services"]
+    for services, name, torch_index in (
+        (cpu, "migrate", "https://mirror.example/torch-cpu"),
+        (cpu, "trainer", "https://mirror.example/torch-cpu"),
+        (gpu, "worker", "https://mirror.example/torch-cu128"),
+        (gpu, "trainer", "https://mirror.example/torch-cu128"),
+    ):
+        assert services[name]["build"]["args"] == {**mirror, "TORCH_INDEX_URL": torch_index}, name
+
+
+def test_build_defaults_are_the_dockerfiles_defaults() -> None:
+    """Without .env, compose builds what `docker build` alone would: PyPI and the Dockerfiles' torch index."""
+    cpu = resolved(profiles=("train",))["services"]
+    gpu = resolved(gpu=True, profiles=("train",))["services"]
+    for services, name, dockerfile in (
+        (cpu, "migrate", "Dockerfile.cpu"),
+        (cpu, "trainer", "Dockerfile.cpu"),
+        (gpu, "worker", "Dockerfile.cuda"),
+        (gpu, "trainer", "Dockerfile.cuda"),
+    ):
+        args = services[name]["build"]["args"]
+        assert args["TORCH_INDEX_URL"] == dockerfile_arg(ROOT / "docker" / dockerfile, "TORCH_INDEX_URL"), name
+        assert all(args[key] == "" for key in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")), name
 
 
 def test_gpu_override() -> None:
     services = resolved(gpu=True)["services"]
     assert set(services) == CORE
     worker = services["worker"]
-    assert worker["build"]["dockerfile"] == "docker/Dockerfile.cuda"
+    assert worker["image"] == "hapvr-search:cuda"
+    assert (worker["build"]["dockerfile"], worker["build"]["target"]) == ("docker/Dockerfile.cuda", "runtime")
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert device["count"] == 1
     assert "container_name" not in worker and not worker.get("ports")
-    # The API keeps the CPU image.
-    assert services["api"]["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+    # The API and the migration keep the CPU image, built once by migrate.
+    assert services["api"]["image"] == services["migrate"]["image"] == "hapvr-search:cpu"
+    assert "build" not in services["api"]
+    assert services["migrate"]["build"]["dockerfile"] == "docker/Dockerfile.cpu"
 
 
 def test_trainer_profile() -> None:
@@ -172,8 +246,12 @@ def test_trainer_profile() -> None:
     assert volume_targets(trainer).get(DATA_VOLUME) == "/var/lib/hapvr"
     binds = [m for m in trainer["volumes"] if m["type"] == "bind"]
     assert [(m["target"], m.get("read_only")) for m in binds] == [("/train", True)]
+    # A missing folder is an error, not a folder the engine creates owned by root.
+    assert not binds[0].get("bind", {}).get("create_host_path", False)
     assert int(trainer["shm_size"]) >= 1 << 30
     gpu = resolved(gpu=True, profiles=("train",))["services"]["trainer"]
+    assert gpu["image"] == "hapvr-search:cuda-trainer"
+    assert (gpu["build"]["dockerfile"], gpu["build"]["target"]) == ("docker/Dockerfile.cuda", "trainer")
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["count"] == -1 or device["count"] == "all"  # compose writes "all" as -1
     assert gpu["profiles"] == ["train"]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from app.cli import build_parser
-from tests.docker.dockertools import DOCKERFILES, ROOT, find_tool
+from tests.docker.dockertools import DOCKERFILES, ROOT, dockerfile_arg, find_tool
 
 DOCKER_DIR = ROOT / "docker"
 ENTRYPOINT = DOCKER_DIR / "entrypoint.sh"
@@ -79,24 +79,104 @@ def test_build_context_has_every_copied_path(dockerfile: Path) -> None:
         assert source.rstrip("/") in allowed, f"{source} is left out of the build context by .dockerignore"
 
 
+def stages(dockerfile: Path) -> dict[str, tuple[str, str]]:
+    """Stage name -> (the stage it starts FROM, its instructions), in file order."""
+    found: dict[str, tuple[str, str]] = {}
+    for block in re.split(r"^(?=FROM )", dockerfile.read_text(), flags=re.M)[1:]:
+        head = re.match(r"FROM (\S+) AS (\S+)", block)
+        assert head is not None, f"{dockerfile.name}: every stage is named: {block.splitlines()[0]}"
+        found[head.group(2)] = (head.group(1), block)
+    return found
+
+
+def lineage(all_stages: dict[str, tuple[str, str]], name: str) -> str:
+    """The instructions of a stage and of every stage it is built FROM."""
+    parent, text = all_stages[name]
+    return (lineage(all_stages, parent) if parent in all_stages else "") + text
+
+
+def venv_source(text: str) -> str:
+    match = re.search(r"^COPY --from=(\S+) /opt/venv /opt/venv$", text, re.M)
+    assert match is not None, "the stage copies a virtual environment"
+    return match.group(1)
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_image_conventions(dockerfile: Path) -> None:
     text = dockerfile.read_text()
-    assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage build"
     assert "python:3.11-slim" in text
-    users = re.findall(r"^USER (\S+)", text, re.M)
-    assert users and users[-1].split(":")[0] not in ("0", "root")
     assert re.search(r"^HEALTHCHECK .*\n?.*healthcheck\.py", text, re.M)
     assert "HAPVR_CACHE_DIR=/opt/hapvr/cache" in text
     assert "warm_cache.py" in text
     assert "--index-url" in text and "download.pytorch.org/whl/" in text
     assert 'ENTRYPOINT ["hapvr-entrypoint"]' in text
+    found = stages(dockerfile)
+    # The runtime image is the default target (the last stage); the trainer is the other one.
+    assert list(found)[-1] == "runtime" and "trainer" in found
+    for target in ("runtime", "trainer"):
+        users = re.findall(r"^USER (\S+)", found[target][1], re.M)
+        assert users and users[-1].split(":")[0] not in ("0", "root"), target
 
 
-def test_cuda_image_has_gpu_faiss() -> None:
-    text = (DOCKER_DIR / "Dockerfile.cuda").read_text()
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_runtime_image_leaves_training_only_packages_out(dockerfile: Path) -> None:
+    found = stages(dockerfile)
+    runtime_env = lineage(found, venv_source(found["runtime"][1]))
+    trainer_env = lineage(found, venv_source(found["trainer"][1]))
+    assert ".[train]" not in runtime_env and "pip uninstall --yes sympy mpmath networkx" in runtime_env
+    assert '".[train]"' in trainer_env and "pip uninstall --yes sympy" not in trainer_env
+    # An image run without a mount still has the training folder, owned by the service user.
+    assert "install -d -o hapvr -g hapvr /train" in found["trainer"][1]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_builds_take_pip_index_and_ca_settings(dockerfile: Path) -> None:
+    found = stages(dockerfile)
+    build = found["build"][1]
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "TORCH_INDEX_URL"):
+        assert re.search(rf"^ARG {name}=", build, re.M), name
+    assert "COPY docker/ca-certificates/ " in build and "update-ca-certificates" in build
+    assert "PIP_CERT=/etc/ssl/certs/ca-certificates.crt" in build
+    # The images that run start from the base image again: no build CA, no pip settings.
+    for name in ("base", "runtime", "trainer"):
+        assert "ca-certificates/" not in lineage(found, name) and "PIP_" not in lineage(found, name), name
+
+
+def test_torch_version_is_pinned_alike_everywhere() -> None:
+    makefile = re.search(r"^TORCH_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert makefile is not None
+    assert {dockerfile_arg(path, "TORCH_VERSION") for path in DOCKERFILES} == {makefile.group(1)}
+
+
+def test_cuda_image_pairs_torch_and_faiss_on_cuda_12() -> None:
+    dockerfile = DOCKER_DIR / "Dockerfile.cuda"
+    text = dockerfile.read_text()
     assert "faiss-gpu-cu12" in text and "pip uninstall --yes faiss-cpu" in text
-    assert "/whl/cu12" in text
+    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu12\d", dockerfile_arg(dockerfile, "TORCH_INDEX_URL"))
+    assert dockerfile_arg(dockerfile, "FAISS_GPU_REQUIREMENT").startswith("faiss-gpu-cu12==")
+    # The pairing is checked while building, before the image is exported.
+    assert "RUN python /opt/hapvr/check_cuda.py" in stages(dockerfile)["build"][1]
+
+
+def test_check_cuda_verdicts() -> None:
+    check = load_script("check_cuda")
+    assert check.faiss_cuda_major(["numpy", "faiss_gpu_cu12", "torch"]) == "12"
+    assert check.faiss_cuda_major(["faiss-cpu"]) is None
+    ok, message = check.verdict("13.0", "12")  # PyPI's plain torch 2.13.0 with faiss-gpu-cu12
+    assert not ok and "CUDA 13.0" in message and "cu12x TORCH_INDEX_URL" in message
+    assert check.verdict("12.8", "12") == (True, "torch CUDA 12.8, faiss GPU (CUDA 12)")
+    assert check.verdict("12.8", None)[0]  # arm64: faiss-cpu
+    ok, message = check.verdict(None, "12")  # CI builds the CUDA image with the CPU torch index
+    assert ok and message.startswith("warning: torch is a CPU build")
+
+
+def test_check_cuda_runs_here() -> None:
+    """This environment (CPU torch, faiss-cpu) passes, as the CI build of the CUDA image does."""
+    result = subprocess.run(
+        [sys.executable, str(DOCKER_DIR / "check_cuda.py")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch is a CPU build" in result.stdout
 
 
 # ---- entry point: roles to hapvr commands ----
