@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app.docs import install_docs
 from app.errors import install_error_handlers
+from app.openapi import install_openapi
 from app.routes import health, search, videos
 from indexer.backend import Backend, ComponentsFactory
 from indexer.settings import Settings
@@ -31,10 +33,21 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
         finally:
             await run_in_threadpool(backend.close)
 
-    app = FastAPI(title="hapvr-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by install_docs (assets from a package, so it works offline); no ReDoc,
+    # which would need a CDN.
+    app = FastAPI(
+        title="hapvr-search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.backend = backend
     install_error_handlers(app)
     app.include_router(videos.router)
     app.include_router(search.router)
     app.include_router(health.router)
+    install_docs(app)
+    install_openapi(app, settings)
     return app
