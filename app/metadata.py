@@ -79,23 +79,22 @@ def parse_metadata(text: str, limits: MetadataLimits) -> dict[str, Any]:
 def metadata_value_schema(limits: MetadataLimits, ref: str) -> dict[str, Any]:
     """JSON Schema of a value inside metadata (`ref` points back at it for nested values).
 
-    Depth and total size are not expressible here; they are in the metadata field's description.
+    One schema over every JSON type (each keyword applies to its own type) rather than `anyOf`,
+    so a validator or fuzzer never mistakes a value of another branch for an invalid one. Depth
+    and total size cannot be said here; the metadata field's description states them.
     """
     bound = 10**limits.max_int_digits - 1
-    nested = {"$ref": ref}
     return {
         "title": "MetadataValue",
         "description": "any JSON value: no NaN or Infinity, no NUL in strings, integers of at most "
         f"{limits.max_int_digits} digits",
-        "anyOf": [
-            {"type": "string", "pattern": NO_NUL_PATTERN},
-            {"type": "integer", "minimum": -bound, "maximum": bound},
-            {"type": "number", "minimum": -bound, "maximum": bound},
-            {"type": "boolean"},
-            {"type": "null"},
-            {"type": "array", "items": nested},
-            {"type": "object", "additionalProperties": nested, "propertyNames": {"pattern": NO_NUL_PATTERN}},
-        ],
+        "type": ["string", "number", "boolean", "null", "array", "object"],
+        "pattern": NO_NUL_PATTERN,
+        "minimum": -bound,
+        "maximum": bound,
+        "items": {"$ref": ref},
+        "additionalProperties": {"$ref": ref},
+        "propertyNames": {"pattern": NO_NUL_PATTERN},
     }
 
 
