@@ -21,8 +21,11 @@ from indexer.settings import Settings
 from tests.app.apptools import AppClient, Media, light_components
 from tests.app.catalogs import CATALOGS, catalog_settings, postgres_down
 
+
 @pytest.fixture(scope="module", params=CATALOGS)
-def catalog_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[AppClient]:
+def catalog_app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[AppClient]:
     """One app per catalog for the module (no indexer: these tests are about the catalog)."""
     if request.param == "postgresql" and postgres_down():
         pytest.skip(postgres_down() or "")
@@ -107,7 +110,9 @@ def test_the_largest_id_and_offset_are_served(catalog_app: AppClient) -> None:
         ("{not json", ["metadata", "not valid JSON"]),
     ],
 )
-def test_metadata_the_catalog_cannot_keep_is_422(catalog_app: AppClient, fresh: Path, metadata: str, words: list[str]) -> None:
+def test_metadata_the_catalog_cannot_keep_is_422(
+    catalog_app: AppClient, fresh: Path, metadata: str, words: list[str]
+) -> None:
     before = _count(catalog_app)
     _refused(catalog_app.upload(fresh, metadata=metadata), *words)
     assert _count(catalog_app) == before
@@ -132,7 +137,7 @@ def test_what_is_accepted_comes_back_as_sent(catalog_app: AppClient, fresh: Path
     title = "Hafen, Aufnahme 2 — 港口 🎬 " + "é" * 400
     title = title[:500]
     metadata = {
-        "camera": "B\ttab\nnewline \"quoted\" \\ back",
+        "camera": 'B\ttab\nnewline "quoted" \\ back',
         "int": -(10**19 - 1),
         "float": 1.5e300,
         "small": 5e-324,

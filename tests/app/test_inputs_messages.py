@@ -19,7 +19,10 @@ from tests.app.apptools import Media
             "[Errno 2] No such file or directory: '/var/lib/hapvr/models/first/last.safetensors'",
             "[Errno 2] No such file or directory: 'last.safetensors'",
         ),
-        ("[Errno 28] No space left on device: /srv/data/tmp/upload-x1", "[Errno 28] No space left on device: upload-x1"),
+        (
+            "[Errno 28] No space left on device: /srv/data/tmp/upload-x1",
+            "[Errno 28] No space left on device: upload-x1",
+        ),
         ("cannot read /a/b/ (a folder)", "cannot read b (a folder)"),
         ("send multipart/form-data, video/mp4 or application/octet-stream", None),
         ("see http://127.0.0.1:8000/videos/1 and ./relative/path and ~/.cache/hapvr", None),
@@ -37,7 +40,9 @@ def test_failure_reasons_are_served_without_paths(service_factory, media: Media)
     # What an indexing job records when the OS fails it: the exception names the file by its path.
     with session_scope(service.backend.sessions) as session:
         assert catalog.claim(video_id, session=session)
-        assert catalog.mark_failed(video_id, f"internal error while indexing: OSError: [Errno 5] {stored}", session=session)
+        assert catalog.mark_failed(
+            video_id, f"internal error while indexing: OSError: [Errno 5] {stored}", session=session
+        )
     for video in (service.client.get(f"/videos/{video_id}").json(), service.client.get("/videos").json()["data"][0]):
         assert video["failure_reason"] == f"internal error while indexing: OSError: [Errno 5] {stored.name}"
     assert str(service.backend.settings.data_dir) not in service.client.get("/videos").text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from app.schemas import MAX_ID, InvalidRequest, Message
 from tests.app.apptools import AppClient, Media
 
@@ -140,7 +141,11 @@ def test_docs_load_from_the_app_alone(service: AppClient) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert not re.search(r"(?:https?:)?//", page.text), "the page refers to another host"
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-    assert {asset.rsplit("/", 1)[-1] for asset in assets} == {"swagger-ui.css", "favicon-32x32.png", "swagger-ui-bundle.js"}
+    assert {asset.rsplit("/", 1)[-1] for asset in assets} == {
+        "swagger-ui.css",
+        "favicon-32x32.png",
+        "swagger-ui-bundle.js",
+    }
     kinds = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
     for asset in assets:
         response = service.client.get(asset)
@@ -151,4 +156,3 @@ def test_docs_load_from_the_app_alone(service: AppClient) -> None:
     assert "isOAS31" in bundle
     assert "'/openapi.json'" in page.text and service.client.get("/openapi.json").status_code == 200
     assert service.client.get("/redoc").status_code == 404  # it would need a CDN
-
