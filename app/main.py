@@ -10,7 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth import API_KEY_HEADER, Authenticator, document_security, ensure_admin_key
+from app.docs import install_docs
 from app.errors import install_error_handlers
+from app.openapi import install_openapi
 from app.routes import health, keys, search, videos
 from indexer.backend import Backend, ComponentsFactory
 from indexer.settings import Settings
@@ -34,7 +36,16 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
         finally:
             await run_in_threadpool(backend.close)
 
-    app = FastAPI(title="hapvr-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by install_docs (assets from a package, so it works offline); no ReDoc,
+    # which would need a CDN.
+    app = FastAPI(
+        title="hapvr-search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.backend = backend
     app.state.auth = Authenticator(settings, backend.sessions)
     install_error_handlers(app)
@@ -52,5 +63,7 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
     app.include_router(search.router)
     app.include_router(keys.router)
     app.include_router(health.router)
+    install_docs(app)
+    install_openapi(app, settings)
     document_security(app, required=settings.auth_required)
     return app

@@ -3,25 +3,72 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from app.metadata import MetadataLimits, parse_metadata
+from indexer.errors import public_message
 from indexer.orm import VideoStatus
+
+# Ids are 32-bit on PostgreSQL (the column is `integer`): larger ones are refused by the schema,
+# not by the database. Offsets share the bound: no catalog holds more rows than ids.
+MAX_ID = 2**31 - 1
+TITLE_MAX_LENGTH = 500
+EXTERNAL_ID_MAX_LENGTH = 255
+# Text without control characters (Unicode category Cc), as JSON Schema writes it: what
+# `printable` enforces, declared in the schema so clients and fuzzers know it.
+PRINTABLE_PATTERN = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+
+
+def printable(value: str | None) -> str | None:
+    """Refuse control characters (NUL, newlines, escapes) in one-line text: PostgreSQL cannot
+    store NUL, and the rest break logs, CSV exports and terminals."""
+    if value is None:
+        return None
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise PydanticCustomError(
+                "control_character",
+                "must not contain control characters (found U+{code})",
+                {"code": f"{ord(char):04X}"},
+            )
+    return value
 
 
 class Message(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    """One invalid part of a request."""
+
+    loc: list[str | int] = Field(description="where: the part of the request, then the field")
+    msg: str
+    type: str = Field(description="a stable code, e.g. `int_parsing`, `less_than_equal`")
+
+
+class InvalidRequest(BaseModel):
+    """A 422 answer: `detail` says what is wrong in one line; `errors` lists each invalid field
+    when the request failed validation (absent when the content itself was refused)."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+
+
 class VideoCreate(BaseModel):
-    """The text fields of an upload, beside its file: the one place their limits are written."""
+    """The text fields of an upload, beside its file: the one place their limits are written.
+
+    Validate with `context={"metadata_limits": MetadataLimits(...)}` to apply the service's limits.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(None, max_length=500)
-    external_id: str | None = Field(None, max_length=255)
+    title: Annotated[str | None, AfterValidator(printable)] = Field(None, max_length=TITLE_MAX_LENGTH)
+    external_id: Annotated[str | None, AfterValidator(printable)] = Field(None, max_length=EXTERNAL_ID_MAX_LENGTH)
     metadata: dict[str, Any] | None = Field(None, description="a JSON object, kept as is")
 
     @field_validator("title", "external_id", mode="before")
@@ -31,19 +78,20 @@ class VideoCreate(BaseModel):
 
     @field_validator("metadata", mode="before")
     @classmethod
-    def _parse_json(cls, value: Any) -> Any:
-        """Multipart sends metadata as text: parse it here, so its errors read like the others."""
-        if not isinstance(value, str):
-            return value
-        if not value:
+    def _parse_json(cls, value: Any, info: ValidationInfo) -> Any:
+        """Multipart sends metadata as text: parse it here, under the limits, so its errors read like the others."""
+        if value is None or value == "":
             return None
+        limits = (info.context or {}).get("metadata_limits", MetadataLimits())
+        if not isinstance(value, str):
+            try:
+                value = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError, RecursionError):
+                raise PydanticCustomError("metadata", "must be a JSON object of JSON values") from None
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"not valid JSON: {error}") from None
-        if not isinstance(parsed, dict):
-            raise ValueError("must be a JSON object")
-        return parsed
+            return parse_metadata(value, limits)
+        except ValueError as error:
+            raise PydanticCustomError("metadata", "{reason}", {"reason": str(error)}) from None
 
 
 class VideoPublic(BaseModel):
@@ -57,7 +105,8 @@ class VideoPublic(BaseModel):
     title: str | None = None
     external_id: str | None = None
     metadata: dict[str, Any] | None = Field(None, validation_alias="meta")
-    failure_reason: str | None = None
+    # Reasons come from decoders and the OS, which name files by their server paths.
+    failure_reason: Annotated[str | None, AfterValidator(lambda r: r and public_message(r))] = None
     attempts: int = Field(description="indexing runs started")
     interruptions: int = Field(0, description="runs cut short by the service stopping (not counted against the video)")
     duration: float | None = Field(None, description="seconds")

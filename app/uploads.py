@@ -166,7 +166,7 @@ class _FormCollector:
             self.file.size += len(chunk)
             if self.file.size > self.max_file_bytes:
                 raise _error(
-                    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    status.HTTP_413_CONTENT_TOO_LARGE,
                     f"upload exceeds the limit of {self.max_file_bytes} bytes",
                 )
             self.hasher.update(chunk)
@@ -175,7 +175,7 @@ class _FormCollector:
             self._data += chunk
             if len(self._data) > self.max_field_bytes:
                 raise _error(
-                    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    status.HTTP_413_CONTENT_TOO_LARGE,
                     f"form field '{self._name}' exceeds {self.max_field_bytes} bytes",
                 )
 
@@ -242,7 +242,7 @@ async def receive_video_form(
     budget = max_file_bytes + max_field_bytes * len(text_fields) + _ENVELOPE_BYTES
     if declared is not None and declared.isdigit() and int(declared) > budget:
         raise _error(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"upload exceeds the limit of {max_file_bytes} bytes",
         )
 

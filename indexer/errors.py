@@ -6,7 +6,19 @@ turns them into JSON responses.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
+
+# An absolute path of two or more parts: a slash that does not follow a word character, a dot, a
+# slash, a colon or a tilde (so "multipart/form-data", "./x", "~/x" and URLs stay), then parts
+# up to whitespace, quotes or punctuation that ends a path in a message.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w./:~])(?:/[^\s/'\"`,;:()\[\]{}<>]+){2,}/?")
+
+
+def public_message(text: str) -> str:
+    """`text` with every absolute path cut to its last part: clients learn which file, never
+    where the server keeps it (the full message stays in the server's log)."""
+    return _ABSOLUTE_PATH.sub(lambda match: match.group().rstrip("/").rsplit("/", 1)[-1], text)
 
 
 class ServiceError(Exception):

@@ -52,6 +52,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.uploads = Counter("hapvr_uploads", "Uploads by outcome", ["outcome"], registry=self.registry)
+        # Labelled by route template (never the raw path), so the series stay few.
+        self.rejections = Counter(
+            "hapvr_rejections",
+            "Requests answered with an error status (4xx refusals and 5xx), by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
         self.ingests = Counter(
             "hapvr_ingest", "Indexing jobs finished, by outcome", ["outcome"], registry=self.registry
         )

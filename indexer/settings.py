@@ -61,6 +61,15 @@ class Settings(ModelSettings):
     # Uploads.
     max_upload_bytes: int = Field(2048 * MiB, gt=0, description="larger uploads are refused with 413")
     max_field_bytes: int = Field(64 * 1024, gt=0, description="limit of each text form field")
+    # An upload's metadata (a JSON object). Python's JSON parser recurses once per level and its
+    # int() is quadratic in the digits, so both are bounded before parsing, not after.
+    max_metadata_bytes: int = Field(16 * 1024, gt=0, description="metadata JSON text longer than this is refused")
+    max_metadata_depth: int = Field(
+        16, ge=1, le=100, description="nesting of objects and arrays in metadata (the object itself is level 1)"
+    )
+    max_metadata_int_digits: int = Field(
+        19, ge=1, le=4000, description="digits of the longest integer in metadata (19 covers 64-bit integers)"
+    )
 
     # Decoding (see model.video.DecodeLimits; the sampling rate `fps` is a ModelSettings knob).
     max_frames: int = Field(7200, gt=0)

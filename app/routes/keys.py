@@ -9,12 +9,13 @@ from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.deps import RequireAdmin, SessionDep
+from app.routes.videos import INVALID
 from app.schemas import Message
 from indexer import api_keys
 from indexer.errors import NotFound
 from indexer.orm import Scope
 
-router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[RequireAdmin])
+router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[RequireAdmin], responses=INVALID)
 
 KEY_ID = Annotated[int, Path(ge=1, le=2**31 - 1, description="the key's id")]
 

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from app.deps import ComponentsDep, LibraryDep, RequireRead, RequireWrite, SearchDep, SettingsDep, UploadsDep
-from app.routes.videos import ERRORS
+from app.routes.params import K, MinScore, VideoIdQuery
+from app.routes.videos import ERRORS, INVALID, video_form
 from app.schemas import Message, SearchResultsPublic
 from app.uploads import receive_video_form
 from indexer.errors import Unprocessable
 from indexer.settings import Settings
 
-router = APIRouter(prefix="/search", tags=["search"])
+router = APIRouter(prefix="/search", tags=["search"], responses=INVALID)
 
-K = Annotated[int | None, Query(ge=1, description="results wanted (default from settings)")]
-MIN_SCORE = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results scoring below")]
-
-CLIP_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary", "description": "the clip"}},
-                }
-            }
-        },
-    }
-}
+CLIP_BODY = video_form("the clip", {}, {})
 
 
 def _k(settings: Settings, k: int | None) -> int:
@@ -48,12 +31,12 @@ def _k(settings: Settings, k: int | None) -> int:
     dependencies=[RequireRead],
 )
 async def search_by_video(
-    video_id: int,
+    video_id: VideoIdQuery,
     settings: SettingsDep,
     search: SearchDep,
     library: LibraryDep,
     k: K = None,
-    min_score: MIN_SCORE = None,
+    min_score: MinScore = None,
 ) -> SearchResultsPublic:
     """Videos sharing footage with an indexed video, best first, with the matching time ranges."""
     matches = await search.run(search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library)
@@ -76,7 +59,7 @@ async def search_by_clip(
     library: LibraryDep,
     components: ComponentsDep,
     k: K = None,
-    min_score: MIN_SCORE = None,
+    min_score: MinScore = None,
 ) -> SearchResultsPublic:
     """Search with an uploaded clip; the clip is embedded, searched with, and thrown away."""
     wanted = _k(settings, k)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -21,44 +22,80 @@ from app.deps import (
     UploadsDep,
     require_ready,
 )
-from app.errors import describe_validation_errors
-from app.schemas import Message, VideoAccepted, VideoCreate, VideoPublic, VideosPublic
+from app.metadata import NO_NUL_PATTERN, MetadataLimits
+from app.routes.params import ExternalIdFilter, Limit, Offset, VideoIdPath
+from app.schemas import (
+    EXTERNAL_ID_MAX_LENGTH,
+    PRINTABLE_PATTERN,
+    TITLE_MAX_LENGTH,
+    InvalidRequest,
+    Message,
+    VideoAccepted,
+    VideoCreate,
+    VideoPublic,
+    VideosPublic,
+)
 from app.uploads import receive_video_form
 from indexer import catalog
-from indexer.errors import NotFound, Unprocessable
+from indexer.errors import NotFound
 from indexer.orm import VideoStatus
 
-router = APIRouter(prefix="/videos", tags=["videos"])
-
-# The upload body is parsed by hand (streamed to disk, size-limited), so its schema is declared here.
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "the video"},
-                        **{
-                            name: {"type": "string", "maxLength": field.metadata[0].max_length}
-                            for name, field in VideoCreate.model_fields.items()
-                            if name != "metadata"
-                        },
-                        "metadata": {"type": "string", "description": "a JSON object, kept as is"},
-                    },
-                }
-            }
-        },
-    }
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": InvalidRequest, "description": "invalid parameters or fields, or content refused"}
 }
+router = APIRouter(prefix="/videos", tags=["videos"], responses=INVALID)
+
+# Written into components by app.openapi (it depends on the metadata limits of the settings).
+METADATA_VALUE_REF = "#/components/schemas/MetadataValue"
+# The file part: declared video types are what the service expects (anything else not clearly
+# another kind of file is judged by decoding it, see app.uploads).
+VIDEO_PART = {"contentType": "video/*, application/octet-stream"}
+
+
+def video_form(file_description: str, properties: dict[str, Any], encoding: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra for a multipart body with a video in `file`: it is parsed by hand (streamed to
+    disk, size-limited), so its schema is declared here."""
+    file = {"type": "string", "format": "binary", "description": file_description}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": file, **properties},
+                        "additionalProperties": False,
+                    },
+                    "encoding": {"file": VIDEO_PART, **encoding},
+                }
+            },
+        }
+    }
+
+
+UPLOAD_BODY = video_form(
+    "the video",
+    {
+        "title": {"type": "string", "maxLength": TITLE_MAX_LENGTH, "pattern": PRINTABLE_PATTERN},
+        "external_id": {"type": "string", "maxLength": EXTERNAL_ID_MAX_LENGTH, "pattern": PRINTABLE_PATTERN},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": {"$ref": METADATA_VALUE_REF},
+            "propertyNames": {"pattern": NO_NUL_PATTERN},
+            "description": "a JSON object, kept as is; at most HAPVR_MAX_METADATA_BYTES of JSON, "
+            "HAPVR_MAX_METADATA_DEPTH levels deep, integers of at most HAPVR_MAX_METADATA_INT_DIGITS digits, "
+            "no NaN or Infinity, no NUL in strings",
+        },
+    },
+    {"metadata": {"contentType": "application/json"}},
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Message, "description": "malformed or empty upload"},
+    400: {"model": Message, "description": "malformed multipart body, or an empty file"},
     413: {"model": Message, "description": "upload over the size limit"},
     415: {"model": Message, "description": "not multipart, or the file is declared as something other than video"},
-    422: {"model": Message, "description": "invalid fields, or the file is not a usable video"},
+    **INVALID,
     503: {"model": Message, "description": "the service is not ready (still loading, or its start failed)"},
 }
 
@@ -76,19 +113,25 @@ async def upload_video(
     request: Request, settings: SettingsDep, uploads: UploadsDep, ingest: IngestDep, metrics: MetricsDep
 ) -> JSONResponse:
     """Store the upload and queue it for indexing; identical bytes return the existing video."""
-    form = await receive_video_form(
-        request,
-        store=uploads,
-        max_file_bytes=settings.max_upload_bytes,
-        max_field_bytes=settings.max_field_bytes,
-        text_fields=frozenset(VideoCreate.model_fields),
-    )
     try:
-        fields = VideoCreate.model_validate(form.fields)
+        form = await receive_video_form(
+            request,
+            store=uploads,
+            max_file_bytes=settings.max_upload_bytes,
+            max_field_bytes=settings.max_field_bytes,
+            text_fields=frozenset(VideoCreate.model_fields),
+        )
+    except HTTPException:
+        metrics.uploads.labels("rejected").inc()
+        raise
+    try:
+        fields = VideoCreate.model_validate(
+            form.fields, context={"metadata_limits": MetadataLimits.from_settings(settings)}
+        )
     except ValidationError as error:
         form.file.discard()
         metrics.uploads.labels("rejected").inc()
-        raise Unprocessable(describe_validation_errors(error.errors())) from None
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]) from None
     details = catalog.VideoDetails(title=fields.title, external_id=fields.external_id, meta=fields.metadata)
     accepted = await run_in_threadpool(ingest.accept, form.file, details)
     video = accepted.video
@@ -108,7 +151,7 @@ async def upload_video(
     summary="Index a video again from its stored upload",
     dependencies=[RequireAdmin, Depends(require_ready)],
 )
-def reindex_video(video_id: int, request: Request, ingest: IngestDep) -> JSONResponse:
+def reindex_video(video_id: VideoIdPath, request: Request, ingest: IngestDep) -> JSONResponse:
     """Queue a ready or failed video to be embedded again (409 while it is queued or being indexed)."""
     video = ingest.reindex(video_id)
     status_url = str(request.url_for("get_video", video_id=video.id).path)
@@ -119,7 +162,7 @@ def reindex_video(video_id: int, request: Request, ingest: IngestDep) -> JSONRes
 
 
 @router.get("/{video_id}", response_model=VideoPublic, responses={404: {"model": Message}}, dependencies=[RequireRead])
-def get_video(video_id: int, session: SessionDep) -> VideoPublic:
+def get_video(video_id: VideoIdPath, session: SessionDep) -> VideoPublic:
     video = catalog.get_video(video_id, session=session)
     if video is None:
         raise NotFound(f"video {video_id} not found")
@@ -129,10 +172,10 @@ def get_video(video_id: int, session: SessionDep) -> VideoPublic:
 @router.get("", response_model=VideosPublic, dependencies=[RequireRead])
 def list_videos(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
     status: VideoStatus | None = None,
-    external_id: str | None = None,
+    external_id: ExternalIdFilter = None,
 ) -> VideosPublic:
     """Videos oldest first; `count` is the total under the filters, for pagination."""
     rows, count = catalog.list_videos(
@@ -152,7 +195,7 @@ def list_videos(
     # Admin, not write: write keys go to uploaders and clip searchers, who must not empty the library.
     dependencies=[RequireAdmin],
 )
-def delete_video(video_id: int, ingest: IngestDep, library: LibraryDep) -> Response:
+def delete_video(video_id: VideoIdPath, ingest: IngestDep, library: LibraryDep) -> Response:
     """Remove the video from the index, the feature store, the catalog and (if unshared) the upload store."""
     ingest.delete(video_id, library=library)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
