@@ -322,7 +322,9 @@ phase_compose() {
         --clip-frames 4 --segment-seconds 10 --pca-dim 32 --warmup-steps 1 --log-every 1 --no-progress
     compose run --rm --no-deps -v "$RUN_DIR/clips:/clips:ro" worker \
         hapvr compare /clips/full.mp4 /clips/clip.mp4 --checkpoint "$model/last.safetensors" --json
-    # A missing training folder is refused, not created owned by root.
+    # A missing training folder is refused, not created owned by root (a folder an earlier run's
+    # older compose file created would hide that: remove it first).
+    rm -rf "$RUN_DIR/missing"
     if TRAIN_DIR="$RUN_DIR/missing" compose --profile train run --rm trainer true 2>"$RUN_DIR/missing.err"; then
         fail "the trainer started without its training folder"
     fi
