@@ -179,6 +179,8 @@ phase_build() {
     with_build_ca compose --profile train build trainer
     podman images --filter reference='*hapvr-search*'
     check_image_health hapvr-search:cpu
+    # The trainer image has its (empty) training folder even without a mount.
+    podman run --rm hapvr-search:cpu-trainer test -d /train -a -r /train
 }
 
 phase_cuda() {
@@ -312,12 +314,6 @@ phase_compose() {
         --clip-frames 4 --segment-seconds 10 --pca-dim 32 --warmup-steps 1 --log-every 1 --no-progress
     compose run --rm --no-deps -v "$RUN_DIR/clips:/clips:ro" worker \
         hapvr compare /clips/full.mp4 /clips/clip.mp4 --checkpoint "$model/last.safetensors" --json
-    # A missing training folder is refused, not created owned by root.
-    if TRAIN_DIR="$RUN_DIR/missing" compose --profile train run --rm trainer true 2>"$RUN_DIR/missing.err"; then
-        fail "the trainer started without its training folder"
-    fi
-    [ ! -e "$RUN_DIR/missing" ] || fail "compose created the missing training folder"
-    echo "missing training folder refused: $(tail -n 1 "$RUN_DIR/missing.err")"
     compose --profile train down -v
 }
 
@@ -341,11 +337,12 @@ cleanup() {
     podman rm -f "$SMOKE" >/dev/null 2>&1 || true
     [ -f "$RUN_DIR/ci.env" ] && compose --profile train down -v --remove-orphans >/dev/null 2>&1 || true
     stop_own_processes
+    [ "$status" -eq 0 ] || TIMINGS+="$(printf '%-8s %4d s (failed)' "$phase" $((SECONDS - started)))"$'\n'
     printf '\n=== timings\n%s' "$TIMINGS"
     exit "$status"
 }
 
-TIMINGS=""
+TIMINGS="" phase="" started=$SECONDS
 trap cleanup EXIT
 phases=("$@")
 [ "${#phases[@]}" -gt 0 ] || phases=(engine bases build smoke compose cuda)
