@@ -28,7 +28,8 @@
 # Environment: WORK (cache: clips, torch index, logs; default ~/.cache/hapvr-containers, shared
 # with containers.sh), API_HOST_PORT (18000, on 127.0.0.1), INDEX_PORT (18088), CI_PROJECT
 # (compose project name, hapvr-ci). On failure the containers' logs are printed.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "FAILED: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CONTAINERS_SH="${CONTAINERS_SH:-$ROOT/../shared/tools/containers.sh}"
@@ -122,9 +123,12 @@ phase_bases() {
 }
 
 debian_base() {  # a Debian bookworm rootfs from the mirror apt uses -> localhost/debian:bookworm
-    local mirror rootfs="$WORK/rootfs"
-    mirror="$(sed -n 's#^\(URIs:\|deb\) *\(https\?://[^ ]*/debian\)/\? .*#\2#p; s#^URIs: *\(https\?://[^ ]*/debian\)/\?$#\1#p' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n 1)"
+    local mirror rootfs="$WORK/rootfs" source sources=()
+    for source in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+        [ -f "$source" ] && sources+=("$source")
+    done
+    mirror="$(awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian\/?$/ { sub(/\/$/, "", $2); print $2; exit }' \
+        "${sources[@]}" /dev/null)"
     [ -n "$mirror" ] || fail "no Debian mirror in apt's sources"
     rm -rf "$rootfs"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$RUN_DIR/debootstrap.log"
