@@ -168,19 +168,23 @@ serve_torch_index() {
     fail "the local torch index did not start (see $RUN_DIR/index-server.log)"
 }
 
-with_build_ca() {  # COMMAND...: run with the host's CA bundle in the build context
-    local status=0
+build_service() {  # SERVICE COMPOSE-ARGS...: `compose ARGS build SERVICE` with the host's CA bundle
+    local service="$1" status=0
+    shift
     [ -f "$CA_BUNDLE" ] && cp "$CA_BUNDLE" "$CI_CA"
-    "$@" || status=$?
+    compose "$@" build "$service" 2>&1 | tee "$RUN_DIR/build-$service.log" || status=$?
     rm -f "$CI_CA"
-    return "$status"
+    [ "$status" -eq 0 ] || return "$status"
+    # Through podman's socket (4.3) compose exits 0 even when the build fails: its own "Built" line
+    # is the proof.
+    grep -Eq "Service $service +Built" "$RUN_DIR/build-$service.log" || fail "the $service image did not build"
 }
 
 phase_build() {
     write_env
     # One after the other: the trainer's build then reuses the service build's stages from the cache.
-    with_build_ca compose build migrate
-    with_build_ca compose --profile train build trainer
+    build_service migrate
+    build_service trainer --profile train
     podman images --filter reference='*hapvr-search*'
     check_image_health hapvr-search:cpu
     # The trainer image has its (empty) training folder even without a mount.
@@ -190,8 +194,8 @@ phase_build() {
 phase_cuda() {
     write_env
     local files=(-f "$ROOT/docker-compose.yml" -f "$ROOT/docker-compose.gpu.yml")
-    with_build_ca compose "${files[@]}" build worker
-    with_build_ca compose "${files[@]}" --profile train build trainer
+    build_service worker "${files[@]}"
+    build_service trainer "${files[@]}" --profile train
     podman images --filter reference='*hapvr-search:cuda*'
     podman run --rm hapvr-search:cuda-trainer hapvr train --help | head -n 2
     run_alone hapvr-search:cuda
