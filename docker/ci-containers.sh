@@ -352,6 +352,7 @@ cleanup() {
 
 TIMINGS="" phase="" started=$SECONDS
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # through cleanup: the own processes stop, the deployment goes down
 phases=("$@")
 [ "${#phases[@]}" -gt 0 ] || phases=(engine bases build smoke compose cuda)
 for phase in "${phases[@]}"; do
