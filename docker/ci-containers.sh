@@ -47,6 +47,13 @@ export DOCKER_HOST="unix://$SOCK"
 # podman's Docker API serves the classic builder; compose would otherwise start a BuildKit container.
 export DOCKER_BUILDKIT=0 COMPOSE_BAKE=false
 mkdir -p "$RUN_DIR"
+# One container check at a time on a machine: runs share podman's storage, the image tags, the
+# compose project, the socket, the ports and RUN_DIR.
+exec 9>"$WORK/ci.lock"
+if ! flock -n 9; then
+    echo "another container check is running; waiting for it (at most 40 min)"
+    flock -w 2400 9 || { echo "FAILED: the other container check still runs after 40 min" >&2; exit 1; }
+fi
 
 log() { printf '\n=== %s\n' "$*"; }
 fail() { echo "FAILED: $*" >&2; return 1; }
