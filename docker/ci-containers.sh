@@ -78,7 +78,7 @@ phase_engine() {
 start_socket_and_health_loop() {
     if ! curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then
         mkdir -p /run/podman
-        nohup podman system service --time=0 "unix://$SOCK" >"$RUN_DIR/podman-service.log" 2>&1 &
+        nohup podman system service --time=0 "unix://$SOCK" >"$RUN_DIR/podman-service.log" 2>&1 9>&- &
         echo $! >"$RUN_DIR/podman-service.pid"
         for _ in $(seq 1 20); do curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1 && break; sleep 0.5; done
     fi
@@ -91,7 +91,7 @@ start_socket_and_health_loop() {
                     && podman healthcheck run "$c" >/dev/null 2>&1
             done
             sleep 3
-        done' >"$RUN_DIR/health-loop.log" 2>&1 &
+        done' >"$RUN_DIR/health-loop.log" 2>&1 9>&- &
         echo $! >"$RUN_DIR/health-loop.pid"
     fi
 }
@@ -169,7 +169,7 @@ write_env() {
 
 serve_torch_index() {
     if [ -f "$RUN_DIR/index-server.pid" ] && kill -0 "$(cat "$RUN_DIR/index-server.pid")" 2>/dev/null; then return 0; fi
-    nohup python3 -m http.server "$INDEX_PORT" --directory "$WORK/torchindex" >"$RUN_DIR/index-server.log" 2>&1 &
+    nohup python3 -m http.server "$INDEX_PORT" --directory "$WORK/torchindex" >"$RUN_DIR/index-server.log" 2>&1 9>&- &
     echo $! >"$RUN_DIR/index-server.pid"
     for _ in $(seq 1 20); do curl -sf -o /dev/null "http://127.0.0.1:$INDEX_PORT/simple/torch/" && return 0; sleep 0.5; done
     fail "the local torch index did not start (see $RUN_DIR/index-server.log)"
