@@ -28,7 +28,8 @@
 # Environment: WORK (cache: clips, torch index, logs; default ~/.cache/hapvr-containers, shared
 # with containers.sh), API_HOST_PORT (18000, on 127.0.0.1), INDEX_PORT (18088), CI_PROJECT
 # (compose project name, hapvr-ci). On failure the containers' logs are printed.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "FAILED: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CONTAINERS_SH="${CONTAINERS_SH:-$ROOT/../shared/tools/containers.sh}"
@@ -46,6 +47,13 @@ export DOCKER_HOST="unix://$SOCK"
 # podman's Docker API serves the classic builder; compose would otherwise start a BuildKit container.
 export DOCKER_BUILDKIT=0 COMPOSE_BAKE=false
 mkdir -p "$RUN_DIR"
+# One container check at a time on a machine: runs share podman's storage, the image tags, the
+# compose project, the socket, the ports and RUN_DIR.
+exec 9>"$WORK/ci.lock"
+if ! flock -n 9; then
+    echo "another container check is running; waiting for it (at most 40 min)"
+    flock -w 2400 9 || { echo "FAILED: the other container check still runs after 40 min" >&2; exit 1; }
+fi
 
 log() { printf '\n=== %s\n' "$*"; }
 fail() { echo "FAILED: $*" >&2; return 1; }
@@ -70,7 +78,7 @@ phase_engine() {
 start_socket_and_health_loop() {
     if ! curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then
         mkdir -p /run/podman
-        nohup podman system service --time=0 "unix://$SOCK" >"$RUN_DIR/podman-service.log" 2>&1 &
+        nohup podman system service --time=0 "unix://$SOCK" >"$RUN_DIR/podman-service.log" 2>&1 9>&- &
         echo $! >"$RUN_DIR/podman-service.pid"
         for _ in $(seq 1 20); do curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1 && break; sleep 0.5; done
     fi
@@ -83,7 +91,7 @@ start_socket_and_health_loop() {
                     && podman healthcheck run "$c" >/dev/null 2>&1
             done
             sleep 3
-        done' >"$RUN_DIR/health-loop.log" 2>&1 &
+        done' >"$RUN_DIR/health-loop.log" 2>&1 9>&- &
         echo $! >"$RUN_DIR/health-loop.pid"
     fi
 }
@@ -122,9 +130,12 @@ phase_bases() {
 }
 
 debian_base() {  # a Debian bookworm rootfs from the mirror apt uses -> localhost/debian:bookworm
-    local mirror rootfs="$WORK/rootfs"
-    mirror="$(sed -n 's#^\(URIs:\|deb\) *\(https\?://[^ ]*/debian\)/\? .*#\2#p; s#^URIs: *\(https\?://[^ ]*/debian\)/\?$#\1#p' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n 1)"
+    local mirror rootfs="$WORK/rootfs" source sources=()
+    for source in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+        [ -f "$source" ] && sources+=("$source")
+    done
+    mirror="$(awk '($1 == "URIs:" || $1 == "deb") && $2 ~ /\/debian\/?$/ { sub(/\/$/, "", $2); print $2; exit }' \
+        "${sources[@]}" /dev/null)"
     [ -n "$mirror" ] || fail "no Debian mirror in apt's sources"
     rm -rf "$rootfs"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$RUN_DIR/debootstrap.log"
@@ -160,34 +171,40 @@ write_env() {
 
 serve_torch_index() {
     if [ -f "$RUN_DIR/index-server.pid" ] && kill -0 "$(cat "$RUN_DIR/index-server.pid")" 2>/dev/null; then return 0; fi
-    nohup python3 -m http.server "$INDEX_PORT" --directory "$WORK/torchindex" >"$RUN_DIR/index-server.log" 2>&1 &
+    nohup python3 -m http.server "$INDEX_PORT" --directory "$WORK/torchindex" >"$RUN_DIR/index-server.log" 2>&1 9>&- &
     echo $! >"$RUN_DIR/index-server.pid"
     for _ in $(seq 1 20); do curl -sf -o /dev/null "http://127.0.0.1:$INDEX_PORT/simple/torch/" && return 0; sleep 0.5; done
     fail "the local torch index did not start (see $RUN_DIR/index-server.log)"
 }
 
-with_build_ca() {  # COMMAND...: run with the host's CA bundle in the build context
-    local status=0
+build_service() {  # SERVICE COMPOSE-ARGS...: `compose ARGS build SERVICE` with the host's CA bundle
+    local service="$1" status=0
+    shift
     [ -f "$CA_BUNDLE" ] && cp "$CA_BUNDLE" "$CI_CA"
-    "$@" || status=$?
+    compose "$@" build "$service" 2>&1 | tee "$RUN_DIR/build-$service.log" || status=$?
     rm -f "$CI_CA"
-    return "$status"
+    [ "$status" -eq 0 ] || return "$status"
+    # Through podman's socket (4.3) compose exits 0 even when the build fails: its own "Built" line
+    # is the proof.
+    grep -Eq "Service $service +Built" "$RUN_DIR/build-$service.log" || fail "the $service image did not build"
 }
 
 phase_build() {
     write_env
     # One after the other: the trainer's build then reuses the service build's stages from the cache.
-    with_build_ca compose build migrate
-    with_build_ca compose --profile train build trainer
+    build_service migrate
+    build_service trainer --profile train
     podman images --filter reference='*hapvr-search*'
     check_image_health hapvr-search:cpu
+    # The trainer image has its (empty) training folder even without a mount.
+    podman run --rm hapvr-search:cpu-trainer test -d /train -a -r /train
 }
 
 phase_cuda() {
     write_env
     local files=(-f "$ROOT/docker-compose.yml" -f "$ROOT/docker-compose.gpu.yml")
-    with_build_ca compose "${files[@]}" build worker
-    with_build_ca compose "${files[@]}" --profile train build trainer
+    build_service worker "${files[@]}"
+    build_service trainer "${files[@]}" --profile train
     podman images --filter reference='*hapvr-search:cuda*'
     podman run --rm hapvr-search:cuda-trainer hapvr train --help | head -n 2
     run_alone hapvr-search:cuda
@@ -322,14 +339,6 @@ phase_compose() {
         --clip-frames 4 --segment-seconds 10 --pca-dim 32 --warmup-steps 1 --log-every 1 --no-progress
     compose run --rm --no-deps -v "$RUN_DIR/clips:/clips:ro" worker \
         hapvr compare /clips/full.mp4 /clips/clip.mp4 --checkpoint "$model/last.safetensors" --json
-    # A missing training folder is refused, not created owned by root (a folder an earlier run's
-    # older compose file created would hide that: remove it first).
-    rm -rf "$RUN_DIR/missing"
-    if TRAIN_DIR="$RUN_DIR/missing" compose --profile train run --rm trainer true 2>"$RUN_DIR/missing.err"; then
-        fail "the trainer started without its training folder"
-    fi
-    [ ! -e "$RUN_DIR/missing" ] || fail "compose created the missing training folder"
-    echo "missing training folder refused: $(tail -n 1 "$RUN_DIR/missing.err")"
     compose --profile train down -v
 }
 
@@ -353,12 +362,14 @@ cleanup() {
     podman rm -f "$SMOKE" >/dev/null 2>&1 || true
     [ -f "$RUN_DIR/ci.env" ] && compose --profile train down -v --remove-orphans >/dev/null 2>&1 || true
     stop_own_processes
+    [ "$status" -eq 0 ] || TIMINGS+="$(printf '%-8s %4d s (failed)' "$phase" $((SECONDS - started)))"$'\n'
     printf '\n=== timings\n%s' "$TIMINGS"
     exit "$status"
 }
 
-TIMINGS=""
+TIMINGS="" phase="" started=$SECONDS
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # through cleanup: the own processes stop, the deployment goes down
 phases=("$@")
 [ "${#phases[@]}" -gt 0 ] || phases=(engine bases build smoke compose cuda)
 for phase in "${phases[@]}"; do
