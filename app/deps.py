@@ -69,7 +69,9 @@ def get_metrics(backend: BackendDep) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits before the response is sent, so a client that acts on
+# an answer (create, then revoke) always finds what the answer reported.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 LibraryDep = Annotated[Library, Depends(get_library)]
 ComponentsDep = Annotated[Components, Depends(get_components)]
 IngestDep = Annotated[Ingest, Depends(get_ingest)]

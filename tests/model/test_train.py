@@ -449,9 +449,13 @@ def test_online_run_with_teacher_evaluates_and_keeps_the_best(
         )
     )
     out = tmp_path / "online"
+    online = tmp_path / "online.json"  # a CPU run caches features by default: ask for online views
+    online.write_text(json.dumps({"cached": {"enabled": False}}))
     args = [
         "train",
         str(footage),
+        "--config",
+        str(online),
         "--out",
         str(out),
         "--init",
