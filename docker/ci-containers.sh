@@ -308,14 +308,16 @@ worker_jobs() {  # prints "CONTAINER JOBS" for every worker container
 }
 
 phase_compose() {
-    local full other model=/var/lib/hapvr/models/ci n
+    local full other model=/var/lib/hapvr/models/ci n up
     write_env
     make_clips
     mkdir -p "$RUN_DIR/train"
     cp "$RUN_DIR/clips/full.mp4" "$RUN_DIR/clips/other.mp4" "$RUN_DIR/clips/batch1.mp4" "$RUN_DIR/train/"
     compose down -v --remove-orphans >/dev/null 2>&1 || true
+    up=$SECONDS
     compose up -d
     wait_http "$API/readyz" 240
+    echo "deployment ready $((SECONDS - up)) s after \`compose up -d\`"
     full=$(upload "$RUN_DIR/clips/full.mp4")
     other=$(upload "$RUN_DIR/clips/other.mp4")
     wait_ready 2 240
