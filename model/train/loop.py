@@ -36,6 +36,7 @@ from model.checkpoint import ModelBundle, load_checkpoint, save_checkpoint
 from model.fileio import atomic_path
 from model.losses.total import HapVRLoss, unit_similarity
 from model.metrics import RetrievalMetrics, retrieval_metrics
+from model.provenance import portable_path, portable_words
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
 from model.train.budget import CALIBRATION_STEPS, TimeBudget, budget_minutes, fitted_warmup
@@ -402,22 +403,22 @@ def _train(config: TrainConfig, runtime: Runtime, command: list[str], cache_dir:
     fingerprint = data_fingerprint(clips.videos)
     provenance_base = {
         "data": {
-            "source": str(Path(config.data.source).expanduser().resolve()),
+            "source": portable_path(config.data.source),
             "list_sha256": fingerprint,
             "videos": len(clips.videos),
-            "skipped": [str(p) for p, _ in clips.skipped],
+            "skipped": [portable_path(p) for p, _ in clips.skipped],
             "clips": len(clips),
             "fps": config.data.fps,
         },
-        "command": shlex.join(command),
+        "command": shlex.join(portable_words(command)),
         "seed": config.run.seed,
         "teacher": config.teacher.name,
         "mode": "cached-features" if cached_mode else "online",
         "batch_size": config.optim.batch_size,
         "clip_frames": config.data.clip_frames,
         "world_size": runtime.world,
-        "init": config.model.init or None,
-        "resumed_from": str(resumed_from) if resumed_from else None,
+        "init": portable_path(config.model.init) if config.model.init else None,
+        "resumed_from": portable_path(resumed_from) if resumed_from else None,
         "config": "config.json",
     }
     log = None
