@@ -92,6 +92,11 @@ class Settings(ModelSettings):
     max_k: int = Field(1000, gt=0)
     search_threads: int = Field(2, gt=0, description="searches computed at once (more wait their turn)")
 
+    # Match graph (indexer/match_graph.py): each indexed video's best hits, read by /duplicates.
+    graph_neighbours: int = Field(20, gt=0, description="hits of each video's search stored as match-graph edges")
+    graph_min_score: float | None = Field(None, description="hits scoring lower are not stored; default: all")
+    duplicates_min_score: float = Field(0.5, description="score threshold of /duplicates when none is asked for")
+
     # Access control (app/auth.py): API keys, scopes, per-key rate limits, CORS.
     auth: Literal["off", "required"] | None = Field(
         None, description="API keys: off or required; default: off only for the embedded mode on a loopback host"
@@ -181,6 +186,10 @@ class Settings(ModelSettings):
     @property
     def features_dir(self) -> Path:
         return self.data_dir / "features"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
 
     @property
     def index_dir(self) -> Path:
