@@ -14,6 +14,7 @@ from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.openapi import install_openapi
 from app.routes import duplicates, health, keys, search, videos
+from app.routes.ui import install_ui
 from indexer.backend import Backend, ComponentsFactory
 from indexer.settings import Settings
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
     app.include_router(keys.router)
     app.include_router(health.router)
     install_docs(app)
+    install_ui(app)
     install_openapi(app, settings)
     document_security(app, required=settings.auth_required)
     return app
