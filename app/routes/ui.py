@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request, status
@@ -74,12 +74,10 @@ def not_found(request: Request, message: str) -> HTMLResponse:
 # -- library ----------------------------------------------------------------------------------
 
 
-def _library(
-    session: SessionDep, q: str | None, status_filter: VideoStatus | None, page_size: int, offset: int
-) -> dict[str, Any]:
+def _library(session: SessionDep, q: str | None, status_filter: str, page_size: int, offset: int) -> dict[str, Any]:
     rows, count = catalog.list_videos(
         session=session,
-        status=status_filter.value if status_filter else None,
+        status=status_filter or None,
         text=q or None,
         limit=page_size,
         offset=offset,
@@ -90,7 +88,7 @@ def _library(
         "videos": videos,
         "count": count,
         "q": q or "",
-        "status_filter": status_filter.value if status_filter else "",
+        "status_filter": status_filter,
         "page_size": page_size,
         "offset": offset,
         "statuses": [s.value for s in VideoStatus],
@@ -100,6 +98,8 @@ def _library(
 
 
 Text = Annotated[str | None, Query(max_length=200)]
+# "" is the form's "any"; anything else must be a status.
+StatusFilter = Annotated[Literal["", "queued", "processing", "ready", "failed"], Query(alias="status")]
 PageSize = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
@@ -109,7 +109,7 @@ def library_page(
     request: Request,
     session: SessionDep,
     q: Text = None,
-    status_filter: Annotated[VideoStatus | None, Query(alias="status")] = None,
+    status_filter: StatusFilter = "",
     page_size: PageSize = 25,
     offset: Offset = 0,
 ) -> HTMLResponse:
@@ -121,7 +121,7 @@ def library_rows(
     request: Request,
     session: SessionDep,
     q: Text = None,
-    status_filter: Annotated[VideoStatus | None, Query(alias="status")] = None,
+    status_filter: StatusFilter = "",
     page_size: PageSize = 25,
     offset: Offset = 0,
 ) -> HTMLResponse:
@@ -155,10 +155,11 @@ async def video_page(request: Request, video_id: VideoIdPath, backend: BackendDe
             matches = await _matches(backend, video_id)
         except ServiceError as error:  # not loaded yet, or re-indexed meanwhile
             problem = str(error)
-        others = await run_in_threadpool(_durations, backend, [m["video_id"] for m in matches])
+        others = await run_in_threadpool(_videos, backend, [m["video_id"] for m in matches])
+        matches = [m for m in matches if m["video_id"] in others]
         for match in matches:
-            match["duration"] = others.get(match["video_id"])
-            match["timeline"] = svg.timeline(match["segments"], video.duration or 0.0, match["duration"] or 0.0)
+            match["video"] = other = others[match["video_id"]]
+            match["timeline"] = svg.timeline(match["segments"], video.duration or 0.0, other.duration or 0.0)
     return page(
         request,
         "video.html",
@@ -175,9 +176,10 @@ def _public(backend: Backend, video_id: int) -> VideoPublic | None:
         return None if video is None else VideoPublic.model_validate(video)
 
 
-def _durations(backend: Backend, video_ids: list[int]) -> dict[int, float | None]:
+def _videos(backend: Backend, video_ids: list[int]) -> dict[int, VideoPublic]:
     with session_scope(backend.sessions) as session:
-        return {v.id: v.duration for v in catalog.videos_by_ids(video_ids, session=session).values()}
+        rows = catalog.videos_by_ids(video_ids, session=session)
+        return {video_id: VideoPublic.model_validate(row) for video_id, row in rows.items()}
 
 
 @router.post("/ui/videos/{video_id}/details", response_class=HTMLResponse, dependencies=[Depends(reader)])
@@ -211,7 +213,6 @@ def save_details(
     return page(
         request,
         "video_details.html",
-        code=status.HTTP_200_OK if error is None else status.HTTP_422_UNPROCESSABLE_CONTENT,
         video=public,
         saved=error is None,
         error=error,
@@ -297,12 +298,16 @@ def duplicates_page(
     chosen_tier = tier.value if tier is not None else None
     result = find_groups(session, min_score, chosen_tier)
     query = "&".join(
-        f"{name}={quote(str(value))}" for name, value in (("min_score", min_score), ("tier", chosen_tier)) if value
+        f"{name}={quote(str(value))}"
+        for name, value in (("min_score", min_score), ("tier", chosen_tier))
+        if value is not None
     )
+    names = {v.id: v.title or v.filename or f"video {v.id}" for g in result.data for v in g.videos}
     return page(
         request,
         "duplicates.html",
         result=result,
+        names=names,
         min_score=min_score,
         tier=chosen_tier,
         tiers=match_graph.TIERS,
@@ -328,7 +333,7 @@ def login(
     try:
         authorize(request, key.strip(), Scope.read)
     except HTTPException as error:
-        return page(request, "login.html", error.status_code, next=_local(next), error=error.detail)
+        return page(request, "login.html", error.status_code, next=_local(next), error=str(error.detail).split(";")[0])
     response = RedirectResponse(_local(next), status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         KEY_COOKIE,

@@ -75,6 +75,10 @@ def _pool(matrix: np.ndarray, cells: int, axis: int) -> tuple[np.ndarray, np.nda
     return np.maximum.reduceat(matrix, starts, axis=axis), starts
 
 
+def _step(times: np.ndarray) -> float:
+    return float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+
+
 def _colour(value: float) -> str:
     position = float(np.clip(value, 0.0, 1.0)) * (len(RAMP) - 1)
     low = int(min(position, len(RAMP) - 2))
@@ -96,8 +100,10 @@ def heat_map(
     pooled, cols = _pool(pooled, MAX_CELLS, 1)
     cell_w, cell_h = size / pooled.shape[1], size / pooled.shape[0]
     margin = 36
-    first_end = float(first_times[-1]) + 1e-3 if len(first_times) else 1.0
-    second_end = float(second_times[-1]) + 1e-3 if len(second_times) else 1.0
+    # Each frame's cell spans from its time to the next frame's, the last one a frame step long.
+    first_step, second_step = _step(first_times), _step(second_times)
+    first_end = float(first_times[-1]) + first_step if len(first_times) else 1.0
+    second_end = float(second_times[-1]) + second_step if len(second_times) else 1.0
     parts = [
         f'<svg class="heatmap" viewBox="0 0 {size + margin} {size + margin}" width="{size + margin}" '
         f'height="{size + margin}" role="img" aria-label="frame similarity">',
@@ -113,9 +119,9 @@ def heat_map(
             )
     for segment in segments:
         x1 = size * segment["target_start"] / second_end
-        x2 = size * segment["target_end"] / second_end
+        x2 = size * (segment["target_end"] + second_step) / second_end
         y1 = size * segment["query_start"] / first_end
-        y2 = size * segment["query_end"] / first_end
+        y2 = size * (segment["query_end"] + first_step) / first_end
         parts.append(
             f'<g class="range" data-a="{segment["query_start"]:.2f}" data-b="{segment["target_start"]:.2f}">'
             f"<title>{escape(_range_title(segment))}</title>"
