@@ -74,6 +74,7 @@ def list_videos(
     session: Session,
     status: str | None = None,
     external_id: str | None = None,
+    sha256: str | None = None,
     text: str | None = None,
     limit: int = 50,
     offset: int = 0,
@@ -86,6 +87,8 @@ def list_videos(
         conditions.append(Video.status == status)
     if external_id is not None:
         conditions.append(Video.external_id == external_id)
+    if sha256 is not None:
+        conditions.append(Video.sha256 == sha256)
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         conditions.append(or_(Video.title.ilike(pattern, escape="\\"), Video.filename.ilike(pattern, escape="\\")))

@@ -26,7 +26,7 @@ from app.deps import (
     require_ready,
 )
 from app.metadata import NO_NUL_PATTERN, MetadataLimits, nesting_depth
-from app.routes.params import ExternalIdFilter, Limit, Offset, VideoIdPath
+from app.routes.params import ExternalIdFilter, Limit, Offset, Sha256Filter, VideoIdPath
 from app.schemas import (
     EXTERNAL_ID_MAX_LENGTH,
     PRINTABLE_PATTERN,
@@ -182,12 +182,14 @@ def list_videos(
     offset: Offset = 0,
     status: VideoStatus | None = None,
     external_id: ExternalIdFilter = None,
+    sha256: Sha256Filter = None,
 ) -> VideosPublic:
     """Videos oldest first; `count` is the total under the filters, for pagination."""
     rows, count = catalog.list_videos(
         session=session,
         status=status.value if status else None,
         external_id=external_id,
+        sha256=sha256,
         limit=limit,
         offset=offset,
     )
