@@ -12,10 +12,11 @@ from fastapi.responses import Response
 
 from app.deps import RequireRead, SessionDep, SettingsDep
 from app.routes.params import MinScore
+from app.routes.videos import INVALID
 from app.schemas import DuplicateEdge, DuplicateGroup, DuplicatesPublic, DuplicateVideo
 from indexer import catalog, match_graph
 
-router = APIRouter(prefix="/duplicates", tags=["duplicates"])
+router = APIRouter(prefix="/duplicates", tags=["duplicates"], responses=INVALID)
 
 Tier = Enum("Tier", {name: name for name in match_graph.TIERS}, type=str)  # type: ignore[misc]
 
