@@ -339,8 +339,11 @@ def video_strip(video_id: VideoIdPath, backend: BackendDep) -> FileResponse:
     "/{video_id}/file",
     response_class=FileResponse,
     responses={
-        200: {"content": {"video/*": {}}, "description": "the stored upload, as uploaded"},
-        206: {"description": "the byte range asked for (HTTP Range)"},
+        200: {
+            "content": {"video/*": {}, "application/octet-stream": {}},
+            "description": "the stored upload, as uploaded (octet-stream when its name is not a video's)",
+        },
+        206: {"content": {"video/*": {}, "application/octet-stream": {}}, "description": "the byte range asked for"},
         404: {"model": Message},
         416: {"description": "the range lies outside the file"},
     },
