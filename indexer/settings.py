@@ -99,7 +99,8 @@ class Settings(ModelSettings):
     # Match graph (indexer/match_graph.py): each indexed video's best hits, read by /duplicates.
     graph_neighbours: int = Field(20, gt=0, description="hits of each video's search stored as match-graph edges")
     graph_min_score: float | None = Field(None, description="hits scoring lower are not stored; default: all")
-    duplicates_min_score: float = Field(0.5, description="score threshold of /duplicates when none is asked for")
+    # -0.2 keeps most true copies of the shipped model (README, API: search scores).
+    duplicates_min_score: float = Field(-0.2, description="score threshold of /duplicates when none is asked for")
 
     # Access control (app/auth.py): API keys, scopes, per-key rate limits, CORS.
     auth: Literal["off", "required"] | None = Field(

@@ -320,7 +320,7 @@ def duplicates_page(
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: Annotated[str, Query(max_length=2000)] = "/") -> HTMLResponse:
-    return page(request, "login.html", next=_local(next), error=None)
+    return page(request, "login.html", next=_local(next), error=None, auth_required=False)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -333,7 +333,8 @@ def login(
     try:
         authorize(request, key.strip(), Scope.read)
     except HTTPException as error:
-        return page(request, "login.html", error.status_code, next=_local(next), error=str(error.detail).split(";")[0])
+        reason = str(error.detail).split(";")[0]  # not the API's hint about headers
+        return page(request, "login.html", error.status_code, next=_local(next), error=reason, auth_required=False)
     response = RedirectResponse(_local(next), status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         KEY_COOKIE,
