@@ -165,7 +165,6 @@ def test_collection_through_the_browser(
         # Duplicate groups at a score between the copy's and the unrelated clip's, then export.
         page.goto(server.url + "/ui/duplicates?min_score=-1")
         page.wait_for_selector("section.group")
-        page.screenshot(path=shots / "duplicates-all.png", full_page=True)
         best, second = match_scores(page, server.url, original_title="Harbour, take 2")[:2]
         page.goto(f"{server.url}/ui/duplicates?min_score={(best + second) / 2:.4f}")
         groups = page.locator("section.group")
