@@ -75,7 +75,7 @@ class GraphUpdater:
         """Search for one video and store its hits; False when it is no longer ready."""
         try:
             matches = self._search.by_video(
-                video_id, k=self._neighbours, min_score=self._min_score, library=self._library()
+                video_id, k=self._neighbours, min_score=self._min_score, library=self._library(), source="graph"
             )
         except (NotFound, Conflict):
             return False  # deleted or being re-indexed: its next ready state brings it back
