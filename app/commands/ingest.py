@@ -1,9 +1,14 @@
-"""`hapvr ingest PATH...`: upload a collection (files and folders) to a running service.
+"""`hapvr ingest PATH...`: upload a collection (files and folders) to a running service, or
+catalog it straight into a data directory.
 
 Each file's sha256 is computed here first and files the service already holds are skipped, so
 an interrupted run is resumed by running it again. Uploads run `--jobs` at a time; refusals
 (413, 415, 422, ...) are collected with the service's reason, and with `--wait` so are videos
 whose indexing fails. The exit status is 1 when anything failed.
+
+With --data-dir (no service running on it) the files are checked, stored and queued exactly as
+an upload would be (indexer.ingest.Ingest), without loading the model: `hapvr worker --burst` or
+the next `hapvr serve` indexes them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import httpx
 
 from app.commands.client import ClientError, add_api_flag, answer, connect, sha256_of
+from indexer.commands.options import CATALOG_FLAGS, add_catalog_flags, overrides
 
 # Seconds between two looks at the videos being indexed (--wait).
 POLL_S = 1.0
@@ -34,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files or folders")
     add_api_flag(parser, required=False)
+    add_catalog_flags(parser)
     parser.add_argument("--recursive", "-r", action="store_true", help="also the videos in sub-folders")
     parser.add_argument("--jobs", "-j", type=int, default=2, help="uploads at once (default 2)")
     parser.add_argument("--wait", action="store_true", help="wait until every upload is indexed (or failed)")
@@ -114,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
     missing = [p for p in files if not p.is_file()]
     outcomes = [Outcome(p, "failed", reason="no such file") for p in missing]
     files = [p for p in files if p.is_file()]
+    if args.data_dir is not None or args.database_url is not None:
+        if args.api or args.wait:
+            print(
+                "hapvr ingest: error: --data-dir catalogs files for indexing later; no --api or --wait", file=sys.stderr
+            )
+            return 2
+        outcomes.extend(into_catalog(args, files))
+        print("queued videos are indexed by `hapvr worker --burst` or the next `hapvr serve` on this data directory")
+        return summarise(outcomes)
     with connect(args.api) as client, tqdm(total=len(files), unit="file", desc="uploading") as progress:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for outcome in pool.map(lambda path: upload(client, path), files):
@@ -123,6 +139,42 @@ def run(args: argparse.Namespace) -> int:
         if args.wait:
             wait_indexed(client, outcomes, progress)
     return summarise(outcomes)
+
+
+def into_catalog(args: argparse.Namespace, files: list[Path]) -> list[Outcome]:
+    """Store and queue each file as an upload would be, in the data directory (locked meanwhile)."""
+    import shutil
+
+    from tqdm import tqdm
+
+    from indexer.backend import Backend
+    from indexer.catalog import VideoDetails
+    from indexer.components import make_probe
+    from indexer.errors import ServiceError
+    from indexer.settings import Settings
+    from indexer.upload_store import ReceivedFile
+
+    settings = Settings(**overrides(args, CATALOG_FLAGS))
+    backend = Backend(settings)
+    backend.open()
+    backend.ingest.set_probe(make_probe(settings))
+    outcomes = []
+    try:
+        for path in tqdm(files, unit="file", desc="cataloguing"):
+            scratch = backend.uploads.scratch_file()
+            try:
+                shutil.copyfile(path, scratch)
+                received = ReceivedFile(scratch, sha256_of(scratch), scratch.stat().st_size, path.name, None)
+                accepted = backend.ingest.accept(received, VideoDetails())
+            except (ServiceError, OSError) as error:
+                scratch.unlink(missing_ok=True)
+                outcomes.append(Outcome(path, "failed", reason=str(error)))
+                continue
+            state = "stored" if accepted.duplicate else "uploaded"
+            outcomes.append(Outcome(path, state, accepted.video.id))
+    finally:
+        backend.close()
+    return outcomes
 
 
 def summarise(outcomes: list[Outcome]) -> int:

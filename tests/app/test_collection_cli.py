@@ -112,3 +112,22 @@ def test_the_key_comes_from_the_environment(
         monkeypatch.setenv("HAPVR_API_KEY", admin)
         code, out, _ = run_cli(capsys, "ingest", str(source_clips[1]), "--api", server.url, "--wait")
         assert code == 0 and "1 uploaded" in out
+
+
+def test_ingest_into_a_data_directory_queues_for_the_service(
+    settings_factory: Callable[..., Settings], collection: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_factory()
+    data = ("--data-dir", str(settings.data_dir))
+    code, out, _ = run_cli(capsys, "ingest", str(collection), "-r", *data)
+    assert code == 1 and "3 uploaded, 0 already stored, 1 failed" in out
+    assert "broken.mp4: not a usable video" in out
+    code, out, _ = run_cli(capsys, "ingest", str(collection), "-r", *data)
+    assert "0 uploaded, 3 already stored, 1 failed" in out
+    assert run_cli(capsys, "ingest", str(collection), *data, "--wait")[0] == 2
+
+    # The service indexes what was queued, and writes its match graph.
+    with LiveServer(create_app(settings, light_components)) as server:
+        wait_until(lambda: graph_ready(server.url), timeout=60)
+        videos = server_videos(server.url)
+    assert sorted(videos) == ["harbour (copy).mp4", "harbour.mp4", "street.mp4"]
