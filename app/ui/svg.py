@@ -44,8 +44,9 @@ def timeline(
     top, bottom = 0, bar + gap
     first_duration, second_duration = max(first_duration, 1e-3), max(second_duration, 1e-3)
     parts = [
-        f'<svg class="timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="{len(segments)} matched range(s)">',
+        # Stretched to the width of its box (time runs along x only), at its own height.
+        f'<svg class="timeline" viewBox="0 0 {width} {height}" width="100%" height="{height}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{len(segments)} matched range(s)">',
         f'<rect x="0" y="{top}" width="{width}" height="{bar}" rx="3" class="track"/>',
         f'<rect x="0" y="{bottom}" width="{width}" height="{bar}" rx="3" class="track"/>',
     ]

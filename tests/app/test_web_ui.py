@@ -91,6 +91,7 @@ def test_collection_through_the_browser(
 
     with serve(settings_factory(max_upload_bytes=MAX_UPLOAD)) as server:
         page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+        page.set_default_timeout(WAIT_MS)
         page.goto(server.url + "/")
         assert "The library is empty" in page.inner_text("#videos")
         page.screenshot(path=shots / "library-empty.png", full_page=True)
@@ -202,6 +203,7 @@ def test_pages_ask_for_a_key_once_when_keys_are_required(
     settings = settings_factory(auth="required", admin_key=admin, host="127.0.0.1")
     with serve(settings) as server:
         page = browser.new_page(viewport={"width": 1280, "height": 720})  # type: ignore[attr-defined]
+        page.set_default_timeout(WAIT_MS)
         page.goto(server.url + "/ui/duplicates")
         assert page.url.startswith(server.url + "/login")
         page.fill("input[name=key]", "not-a-key-" + "x" * 30)
