@@ -30,6 +30,8 @@ from indexer.settings import LOOPBACK_HOSTS, Settings
 log = logging.getLogger("hapvr.auth")
 
 API_KEY_HEADER = "X-API-Key"
+# The web UI's cookie holding the key typed on its login page.
+KEY_COOKIE = "hapvr_key"
 # Keys verified by this process (sha256 of the key -> row id), so argon2 runs once per key, not
 # once per request; the row is still read on every request, so a revocation applies at once.
 VERIFIED_CACHE_SIZE = 4096
@@ -89,6 +91,39 @@ _BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth", description="Au
 _HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, scheme_name="apiKeyHeader", description="X-API-Key: KEY")
 
 
+def cookie_key(request: Request) -> str:
+    """The key the web UI keeps in a cookie (app.routes.ui); only for requests the page itself sends.
+
+    A cookie rides along on any request the browser makes, including one a foreign page triggers,
+    so for anything but a read it counts only with the `HX-Request` header the UI's own requests
+    carry: a foreign page cannot add that header without a CORS preflight, which it does not pass.
+    """
+    key = request.cookies.get(KEY_COOKIE, "").strip()
+    if key and request.method not in ("GET", "HEAD") and request.headers.get("HX-Request") != "true":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a key from the web UI's cookie is taken only from the UI")
+    return key
+
+
+def authorize(request: Request, key: str, scope: Scope) -> KeyInfo | None:
+    """The active key `key`, if it has at least `scope` and is within its rate; 401, 403 or 429
+    otherwise. None when keys are off."""
+    auth: Authenticator = request.app.state.auth
+    if not auth.required:
+        return None
+    if not key:
+        raise unauthorized("an API key is required")
+    info = auth.identify(key, request.client.host if request.client else "unknown")
+    if not info.scope.allows(scope):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"this API key has scope {info.scope.value}; {request.method} {request.url.path} needs {scope.value}",
+            headers={"WWW-Authenticate": f'Bearer realm="hapvr", error="insufficient_scope", scope="{scope.value}"'},
+        )
+    assert auth.limits is not None
+    auth.limits.hit(info.id, scope)
+    return info
+
+
 def require_scope(scope: Scope) -> Callable[..., KeyInfo | None]:
     """A route dependency: the request must carry an active key of at least `scope`.
 
@@ -102,24 +137,10 @@ def require_scope(scope: Scope) -> Callable[..., KeyInfo | None]:
         bearer: HTTPAuthorizationCredentials | None = Security(_BEARER, scopes=[scope.value]),
         header: str | None = Security(_HEADER, scopes=[scope.value]),
     ) -> KeyInfo | None:
-        auth: Authenticator = request.app.state.auth
-        if not auth.required:
-            return None
         key = (bearer.credentials.strip() if bearer is not None else "") or (header or "").strip()
-        if not key:
-            raise unauthorized("an API key is required")
-        info = auth.identify(key, request.client.host if request.client else "unknown")
-        if not info.scope.allows(scope):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"this API key has scope {info.scope.value}; {request.method} {request.url.path} needs {scope.value}",
-                headers={
-                    "WWW-Authenticate": f'Bearer realm="hapvr", error="insufficient_scope", scope="{scope.value}"'
-                },
-            )
-        assert auth.limits is not None
-        auth.limits.hit(info.id, scope)
-        return info
+        if not key and request.app.state.auth.required:
+            key = cookie_key(request)
+        return authorize(request, key, scope)
 
     return check
 

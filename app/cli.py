@@ -14,6 +14,9 @@ import sys
 # Subcommand modules, in the order `hapvr --help` lists them.
 COMMAND_MODULES = (
     "app.commands.serve",
+    "app.commands.ingest",
+    "app.commands.search",
+    "app.commands.duplicates",
     "indexer.commands.worker",
     "indexer.commands.migrate",
     "indexer.commands.reindex",

@@ -18,6 +18,7 @@ from indexer.metrics import Metrics
 from indexer.orm import Scope
 from indexer.search_service import SearchService
 from indexer.settings import Settings
+from indexer.thumbnails import Thumbnails
 from indexer.upload_store import UploadStore
 
 
@@ -64,6 +65,10 @@ def get_uploads(backend: BackendDep) -> UploadStore:
     return backend.uploads
 
 
+def get_thumbnails(backend: BackendDep) -> Thumbnails:
+    return backend.thumbnails
+
+
 def get_metrics(backend: BackendDep) -> Metrics:
     return backend.metrics
 
@@ -77,6 +82,7 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 IngestDep = Annotated[Ingest, Depends(get_ingest)]
 SearchDep = Annotated[SearchService, Depends(get_search)]
 UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
+ThumbnailsDep = Annotated[Thumbnails, Depends(get_thumbnails)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 # Route guards, used as `dependencies=[RequireRead]` (app/auth.py): the scope a route needs.

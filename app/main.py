@@ -13,7 +13,8 @@ from app.auth import API_KEY_HEADER, Authenticator, document_security, ensure_ad
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.openapi import install_openapi
-from app.routes import health, keys, search, videos
+from app.routes import duplicates, health, keys, search, videos
+from app.routes.ui import install_ui
 from indexer.backend import Backend, ComponentsFactory
 from indexer.settings import Settings
 
@@ -54,16 +55,18 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", API_KEY_HEADER, "Content-Type"],
             expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
             max_age=600,
         )
     app.include_router(videos.router)
     app.include_router(search.router)
+    app.include_router(duplicates.router)
     app.include_router(keys.router)
     app.include_router(health.router)
     install_docs(app)
+    install_ui(app)
     install_openapi(app, settings)
     document_security(app, required=settings.auth_required)
     return app

@@ -94,6 +94,11 @@ class VideoCreate(BaseModel):
             raise PydanticCustomError("metadata", "{reason}", {"reason": str(error)}) from None
 
 
+class VideoUpdate(VideoCreate):
+    """A PATCH of a video's details: the fields sent are replaced (null or "" clears one), the
+    others kept. Same limits as an upload's fields."""
+
+
 class VideoPublic(BaseModel):
     """A catalogued video as clients see it."""
 
@@ -179,6 +184,42 @@ class SearchResultsPublic(BaseModel):
     count: int
     data: list[SearchHitPublic]
     took_ms: float
+
+
+class DuplicateVideo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    title: str | None = None
+    external_id: str | None = None
+    filename: str | None = None
+    duration: float | None = None
+
+
+class DuplicateEdge(BaseModel):
+    """Two videos of a group that matched each other: `a`'s search found `b`."""
+
+    a: int
+    b: int
+    score: float
+    tier: str | None = Field(None, description="the match's tier, where search hits carry one")
+
+
+class DuplicateGroup(BaseModel):
+    """A connected component of the match graph: videos linked by matches above the threshold."""
+
+    size: int
+    max_score: float
+    videos: list[DuplicateVideo]
+    edges: list[DuplicateEdge]
+
+
+class DuplicatesPublic(BaseModel):
+    min_score: float | None
+    tier: str | None
+    count: int = Field(description="groups")
+    videos: int = Field(description="videos in all groups together")
+    data: list[DuplicateGroup]
 
 
 class Health(BaseModel):

@@ -20,6 +20,7 @@ from indexer import catalog
 from indexer.components import Components, build_components
 from indexer.db import make_engine, make_session_factory, migrate, session_scope
 from indexer.errors import NotReady
+from indexer.graph_updater import GraphUpdater
 from indexer.ingest import Ingest
 from indexer.jobs import JobContext, index_video
 from indexer.library import Library, ReconcileReport
@@ -27,6 +28,7 @@ from indexer.metrics import Metrics
 from indexer.queue import CatalogQueue, JobPublisher
 from indexer.search_service import SearchLimits, SearchService
 from indexer.settings import Settings
+from indexer.thumbnails import Thumbnails
 from indexer.upload_store import UploadStore
 from indexer.worker import WorkerPool
 
@@ -59,6 +61,7 @@ class Backend:
         self.engine = make_engine(settings.catalog_url)
         self.sessions = make_session_factory(self.engine)
         self.uploads = UploadStore(settings.uploads_dir, settings.tmp_dir)
+        self.thumbnails = Thumbnails(settings.thumbnails_dir)
         # Deployed: jobs go to Redis (workers in other processes); embedded: the catalog is the queue.
         self.redis_queue: RedisQueue | None = _redis_queue(settings) if settings.deployed else None
         self.catalog_queue: CatalogQueue | None = None if settings.deployed else CatalogQueue(self.sessions)
@@ -74,6 +77,13 @@ class Backend:
         self.components: Components | None = None
         self.library: Library | None = None
         self.pool: WorkerPool | None = None
+        self.graph = GraphUpdater(
+            sessions=self.sessions,
+            search=self.search,
+            library=self.require_library,
+            neighbours=settings.graph_neighbours,
+            min_score=settings.graph_min_score,
+        )
         self.reconcile_report: ReconcileReport | None = None
         self.startup_error: str | None = None
         self._ready = threading.Event()
@@ -149,6 +159,8 @@ class Backend:
             log.exception("start-up failed; the service will not become ready")
             raise
         self._ready.set()
+        if start_workers:  # serving: `hapvr worker` leaves the graph to the service
+            self.graph.start()
         if self.settings.deployed:
             from indexer.index_sync import IndexSync
 
@@ -189,6 +201,7 @@ class Backend:
         if self.pool is not None:
             self.pool.stop(SHUTDOWN_GRACE_S)
             self.pool = None
+        self.graph.stop()
         if self.library is not None:
             try:
                 self.library.persist()
@@ -223,7 +236,10 @@ class Backend:
         )
 
     def run_job(self, video_id: int) -> str:
-        return index_video(video_id, ctx=self.job_context())
+        outcome = index_video(video_id, ctx=self.job_context())
+        if outcome == "ready":
+            self.graph.wake()
+        return outcome
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from indexer.orm import Video, VideoStatus, utcnow
@@ -74,18 +74,42 @@ def list_videos(
     session: Session,
     status: str | None = None,
     external_id: str | None = None,
+    sha256: str | None = None,
+    text: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    newest_first: bool = False,
 ) -> tuple[list[Video], int]:
-    """One page of videos (oldest first) and the total count under the same filters."""
+    """One page of videos (oldest first unless `newest_first`) and the total count under the same
+    filters; `text` is a case-insensitive substring of the title or the file name."""
     conditions = []
     if status is not None:
         conditions.append(Video.status == status)
     if external_id is not None:
         conditions.append(Video.external_id == external_id)
+    if sha256 is not None:
+        conditions.append(Video.sha256 == sha256)
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions.append(or_(Video.title.ilike(pattern, escape="\\"), Video.filename.ilike(pattern, escape="\\")))
     count = session.scalar(select(func.count()).select_from(Video).where(*conditions)) or 0
-    rows = session.scalars(select(Video).where(*conditions).order_by(Video.id).limit(limit).offset(offset)).all()
+    order = Video.id.desc() if newest_first else Video.id
+    rows = session.scalars(select(Video).where(*conditions).order_by(order).limit(limit).offset(offset)).all()
     return list(rows), int(count)
+
+
+def update_details(video_id: int, changes: dict[str, Any], *, session: Session) -> Video | None:
+    """Set some of title, external_id and meta (validated by the API's VideoUpdate schema); None
+    when there is no such video."""
+    video = session.get(Video, video_id)
+    if video is None:
+        return None
+    for name in ("title", "external_id", "meta"):
+        if name in changes:
+            setattr(video, name, changes[name])
+    video.updated_at = utcnow()
+    session.flush()
+    return video
 
 
 def count_by_status(*, session: Session) -> dict[str, int]:
@@ -186,6 +210,7 @@ def mark_ready(
         warnings=warnings or None,
         checkpoint=checkpoint,
         indexed_at=utcnow(),
+        matched_at=None,  # its matches are searched for again (indexer.match_graph)
     )
 
 

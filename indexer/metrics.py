@@ -75,7 +75,7 @@ class Metrics:
         )
         self.search_latency = Histogram(
             "hapvr_search_latency_seconds",
-            "Search latency, by query source (an indexed video or an uploaded clip)",
+            "Search latency, by query source (an indexed video, an uploaded clip, or the match graph's own search)",
             ["source"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
@@ -84,7 +84,7 @@ class Metrics:
             self.ingests.labels(outcome)
         for outcome in UPLOAD_OUTCOMES:
             self.uploads.labels(outcome)
-        for source in ("video", "upload"):
+        for source in ("video", "upload", "graph"):
             self.search_latency.labels(source)
 
     def watch_state(

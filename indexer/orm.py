@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -114,6 +115,31 @@ class Video(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When this video's matches were last written to the match graph (video_matches); NULL for a
+    # ready video means its search is still to be run (set back to NULL each time it turns ready).
+    matched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class VideoMatch(Base):
+    """One edge of the match graph: `target_id` was found by a search for `query_id`.
+
+    Edges are written when the query video is indexed (indexer.match_graph) and go with either
+    video (ON DELETE CASCADE). `segments` map the query's time to the target's. `tier` is the
+    hit's tier label where search hits carry one.
+    """
+
+    __tablename__ = "video_matches"
+    __table_args__ = (
+        Index("ix_video_matches_score", "score"),
+        Index("ix_video_matches_target_id", "target_id"),
+    )
+
+    query_id: Mapped[int] = mapped_column(Integer, ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True)
+    target_id: Mapped[int] = mapped_column(Integer, ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    tier: Mapped[str | None] = mapped_column(String(16))
+    segments: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ApiKey(Base):

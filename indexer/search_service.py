@@ -94,7 +94,10 @@ class SearchService:
         with session_scope(self._sessions) as session:
             return catalog.ready_among(video_ids, session=session)
 
-    def by_video(self, video_id: int, *, k: int, min_score: float | None, library: Library) -> Matches:
+    def by_video(
+        self, video_id: int, *, k: int, min_score: float | None, library: Library, source: str = "video"
+    ) -> Matches:
+        """`source` labels the latency metric: "video" for users' searches, "graph" for the match graph's."""
         started = time.perf_counter()
         with session_scope(self._sessions) as session:
             video = catalog.get_video(video_id, session=session)
@@ -112,7 +115,7 @@ class SearchService:
             raise Conflict(f"video {video_id} was deleted or is being re-indexed") from None
         hits = self._present(raw, k=k, exclude={video_id})
         took = time.perf_counter() - started
-        self._metrics.search_latency.labels("video").observe(took)
+        self._metrics.search_latency.labels(source).observe(took)
         return Matches(query_video_id=video_id, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
     def by_clip(self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder) -> Matches:

@@ -92,6 +92,16 @@ class Settings(ModelSettings):
     max_k: int = Field(1000, gt=0)
     search_threads: int = Field(2, gt=0, description="searches computed at once (more wait their turn)")
 
+    # The client commands (hapvr ingest, search, duplicates with --api): the service and its key.
+    api_url: str = Field("http://127.0.0.1:8000", description="the service the client commands talk to")
+    api_key: SecretStr | None = Field(None, description="API key the client commands send (where keys are required)")
+
+    # Match graph (indexer/match_graph.py): each indexed video's best hits, read by /duplicates.
+    graph_neighbours: int = Field(20, gt=0, description="hits of each video's search stored as match-graph edges")
+    graph_min_score: float | None = Field(None, description="hits scoring lower are not stored; default: all")
+    # -0.2 keeps most true copies of the shipped model (README, API: search scores).
+    duplicates_min_score: float = Field(-0.2, description="score threshold of /duplicates when none is asked for")
+
     # Access control (app/auth.py): API keys, scopes, per-key rate limits, CORS.
     auth: Literal["off", "required"] | None = Field(
         None, description="API keys: off or required; default: off only for the embedded mode on a loopback host"
@@ -115,7 +125,7 @@ class Settings(ModelSettings):
         # Resolved once so that a later chdir never moves the data.
         return value.expanduser().resolve()
 
-    @field_validator("admin_key", mode="before")
+    @field_validator("admin_key", "api_key", mode="before")
     @classmethod
     def _empty_key_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -181,6 +191,10 @@ class Settings(ModelSettings):
     @property
     def features_dir(self) -> Path:
         return self.data_dir / "features"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
 
     @property
     def index_dir(self) -> Path:

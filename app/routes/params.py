@@ -29,3 +29,7 @@ ExternalIdFilter = Annotated[
 # The maximum is the `max_k` setting, written into the schema by app.openapi.
 K = Annotated[int | None, Query(ge=1, description="results wanted (default from settings)")]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results scoring below")]
+Sha256Filter = Annotated[
+    str | None,
+    Query(pattern="^[0-9a-f]{64}$", description="only the video with these bytes (lower-case hex sha256)"),
+]

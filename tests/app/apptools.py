@@ -172,6 +172,7 @@ class LightSegment:
     query_end: float
     target_start: float
     target_end: float
+    score: float | None = None
 
 
 @dataclass

@@ -78,8 +78,8 @@ def _js_pattern(pattern: str) -> str:
     [
         ("PUT", "/videos", "GET, POST"),
         ("DELETE", "/videos", "GET, POST"),
-        ("POST", "/videos/1", "DELETE, GET"),
-        ("PATCH", "/videos/1", "DELETE, GET"),
+        ("POST", "/videos/1", "DELETE, GET, PATCH"),
+        ("PUT", "/videos/1", "DELETE, GET, PATCH"),
         ("PUT", "/search", "GET, POST"),
         ("POST", "/healthz", "GET"),
     ],
