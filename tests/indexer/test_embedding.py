@@ -86,7 +86,7 @@ def test_embed_many_keeps_order_and_reports_bad_files(embedder: VideoEmbedder, t
         tmp_video_factory.file("bad.mp4", b"\x00" * 512),
         tmp_video_factory(".webm", frames=30, fps=10),
     ]
-    results = list(embedder.embed_many(paths, prefetch=2))
+    results = list(embedder.embed_many(paths))
     assert [path for path, _ in results] == paths
     assert isinstance(results[1][1], VideoDecodeError)
     assert results[0][1].features.num_frames == 2 and results[2][1].features.num_frames == 3
