@@ -56,6 +56,10 @@ VIDEO_SUFFIXES = frozenset(
     }
 )
 
+# Fast decoding (VideoFrames) needs this many source frames per sample: non-reference frames
+# then only move a sample by a few source frames, never drop it.
+_FAST_MIN_FRAMES_PER_SAMPLE = 8
+
 # Frames whose timestamp falls this little before a sample time still count as "at" it,
 # so that rounding of integer timestamps (1/1000 time bases at 29.97 fps) does not push
 # every sample one frame late.
@@ -178,7 +182,9 @@ class VideoFrames:
     `fast` lets the decoder drop non-reference frames and skip the deblocking filter:
     about a third less CPU on H.264, while a sample may land up to a few source frames
     later (under 0.1 s) and pixels move by about one grey level on average. Every video
-    is decoded the same way, so copies and originals see the same treatment.
+    is decoded the same way, so copies and originals see the same treatment. It applies only
+    where the source has several frames per sample: at 1 fps from a 1 fps source (a slide
+    show, a still) skipping non-reference frames would skip half the samples.
     """
 
     def __init__(
@@ -236,7 +242,7 @@ class VideoFrames:
             if duration is not None:
                 expected = _check_duration(duration, self.fps, limits)
             source_fps = _source_fps(stream)
-            if fast:
+            if fast and source_fps is not None and source_fps >= _FAST_MIN_FRAMES_PER_SAMPLE * self.fps:
                 stream.codec_context.skip_frame = "NONREF"
                 stream.codec_context.options = {"skip_loop_filter": "all"}
             sampler = _Sampler(stream, self.fps, self.short_side, limits)
