@@ -22,6 +22,7 @@ import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                 answers = run()
                 took = time.perf_counter() - started
                 peak = _status_kb(pid, "VmHWM")
-                rows.append((name, "; ".join(answers), took, base / 1024, peak / 1024))
+                counted = Counter(answers)  # two identical answers are written once, counted
+                summary = "; ".join(f"{count} x {answer}" if count > 1 else answer for answer, count in counted.items())
+                rows.append((name, summary, took, base / 1024, peak / 1024))
                 print(f"{name}: {answers} in {took:.1f} s, RSS {base / 1024:.0f} MB -> peak {peak / 1024:.0f} MB")
     load = os.getloadavg()[0]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
