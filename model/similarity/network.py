@@ -47,9 +47,10 @@ class VideoComparator(nn.Module):
     is F max-pooled to the output's resolution plus a learned correction that starts at zero.
     """
 
-    # Cells of F (batch x rows x columns) one pass takes at most, unless a single column of
-    # tiles needs more: 2M cells bound conv1's output to 256 MB.
-    tile_cells = 2_000_000
+    # Cells of F (batch x rows x columns) one pass takes at most, unless tiles of 4 columns need
+    # more: 1M cells bound conv1's output to 128 MB. With 2M, the service peaked at 1.9 GB on a
+    # 600-frame clip against a 7,000-frame video (bench/results/memory.md).
+    tile_cells = 1_000_000
 
     def __init__(self, residual: bool = False) -> None:
         super().__init__()
