@@ -48,8 +48,9 @@ class VideoComparator(nn.Module):
     """
 
     # Cells of F (batch x rows x columns) one pass takes at most, unless tiles of 4 columns need
-    # more: 1M cells bound conv1's output to 128 MB. With 2M, the service peaked at 1.9 GB on a
-    # 600-frame clip against a 7,000-frame video (bench/results/memory.md).
+    # more: 1M cells bound conv1's output to 128 MB. A 600-frame clip searched against a library
+    # holding a 7,000-frame video peaked the service at 2.5 GB in one pass, 1.90 GB in tiles of
+    # 2M cells and 1.84 GB in tiles of 1M (bench/results/memory.md).
     tile_cells = 1_000_000
 
     def __init__(self, residual: bool = False) -> None:
