@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.admission import SearchAdmission, Ticket
 from app.auth import require_scope
 from indexer.backend import Backend
 from indexer.components import Components
@@ -73,6 +74,28 @@ def get_metrics(backend: BackendDep) -> Metrics:
     return backend.metrics
 
 
+def get_admission(request: Request) -> SearchAdmission:
+    return request.app.state.admission
+
+
+async def admit_search(admission: Annotated[SearchAdmission, Depends(get_admission)]) -> AsyncIterator[Ticket]:
+    """A place among the searches in progress, or 503 with Retry-After (app/admission.py)."""
+    ticket = admission.video.reserve()
+    try:
+        yield ticket
+    finally:
+        ticket.release()
+
+
+async def admit_clip(admission: Annotated[SearchAdmission, Depends(get_admission)]) -> AsyncIterator[Ticket]:
+    """A place among the clip searches in progress (taken before the upload), or 503 with Retry-After."""
+    ticket = admission.clip.reserve()
+    try:
+        yield ticket
+    finally:
+        ticket.release()
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the session commits before the response is sent, so a client that acts on
 # an answer (create, then revoke) always finds what the answer reported.
@@ -84,6 +107,9 @@ SearchDep = Annotated[SearchService, Depends(get_search)]
 UploadsDep = Annotated[UploadStore, Depends(get_uploads)]
 ThumbnailsDep = Annotated[Thumbnails, Depends(get_thumbnails)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+# scope="function": the place is given back as soon as the route returns, not after the answer is sent.
+SearchTicket = Annotated[Ticket, Depends(admit_search, scope="function")]
+ClipTicket = Annotated[Ticket, Depends(admit_clip, scope="function")]
 
 # Route guards, used as `dependencies=[RequireRead]` (app/auth.py): the scope a route needs.
 RequireRead = Depends(require_scope(Scope.read))

@@ -1,7 +1,8 @@
 """Service errors and the handlers that turn every failure into JSON with a `detail` message.
 
-Every error answer is counted (`hapvr_rejections_total{route,status}`), carries no absolute
-server path, and leaves the client's keep-alive connection usable: an unexpected exception is
+Every error answer is counted (`hapvr_rejections_total{route,status}`, by `RejectionCounter`,
+the outermost layer, so refusals of the CORS layer count too), carries no absolute server
+path, and leaves the client's keep-alive connection usable: an unexpected exception is
 answered with a 500 here and not re-raised, because the server closes the connection of a
 request whose exception reaches it even after the answer was sent.
 """
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from indexer.errors import NotReady, ServiceError, public_message
+from indexer.errors import ServiceError, public_message
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
-        headers = {"Retry-After": "5"} if isinstance(error, NotReady) else None
+        headers = None if error.retry_after_s is None else {"Retry-After": str(error.retry_after_s)}
         return JSONResponse({"detail": public_message(error.detail)}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -76,9 +77,34 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(validation_error_body(error.errors()), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+def install_rejection_counter(app: FastAPI) -> None:
+    """Count every error answer; call last, so that it wraps every other middleware."""
+    app.add_middleware(RejectionCounter)
+
+
+class RejectionCounter:
+    """Counts every answer of 400 or more by route template and status, whichever layer made it
+    (a route, a dependency such as auth or admission, the CORS layer, the 500 guard)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def watch(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                _count(scope, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
 class ErrorGuard:
-    """Outermost of the app's own layers: counts every error answer by route and status, and turns
-    an exception that escaped every handler into a logged 500 without closing the connection."""
+    """Innermost of the middleware: turns an exception that escaped every handler into a logged
+    500 without closing the connection."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -93,8 +119,6 @@ class ErrorGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if message["status"] >= 400:
-                    _count(scope, message["status"])
             await send(message)
 
         try:

@@ -9,9 +9,10 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admission import SearchAdmission
 from app.auth import API_KEY_HEADER, Authenticator, document_security, ensure_admin_key
 from app.docs import install_docs
-from app.errors import install_error_handlers
+from app.errors import install_error_handlers, install_rejection_counter
 from app.openapi import install_openapi
 from app.routes import duplicates, health, keys, search, videos
 from app.routes.ui import install_ui
@@ -49,9 +50,16 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
     )
     app.state.backend = backend
     app.state.auth = Authenticator(settings, backend.sessions)
+    app.state.admission = SearchAdmission(
+        search_threads=settings.search_threads,
+        search_queue=settings.search_queue,
+        clip_searches=settings.clip_searches,
+        clip_queue=settings.clip_queue,
+    )
     install_error_handlers(app)
     if settings.cors_origins:
-        # Outermost, so that 401, 429 and every error carry the CORS headers a browser needs to read them.
+        # Outside every layer but the counter, so that 401, 429 and every error carry the CORS headers
+        # a browser needs to read them.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -60,6 +68,7 @@ def create_app(settings: Settings | None = None, components_factory: ComponentsF
             expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
             max_age=600,
         )
+    install_rejection_counter(app)
     app.include_router(videos.router)
     app.include_router(search.router)
     app.include_router(duplicates.router)

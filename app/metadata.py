@@ -55,10 +55,14 @@ def parse_metadata(text: str, limits: MetadataLimits) -> dict[str, Any]:
             raise _Refused(f"has an integer of {digits} digits; the limit is {limits.max_int_digits}")
         return int(literal)
 
+    bound = 10**limits.max_int_digits - 1
+
     def parse_float(literal: str) -> float:
+        # Bounded like the integers, as the schema says: JSON Schema's `maximum` holds for every
+        # number, and a float past 2**53 is an integer to a validator (1e20 is 100000000000000000000).
         number = float(literal)
-        if not math.isfinite(number):
-            raise _Refused(f"has a number out of range ({literal[:40]})")
+        if not math.isfinite(number) or abs(number) > bound:
+            raise _Refused(f"has a number out of range ({literal[:40]}); numbers lie within ±{bound}")
         return number
 
     def parse_constant(name: str) -> float:
@@ -79,7 +83,8 @@ def parse_metadata(text: str, limits: MetadataLimits) -> dict[str, Any]:
 def metadata_value_schema(limits: MetadataLimits, ref: str) -> dict[str, Any]:
     """JSON Schema of a value inside metadata (`ref` points back at it for nested values).
 
-    One schema over every JSON type (each keyword applies to its own type) rather than `anyOf`,
+    `minimum` and `maximum` bound every number, integer or not, and `parse_metadata` applies the
+    same bound to both (a negative case the fuzzer sends, {"a": 1e20}, was once accepted). One schema over every JSON type (each keyword applies to its own type) rather than `anyOf`,
     so a validator or fuzzer never mistakes a value of another branch for an invalid one. Depth
     and total size cannot be said here; the metadata field's description states them.
     """
@@ -87,7 +92,7 @@ def metadata_value_schema(limits: MetadataLimits, ref: str) -> dict[str, Any]:
     return {
         "title": "MetadataValue",
         "description": "any JSON value: no NaN or Infinity, no NUL in strings, integers of at most "
-        f"{limits.max_int_digits} digits",
+        f"{limits.max_int_digits} digits and no number beyond them",
         "type": ["string", "number", "boolean", "null", "array", "object"],
         "pattern": NO_NUL_PATTERN,
         "minimum": -bound,

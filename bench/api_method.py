@@ -88,8 +88,14 @@ def service_environment() -> dict[str, str]:
 
 
 @contextmanager
-def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[ServeProcess]:
-    """`hapvr serve` on a free loopback port, ready; stopped on exit, whatever happened inside."""
+def running_service(
+    data_dir: Path, checkpoint: Path | None = None, *, settings: dict[str, str] | None = None, code: Path = REPO
+) -> Iterator[ServeProcess]:
+    """`hapvr serve` on a free loopback port, ready; stopped on exit, whatever happened inside.
+
+    `settings` are HAPVR_* variables to run with; `code` is the source tree to serve (another
+    revision's, to compare before and after a change).
+    """
     port = free_port()
     command = [
         sys.executable,
@@ -108,7 +114,11 @@ def running_service(data_dir: Path, checkpoint: Path | None = None) -> Iterator[
     log_path = data_dir.parent / "service.log"
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            command, env=service_environment(), cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            env={**service_environment(), **(settings or {})},
+            cwd=code,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     service = ServeProcess(process, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120), log_path)
     try:

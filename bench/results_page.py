@@ -1,7 +1,7 @@
 """bench/RESULTS.md: every benchmark's headline numbers on one page, and the project's targets, met or not.
 
 Built only from what the benchmarks wrote under bench/results (quality.json and its plot,
-encoder.md, similarity.md, ingest.md, search.json and its plot). Each benchmark command that
+encoder.md, similarity.md, ingest.md, search.json and its plot, memory.md, load.md). Each benchmark command that
 writes results calls `refresh` when done, so the page always follows the latest run;
 `python -m bench.results_page` rebuilds it by hand. A benchmark with no results is shown as
 "not run", and so is every target that depends on it.
@@ -373,9 +373,75 @@ def search_section(results: Path, link: Callable[[str], str]) -> Section:
     return Section(lines, [search_target(sizes)])
 
 
+# -- memory and load (markdown tables) ---------------------------------------------------------
+
+MEMORY_TARGET_MB = 2048
+
+
+def latest_rows(path: Path, key: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): of the last table in a results file, the latest row for each value of column `key`."""
+    header, rows = last_table(path.read_text())
+    if not rows:
+        raise ValueError("an empty table")
+    column = header.index(key)
+    latest = {row[column]: row for row in rows}
+    return header, list(latest.values())
+
+
+def memory_target(header: list[str], rows: list[list[str]]) -> Target:
+    goal = f"two 7,000 s still clips searched at once keep the service under {MEMORY_TARGET_MB} MB RSS"
+    for row in rows:
+        cells = dict(zip(header, row))
+        if cells.get("phase", "").startswith("2 x 7000 s clip search"):
+            peak = float(cells["peak MB"])
+            return Target(goal, f"peak {peak:.0f} MB ({cells.get('date', '?')})", status(peak < MEMORY_TARGET_MB))
+    return Target(goal, "no memory run", NOT_RUN)
+
+
+def memory_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Service memory under long clips", "memory.md"
+    if not (results / file).exists():
+        return Section(_not_run(title, file, "python -m bench.bench_memory"), [memory_target([], [])])
+    try:
+        header, rows = latest_rows(results / file, "phase")
+    except ValueError as error:
+        return Section(_unreadable(title, file, error), [memory_target([], [])])
+    lines = [f"## {title}", "", f"Latest run of each phase in [{file}]({link(file)}).", "", *_table(header, rows), ""]
+    return Section(lines, [memory_target(header, rows)])
+
+
+def load_section(results: Path, link: Callable[[str], str]) -> Section:
+    title, file = "Loopback load", "load.md"
+    if not (results / file).exists():
+        return Section(_not_run(title, file, "python -m bench.bench_load"), [])
+    try:
+        header, rows = last_table((results / file).read_text())
+        code, clients = header.index("code"), header.index("clients")
+        latest = list({(row[code], row[clients]): row for row in rows}.values())
+    except ValueError as error:
+        return Section(_unreadable(title, file, error), [])
+    lines = [
+        f"## {title}",
+        "",
+        f"Latest run of each revision and client count in [{file}]({link(file)}).",
+        "",
+        *_table(header, latest),
+        "",
+    ]
+    return Section(lines, [])
+
+
 # -- the page ----------------------------------------------------------------------------------
 
-SECTIONS = (quality_section, encoder_section, similarity_section, ingest_section, search_section)
+SECTIONS = (
+    quality_section,
+    encoder_section,
+    similarity_section,
+    ingest_section,
+    search_section,
+    memory_section,
+    load_section,
+)
 
 
 def build_page(results: Path, page: Path) -> str:

@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
-    """A video file to features; raises model.video.VideoDecodeError for unusable input."""
+    """A video file to features; raises model.video.VideoDecodeError for unusable input, or for
+    more than `max_frames` sampled frames when given (below the configured limit)."""
 
-    def embed(self, path: str | Path) -> VideoFeatures: ...
+    def embed(self, path: str | Path, *, max_frames: int | None = None) -> VideoFeatures: ...
 
 
 class Searcher(Protocol):

@@ -22,9 +22,11 @@ def public_message(text: str) -> str:
 
 
 class ServiceError(Exception):
-    """An expected failure with an HTTP status and a message for the client."""
+    """An expected failure with an HTTP status and a message for the client; `retry_after_s`,
+    when set, is sent as Retry-After (the request may succeed later as it is)."""
 
     status_code = HTTPStatus.BAD_REQUEST
+    retry_after_s: int | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -47,3 +49,14 @@ class NotReady(ServiceError):
     """The index is still loading (or failed to load): retry later."""
 
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    retry_after_s = 5
+
+
+class Busy(ServiceError):
+    """Too much work in progress to take this request now (app/admission.py)."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

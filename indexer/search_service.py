@@ -118,12 +118,16 @@ class SearchService:
         self._metrics.search_latency.labels(source).observe(took)
         return Matches(query_video_id=video_id, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
-    def by_clip(self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder) -> Matches:
+    def by_clip(
+        self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder, max_frames: int
+    ) -> Matches:
+        """Search with a clip file of at most `max_frames` sampled frames (more: 422, refused from the
+        header before decoding when it states a duration)."""
         from model.video import VideoDecodeError
 
         started = time.perf_counter()
         try:
-            features = embedder.embed(path)
+            features = embedder.embed(path, max_frames=max_frames)
         except VideoDecodeError as error:
             raise Unprocessable(f"the uploaded clip cannot be used: {error}") from None
         raw = library.read(lambda searcher, _: self._run(searcher, features, k, min_score, set()))

@@ -91,6 +91,18 @@ class Settings(ModelSettings):
     default_k: int = Field(20, gt=0)
     max_k: int = Field(1000, gt=0)
     search_threads: int = Field(2, gt=0, description="searches computed at once (more wait their turn)")
+    # Admission (app/admission.py): work in progress is bounded, and past the bound a request gets 503
+    # with Retry-After at once, so the searches taken keep a bounded latency.
+    search_queue: int = Field(
+        16, ge=0, description="searches by video waiting for one of the search_threads; more get 503"
+    )
+    clip_searches: int = Field(
+        1, gt=0, description="clip searches at once, upload excluded (embedding a clip costs as much as indexing it)"
+    )
+    clip_queue: int = Field(2, ge=0, description="clip searches uploading or waiting for their turn; more get 503")
+    max_clip_frames: int = Field(
+        600, gt=0, description="frames a search clip may give at the sampling rate (600: 10 min at 1 fps); longer: 422"
+    )
 
     # The client commands (hapvr ingest, search, duplicates with --api): the service and its key.
     api_url: str = Field("http://127.0.0.1:8000", description="the service the client commands talk to")

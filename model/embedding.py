@@ -4,13 +4,14 @@ decode (model.video, 1 fps, short side 256) -> frame encoder (backbone, regional
 batched) -> the similarity network's `index()` (attention) -> region features in float16 and one
 unit vector per frame for FAISS (model.similarity.network.frame_vectors).
 
-Overlap. `decode_video` hands back a whole video, so decoding and encoding of one video cannot
-overlap; `embed_many` overlaps them across videos instead: a producer thread decodes the next
-file while the encoder works on the current one (PyAV and onnxruntime both release the GIL).
-Measured on this 2-core box (shared, load 6-8) with four 60 s 640x360 H.264 clips at 1 fps:
-one after another 38-42x real time (decode 2.4 s, encode 3.7 s per 240 s of video), with
-`embed_many` 44-45x, with two threads each embedding whole files (what two service workers do)
-50x. Overlap inside one video would need a streaming decoder.
+Streaming. Frames come from the decoder in batches (model.video.VideoFrames) and each batch is
+encoded and indexed before the next is kept, so memory stays at a few batches of frames
+whatever the video's length: indexing a 7,000 s video held 2.4 GB of frames before, and holds
+the features alone (about 9 KB a frame) now. A producer thread decodes up to `read_ahead`
+batches while the encoder works (PyAV and onnxruntime both release the GIL), so decoding and
+encoding overlap inside one video. Before streaming, overlapping across whole files
+(four 60 s 640x360 H.264 clips at 1 fps on this 2-core box, load 6-8) took ingest from
+38-42x real time to 44-45x.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ import torch
 
 from model.features import VideoFeatures
 from model.similarity.network import frame_vectors
-from model.video import DecodedVideo, DecodeLimits, VideoDecodeError, decode_video
+from model.video import DecodeLimits, DecodeSummary, VideoDecodeError, VideoFrames
 
 if TYPE_CHECKING:
     from model.checkpoint import ModelBundle
@@ -61,8 +62,8 @@ class Embedded:
 class VideoEmbedder:
     """Embeds video files with one model; build once per process (the encoder warms up once).
 
-    `encode` and `index` run batch_size frames at a time, so a long video never holds more
-    than one batch of backbone activations. Thread-safe for concurrent `embed` calls as far
+    Decoding, `encode` and `index` run batch_size frames at a time, so a long video never holds
+    more than `read_ahead` + 1 batches of frames and one of backbone activations. Thread-safe for concurrent `embed` calls as far
     as the encoder runtime is (onnxruntime sessions and eager torch inference both are).
     `checkpoint`, the bundle's fingerprint (model.checkpoint.fingerprint), is stamped on every
     VideoFeatures it makes.
@@ -82,6 +83,7 @@ class VideoEmbedder:
         short_side: int = 256,
         fast_decode: bool = True,
         checkpoint: str | None = None,
+        read_ahead: int = 2,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -91,6 +93,9 @@ class VideoEmbedder:
         self.short_side = short_side
         self.fast_decode = fast_decode
         self.checkpoint = checkpoint
+        if read_ahead < 1:
+            raise ValueError(f"read_ahead must be at least 1, got {read_ahead}")
+        self.read_ahead = read_ahead
         self.encoder = encoder or bundle.frame_encoder(
             batch_size=batch_size, runtime=runtime, threads=threads, cache_dir=cache_dir
         )
@@ -98,36 +103,63 @@ class VideoEmbedder:
         self.similarity = bundle.similarity.eval()
 
     # -- public ----------------------------------------------------------------------------------
-    def embed(self, path: str | Path, *, flip: bool = False) -> VideoFeatures:
+    def embed(self, path: str | Path, *, flip: bool = False, max_frames: int | None = None) -> VideoFeatures:
         """Features of one file; `flip=True` embeds its mirror image (a query variant for flipped copies).
 
-        Raises model.video.VideoDecodeError for anything that is not a usable video.
+        `max_frames` lowers the frame limit for this call (a search clip's budget). Raises
+        model.video.VideoDecodeError for anything that is not a usable video.
         """
-        result = self.embed_detailed(path, flip=flip)
+        result = self.embed_detailed(path, flip=flip, max_frames=max_frames)
         return result.features
 
-    def embed_detailed(self, path: str | Path, *, flip: bool = False, with_flipped: bool = False) -> Embedded:
-        """`embed` with stage timings; `with_flipped` also embeds the mirror image from the same decode."""
-        started = time.perf_counter()
-        video = self.decode(path)
-        decoded = time.perf_counter() - started
-        return self._embed_decoded(video, decoded, flip=flip, with_flipped=with_flipped)
+    def embed_detailed(
+        self, path: str | Path, *, flip: bool = False, with_flipped: bool = False, max_frames: int | None = None
+    ) -> Embedded:
+        """`embed` with stage timings; `with_flipped` also embeds the mirror image from the same decode.
+
+        Timings' `decode` is the decoding thread's own time (it overlaps the encoder's).
+        """
+        frames = self.frames(path, max_frames=max_frames)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        mirror_parts: list[tuple[np.ndarray, np.ndarray]] = []
+        encode_s = index_s = 0.0
+        decode_clock = _Clock()
+        for batch in _read_ahead(frames, self.read_ahead, decode_clock):
+            regions, vectors, encode, index = self._encode_and_index(batch[:, :, ::-1] if flip else batch)
+            parts.append((regions, vectors))
+            encode_s, index_s = encode_s + encode, index_s + index
+            if with_flipped:
+                regions, vectors, encode, index = self._encode_and_index(batch[:, :, ::-1])
+                mirror_parts.append((regions, vectors))
+                encode_s, index_s = encode_s + encode, index_s + index
+        summary = frames.summary
+        features = self._features(summary, parts)
+        flipped = self._features(summary, mirror_parts) if with_flipped else None
+        timings = EmbedTimings(
+            decode=decode_clock.seconds, encode=encode_s, index=index_s, frames=len(summary.timestamps)
+        )
+        return Embedded(features=features, timings=timings, flipped=flipped)
 
     def encode_file(self, path: str | Path) -> np.ndarray:
         """The frame encoder's region features [T, R, D] of a file, float16, before the network's
         `index()` step: what the quality benchmark caches so several networks score one encode."""
-        frames = self.decode(path).frames
-        if len(frames) == 0:
-            raise VideoDecodeError("no frames to embed")
-        return np.concatenate(
-            [
-                self.encoder.encode(np.ascontiguousarray(frames[start : start + self.batch_size])).astype(np.float16)
-                for start in range(0, len(frames), self.batch_size)
-            ]
-        )
+        encoded = [
+            self.encoder.encode(np.ascontiguousarray(batch)).astype(np.float16)
+            for batch in _read_ahead(self.frames(path), self.read_ahead, _Clock())
+        ]
+        return np.concatenate(encoded)
 
-    def decode(self, path: str | Path) -> DecodedVideo:
-        return decode_video(path, fps=self.fps, short_side=self.short_side, limits=self.limits, fast=self.fast_decode)
+    def frames(self, path: str | Path, *, max_frames: int | None = None) -> VideoFrames:
+        """The file's frames in encoder-sized batches, as the service samples them."""
+        limits = self.limits if max_frames is None else replace(self.limits, max_frames=max_frames)
+        return VideoFrames(
+            path,
+            fps=self.fps,
+            short_side=self.short_side,
+            limits=limits,
+            fast=self.fast_decode,
+            batch_size=self.batch_size,
+        )
 
     def embed_frames(
         self,
@@ -138,10 +170,15 @@ class VideoEmbedder:
         source_fps: float | None = None,
     ) -> VideoFeatures:
         """Features of already decoded uint8 RGB frames [T, H, W, 3] sampled at `timestamps`."""
-        regions, vectors, _, _ = self._encode_and_index(frames)
+        if len(frames) == 0:
+            raise VideoDecodeError("no frames to embed")
+        parts = []
+        for start in range(0, len(frames), self.batch_size):
+            regions, vectors, _, _ = self._encode_and_index(frames[start : start + self.batch_size])
+            parts.append((regions, vectors))
         return VideoFeatures(
-            regions=regions,
-            frame_vectors=vectors,
+            regions=np.concatenate([regions for regions, _ in parts]),
+            frame_vectors=np.concatenate([vectors for _, vectors in parts]),
             timestamps=timestamps,
             duration=duration,
             fps=self.fps,
@@ -149,112 +186,98 @@ class VideoEmbedder:
             checkpoint=self.checkpoint,
         )
 
-    def embed_many(
-        self, paths: Iterable[str | Path], *, prefetch: int = 1
-    ) -> Iterator[tuple[Path, Embedded | VideoDecodeError]]:
-        """Embed files in order, decoding up to `prefetch` files ahead in a producer thread.
-
-        Yields (path, Embedded) or (path, VideoDecodeError) per file, so one bad file does not
-        stop the rest; other exceptions propagate. Timings' `decode` is the producer's time.
-        """
-        if prefetch < 1:
-            raise ValueError("prefetch must be at least 1")
-        decoded: queue.Queue = queue.Queue(maxsize=prefetch)
-        stop = threading.Event()
-        done = object()
-
-        def produce() -> None:
+    def embed_many(self, paths: Iterable[str | Path]) -> Iterator[tuple[Path, Embedded | VideoDecodeError]]:
+        """Embed files in order: (path, Embedded) or (path, VideoDecodeError) per file, so one bad
+        file does not stop the rest; other exceptions propagate."""
+        for path in paths:
             try:
-                for path in paths:
-                    if stop.is_set():
-                        return
-                    started = time.perf_counter()
-                    try:
-                        item: object = self.decode(path)
-                    except VideoDecodeError as error:
-                        item = error
-                    _put(decoded, (Path(path), item, time.perf_counter() - started), stop)
-            except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
-                _put(decoded, (None, error, 0.0), stop)
-            finally:
-                _put(decoded, done, stop)
-
-        producer = threading.Thread(target=produce, name="embed-decode", daemon=True)
-        producer.start()
-        try:
-            while True:
-                entry = decoded.get()
-                if entry is done:
-                    return
-                path, item, decode_seconds = entry
-                if path is None:
-                    raise item
-                if isinstance(item, VideoDecodeError):
-                    yield path, item
-                else:
-                    yield path, self._embed_decoded(item, decode_seconds)
-        finally:
-            stop.set()
-            while producer.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    decoded.get_nowait()
-                except queue.Empty:
-                    producer.join(0.05)
+                yield Path(path), self.embed_detailed(path)
+            except VideoDecodeError as error:
+                yield Path(path), error
 
     # -- stages ----------------------------------------------------------------------------------
-    def _embed_decoded(
-        self, video: DecodedVideo, decode_seconds: float, *, flip: bool = False, with_flipped: bool = False
-    ) -> Embedded:
-        frames = video.frames[:, :, ::-1] if flip else video.frames
-        regions, vectors, encode_s, index_s = self._encode_and_index(frames)
-        features = self._features(video, regions, vectors)
-        flipped = None
-        if with_flipped:
-            mirror_regions, mirror_vectors, mirror_encode, mirror_index = self._encode_and_index(
-                video.frames[:, :, ::-1]
-            )
-            encode_s, index_s = encode_s + mirror_encode, index_s + mirror_index
-            flipped = self._features(video, mirror_regions, mirror_vectors)
-        timings = EmbedTimings(decode=decode_seconds, encode=encode_s, index=index_s, frames=len(video.frames))
-        return Embedded(features=features, timings=timings, flipped=flipped)
-
-    def _features(self, video: DecodedVideo, regions: np.ndarray, vectors: np.ndarray) -> VideoFeatures:
+    def _features(self, summary: DecodeSummary, parts: list[tuple[np.ndarray, np.ndarray]]) -> VideoFeatures:
         return VideoFeatures(
-            regions=regions,
-            frame_vectors=vectors,
-            timestamps=video.timestamps,
-            duration=video.duration,
+            regions=np.concatenate([regions for regions, _ in parts]),
+            frame_vectors=np.concatenate([vectors for _, vectors in parts]),
+            timestamps=summary.timestamps,
+            duration=summary.duration,
             fps=self.fps,
-            source_fps=video.source_fps,
-            frames_expected=video.frames_expected,
-            warnings=video.warnings,
+            source_fps=summary.source_fps,
+            frames_expected=summary.frames_expected,
+            warnings=summary.warnings,
             checkpoint=self.checkpoint,
         )
 
     def _encode_and_index(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """uint8 frames [T, H, W, 3] -> (float16 regions [T, R, D], float32 vectors [T, D], encode s, index s)."""
-        count = len(frames)
-        if count == 0:
-            raise VideoDecodeError("no frames to embed")
-        regions: np.ndarray | None = None
-        vectors: np.ndarray | None = None
-        encode_s = index_s = 0.0
-        for start in range(0, count, self.batch_size):
-            mark = time.perf_counter()
-            encoded = self.encoder.encode(np.ascontiguousarray(frames[start : start + self.batch_size]))
-            encode_s += time.perf_counter() - mark
-            mark = time.perf_counter()
-            with torch.inference_mode():
-                indexed = self.similarity.index(torch.from_numpy(encoded))
-                batch_vectors = frame_vectors(indexed)
-            if regions is None or vectors is None:
-                regions = np.empty((count, *indexed.shape[1:]), dtype=np.float16)
-                vectors = np.empty((count, batch_vectors.shape[1]), dtype=np.float32)
-            regions[start : start + len(encoded)] = indexed.numpy()
-            vectors[start : start + len(encoded)] = batch_vectors.numpy()
-            index_s += time.perf_counter() - mark
-        assert regions is not None and vectors is not None
-        return regions, vectors, encode_s, index_s
+        """One batch of uint8 frames [B, H, W, 3] -> (float16 regions [B, R, D], float32 vectors
+        [B, D], encode s, index s)."""
+        mark = time.perf_counter()
+        encoded = self.encoder.encode(np.ascontiguousarray(frames))
+        encode_s = time.perf_counter() - mark
+        mark = time.perf_counter()
+        with torch.inference_mode():
+            indexed = self.similarity.index(torch.from_numpy(encoded))
+            vectors = frame_vectors(indexed)
+        regions = indexed.numpy().astype(np.float16)
+        return regions, vectors.numpy().astype(np.float32, copy=False), encode_s, time.perf_counter() - mark
+
+
+@dataclass
+class _Clock:
+    """Seconds a producer thread spent making its items."""
+
+    seconds: float = 0.0
+
+
+def _read_ahead(items: Iterable[np.ndarray], depth: int, clock: _Clock) -> Iterator[np.ndarray]:
+    """`items`, made in a producer thread up to `depth` ahead of the consumer; its exceptions are
+    re-raised here, and the producer stops when the consumer does."""
+    made: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    item: object = next(iterator)
+                except StopIteration:
+                    break
+                finally:
+                    clock.seconds += time.perf_counter() - started
+                _put(made, item, stop)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            _put(made, _Failed(error), stop)
+        finally:
+            if isinstance(iterator, Generator):
+                iterator.close()  # a consumer that stopped early: the decoder lets go of its file now
+            _put(made, done, stop)
+
+    producer = threading.Thread(target=produce, name="embed-decode", daemon=True)
+    producer.start()
+    try:
+        while True:
+            entry = made.get()
+            if entry is done:
+                return
+            if isinstance(entry, _Failed):
+                raise entry.error
+            yield entry
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                made.get_nowait()
+            except queue.Empty:
+                producer.join(0.05)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
 
 
 def _put(target: queue.Queue, item: object, stop: threading.Event) -> None:

@@ -1,9 +1,10 @@
 """Video decoding: frames sampled at a fixed rate, resized and upright, with hard limits.
 
-Every video that enters the service passes through `decode_video`, so it is written to
-fail cleanly (one-line `VideoDecodeError`, never a raw PyAV exception) and to keep
-per-frame work minimal: all frames must be decoded, but only the sampled ones are
-colour-converted and resized (in libswscale, one call per sampled frame).
+Every video that enters the service passes through `VideoFrames`, so it is written to
+fail cleanly (one-line `VideoDecodeError`, never a raw PyAV exception), to keep per-frame
+work minimal (all frames must be decoded, but only the sampled ones are colour-converted and
+resized, in libswscale, one call per sampled frame) and to stream: frames come out in batches
+as they are decoded. `decode_video` collects them, for short clips (training, tools, tests).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -22,8 +24,10 @@ import numpy as np
 __all__ = [
     "VIDEO_SUFFIXES",
     "DecodeLimits",
+    "DecodeSummary",
     "DecodedVideo",
     "VideoDecodeError",
+    "VideoFrames",
     "decode_video",
     "find_videos",
     "probe_video",
@@ -51,6 +55,10 @@ VIDEO_SUFFIXES = frozenset(
         ".y4m",
     }
 )
+
+# Fast decoding (VideoFrames) needs this many source frames per sample: non-reference frames
+# then only move a sample by a few source frames, never drop it.
+_FAST_MIN_FRAMES_PER_SAMPLE = 8
 
 # Frames whose timestamp falls this little before a sample time still count as "at" it,
 # so that rounding of integer timestamps (1/1000 time bases at 29.97 fps) does not push
@@ -125,72 +133,149 @@ def decode_video(
     *,
     fast: bool = True,
 ) -> DecodedVideo:
-    """Decode `path`, keeping the first frame at or after each time k / fps (k = 0, 1, ...).
+    """Decode `path` whole: every sample of `VideoFrames` (see there) in one array.
 
-    Sampling follows presentation timestamps, so variable-frame-rate files are sampled
-    evenly in time; a frame is used at most once, so timestamps strictly increase (a gap
-    in the source leaves a gap in the samples rather than repeated frames). Frames are
-    resized so the short side of the displayed picture is `short_side` (sample aspect
-    ratio honoured), then turned upright per the display matrix. A file that breaks off
-    part-way returns the frames decoded before the damage, and a warning: so does one that
-    yields clearly fewer frames than its header promises (a corrupt stretch the decoder skipped).
+    Holds all frames at once (about 350 KB a frame at short side 256), so it is for short
+    clips; the service streams through `VideoFrames` instead.
+    """
+    stream = VideoFrames(path, fps=fps, short_side=short_side, limits=limits, fast=fast, batch_size=64)
+    batches = list(stream)
+    summary = stream.summary
+    return DecodedVideo(
+        frames=np.concatenate(batches),
+        timestamps=summary.timestamps,
+        duration=summary.duration,
+        source_fps=summary.source_fps,
+        frames_expected=summary.frames_expected,
+        warnings=summary.warnings,
+    )
+
+
+@dataclass(frozen=True)
+class DecodeSummary:
+    """What a whole pass over a file gave: `DecodedVideo` without the frames."""
+
+    timestamps: np.ndarray  # float64 [T]
+    duration: float
+    source_fps: float | None
+    frames_expected: int | None
+    warnings: tuple[str, ...]
+
+
+class VideoFrames:
+    """The samples of one file, decoded as they are read: uint8 batches [B, H, W, 3], B <= batch_size.
+
+    Keeps the first frame at or after each time k / fps (k = 0, 1, ...). Sampling follows
+    presentation timestamps, so variable-frame-rate files are sampled evenly in time; a frame
+    is used at most once, so timestamps strictly increase (a gap in the source leaves a gap in
+    the samples rather than repeated frames). Frames are resized so the short side of the
+    displayed picture is `short_side` (sample aspect ratio honoured), then turned upright per
+    the display matrix. A file that breaks off part-way yields the frames decoded before the
+    damage, and a warning: so does one that yields clearly fewer frames than its header
+    promises (a corrupt stretch the decoder skipped).
+
+    Only one batch is held at a time, so memory does not grow with the video's length (a
+    7,000 s still image held whole took 2.4 GB). Iterate once; `summary` (timestamps,
+    duration, losses) is there after the last batch. Limits are checked against the header
+    before the first frame is decoded, and again as frames come: VideoDecodeError either way.
 
     `fast` lets the decoder drop non-reference frames and skip the deblocking filter:
     about a third less CPU on H.264, while a sample may land up to a few source frames
     later (under 0.1 s) and pixels move by about one grey level on average. Every video
-    is decoded the same way, so copies and originals see the same treatment.
+    is decoded the same way, so copies and originals see the same treatment. It applies only
+    where the source has several frames per sample: at 1 fps from a 1 fps source (a slide
+    show, a still) skipping non-reference frames would skip half the samples.
     """
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if short_side < 1:
-        raise ValueError(f"short_side must be positive, got {short_side}")
-    path = Path(path)
-    result = _decode(path, fps, short_side, limits, fast)
-    if fast and isinstance(result, str):
-        # Some streams mark every frame as disposable; decode them in full before giving up.
-        result = _decode(path, fps, short_side, limits, False)
-    if isinstance(result, str):
-        raise VideoDecodeError(result)
-    return result
 
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float = 1.0,
+        short_side: int = 256,
+        limits: DecodeLimits = DecodeLimits(),
+        *,
+        fast: bool = True,
+        batch_size: int = 32,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if short_side < 1:
+            raise ValueError(f"short_side must be positive, got {short_side}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.path = Path(path)
+        self.fps = fps
+        self.short_side = short_side
+        self.limits = limits
+        self.fast = fast
+        self.batch_size = batch_size
+        self._summary: DecodeSummary | None = None
+        self._started = False
 
-def _decode(path: Path, fps: float, short_side: int, limits: DecodeLimits, fast: bool) -> DecodedVideo | str:
-    """One pass over the file; a string is the reason when no frame came out."""
-    with _open(path) as container:
-        stream = _video_stream(container)
-        width, height = _display_size(stream)
-        if width * height > limits.max_pixels:
-            raise VideoDecodeError(f"resolution {width}x{height} is over the limit of {limits.max_pixels} pixels")
-        duration = _metadata_duration(container, stream)
-        expected = None
-        if duration is not None:
-            expected = _check_duration(duration, fps, limits)
-        source_fps = _source_fps(stream)
-        if fast:
-            stream.codec_context.skip_frame = "NONREF"
-            stream.codec_context.options = {"skip_loop_filter": "all"}
-        sampler = _Sampler(stream, fps, short_side, limits)
-        error = sampler.run(container)
-    if not sampler.frames:
-        reason = f": {error}" if error else ""
-        return f"no decodable video frames (truncated or corrupt file){reason}"
-    span = sampler.last_time + (1.0 / source_fps if source_fps else 0.0)
-    warnings = _losses(len(sampler.frames), expected, error, span)
-    if error is not None or duration is None or duration > span + max(1.0, 2.0 / fps):
-        # Broken off, or the header promises more than the file holds (a cut download):
-        # report what is there.
-        duration = span
-    else:  # some demuxers (MPEG program streams) estimate the duration short
-        duration = max(duration, span)
-    return DecodedVideo(
-        frames=np.stack(sampler.frames),
-        timestamps=np.asarray(sampler.times, dtype=np.float64),
-        duration=float(duration),
-        source_fps=source_fps,
-        # Some demuxers estimate the duration short: never expect fewer frames than came out.
-        frames_expected=None if expected is None else max(expected, len(sampler.frames)),
-        warnings=warnings,
-    )
+    @property
+    def summary(self) -> DecodeSummary:
+        if self._summary is None:
+            raise RuntimeError("the summary is known once every batch has been read")
+        return self._summary
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._started:
+            raise RuntimeError("VideoFrames is read once; make another to decode again")
+        self._started = True
+        yielded = yield from self._pass(self.fast)
+        if isinstance(yielded, str) and self.fast:
+            # Some streams mark every frame as disposable; decode them in full before giving up.
+            yielded = yield from self._pass(False)
+        if isinstance(yielded, str):
+            raise VideoDecodeError(yielded)
+
+    def _pass(self, fast: bool) -> Generator[np.ndarray, None, str | None]:
+        """One pass over the file; returns the reason when no frame came out, else None."""
+        with _open(self.path) as container:
+            stream = _video_stream(container)
+            width, height = _display_size(stream)
+            limits = self.limits
+            if width * height > limits.max_pixels:
+                raise VideoDecodeError(f"resolution {width}x{height} is over the limit of {limits.max_pixels} pixels")
+            duration = _metadata_duration(container, stream)
+            expected = None
+            if duration is not None:
+                expected = _check_duration(duration, self.fps, limits)
+            source_fps = _source_fps(stream)
+            if fast and source_fps is not None and source_fps >= _FAST_MIN_FRAMES_PER_SAMPLE * self.fps:
+                stream.codec_context.skip_frame = "NONREF"
+                stream.codec_context.options = {"skip_loop_filter": "all"}
+            sampler = _Sampler(stream, self.fps, self.short_side, limits)
+            batch: list[np.ndarray] = []
+            for frame in sampler.run(container):
+                batch.append(frame)
+                if len(batch) == self.batch_size:
+                    yield np.stack(batch)
+                    batch = []
+            if batch:
+                yield np.stack(batch)
+        error = sampler.error
+        if not sampler.times:
+            reason = f": {error}" if error else ""
+            return f"no decodable video frames (truncated or corrupt file){reason}"
+        count = len(sampler.times)
+        span = sampler.last_time + (1.0 / source_fps if source_fps else 0.0)
+        warnings = _losses(count, expected, error, span)
+        if error is not None or duration is None or duration > span + max(1.0, 2.0 / self.fps):
+            # Broken off, or the header promises more than the file holds (a cut download):
+            # report what is there.
+            duration = span
+        else:  # some demuxers (MPEG program streams) estimate the duration short
+            duration = max(duration, span)
+        self._summary = DecodeSummary(
+            timestamps=np.asarray(sampler.times, dtype=np.float64),
+            duration=float(duration),
+            source_fps=source_fps,
+            # Some demuxers estimate the duration short: never expect fewer frames than came out.
+            frames_expected=None if expected is None else max(expected, count),
+            warnings=warnings,
+        )
+        return None
 
 
 def _losses(decoded: int, expected: int | None, error: str | None, span: float) -> tuple[str, ...]:
@@ -214,8 +299,8 @@ class _Sampler:
         self.fps = fps
         self.short_side = short_side
         self.limits = limits
-        self.frames: list[np.ndarray] = []
         self.times: list[float] = []
+        self.error: str | None = None  # why decoding stopped early, if it did
         self.last_time = 0.0
         self._origin: float | None = None
         if stream.start_time is not None and stream.time_base is not None:
@@ -225,8 +310,8 @@ class _Sampler:
         self._size: tuple[int, int] | None = None
         self._orient: tuple[int, bool, bool] | None = None
 
-    def run(self, container: av.container.InputContainer) -> str | None:
-        """Decode to the end; return a reason if decoding stopped on damage, else None."""
+    def run(self, container: av.container.InputContainer) -> Iterator[np.ndarray]:
+        """Decode to the end, yielding each sampled frame; damage ends it early with `error` set."""
         stream = self.stream
         stream.thread_type = "AUTO"
         next_sample = 0.0
@@ -240,18 +325,18 @@ class _Sampler:
                     raise VideoDecodeError(f"video runs past the duration limit of {self.limits.max_duration_s:g} s")
                 if t + _TIME_EPS < next_sample:
                     continue
-                if len(self.frames) >= self.limits.max_frames:
+                if len(self.times) >= self.limits.max_frames:
                     raise VideoDecodeError(
                         f"more than {self.limits.max_frames} frames at {self.fps:g} fps (frame limit)"
                     )
-                self.frames.append(self._convert(frame))
+                rgb = self._convert(frame)
                 self.times.append(t)
                 next_sample = (math.floor((t + _TIME_EPS) * self.fps) + 1) / self.fps
+                yield rgb
         except VideoDecodeError:
             raise
         except (av.error.FFmpegError, EOFError, OSError, ValueError) as exc:
-            return _reason(exc)
-        return None
+            self.error = _reason(exc)
 
     def _frame_time(self, frame: av.VideoFrame, previous: float | None) -> float:
         """Seconds since the stream start; frames without a timestamp follow the previous one."""

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.deps import ComponentsDep, LibraryDep, RequireRead, RequireWrite, SearchDep, SettingsDep, UploadsDep
+from app.deps import (
+    ClipTicket,
+    ComponentsDep,
+    LibraryDep,
+    RequireRead,
+    RequireWrite,
+    SearchDep,
+    SearchTicket,
+    SettingsDep,
+    UploadsDep,
+)
 from app.routes.params import K, MinScore, VideoIdQuery
 from app.routes.videos import ERRORS, INVALID, video_form
 from app.schemas import Message, SearchResultsPublic
@@ -15,6 +25,11 @@ from indexer.settings import Settings
 router = APIRouter(prefix="/search", tags=["search"], responses=INVALID)
 
 CLIP_BODY = video_form("the clip", {}, {})
+BUSY = {
+    "model": Message,
+    "description": "not ready yet, or too many searches in progress: retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+}
 
 
 def _k(settings: Settings, k: int | None) -> int:
@@ -27,7 +42,7 @@ def _k(settings: Settings, k: int | None) -> int:
 @router.get(
     "",
     response_model=SearchResultsPublic,
-    responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
+    responses={404: {"model": Message}, 409: {"model": Message}, 503: BUSY},
     dependencies=[RequireRead],
 )
 async def search_by_video(
@@ -35,11 +50,13 @@ async def search_by_video(
     settings: SettingsDep,
     search: SearchDep,
     library: LibraryDep,
+    ticket: SearchTicket,
     k: K = None,
     min_score: MinScore = None,
 ) -> SearchResultsPublic:
     """Videos sharing footage with an indexed video, best first, with the matching time ranges."""
-    matches = await search.run(search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library)
+    async with ticket:
+        matches = await search.run(search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library)
     return SearchResultsPublic.model_validate(matches)
 
 
@@ -47,7 +64,7 @@ async def search_by_video(
     "",
     response_model=SearchResultsPublic,
     openapi_extra=CLIP_BODY,
-    responses={**ERRORS, 503: {"model": Message}},
+    responses={**ERRORS, 503: BUSY},
     # Write, though it stores nothing: a clip search embeds an upload, as costly as indexing one.
     dependencies=[RequireWrite],
 )
@@ -58,6 +75,7 @@ async def search_by_clip(
     uploads: UploadsDep,
     library: LibraryDep,
     components: ComponentsDep,
+    ticket: ClipTicket,
     k: K = None,
     min_score: MinScore = None,
 ) -> SearchResultsPublic:
@@ -70,14 +88,16 @@ async def search_by_clip(
         max_field_bytes=settings.max_field_bytes,
     )
     try:
-        matches = await search.run(
-            search.by_clip,
-            form.file.path,
-            k=wanted,
-            min_score=min_score,
-            library=library,
-            embedder=components.embedder,
-        )
+        async with ticket:
+            matches = await search.run(
+                search.by_clip,
+                form.file.path,
+                k=wanted,
+                min_score=min_score,
+                library=library,
+                embedder=components.embedder,
+                max_frames=settings.max_clip_frames,
+            )
     finally:
         form.file.discard()
     return SearchResultsPublic.model_validate(matches)

@@ -90,7 +90,7 @@ UPLOAD_BODY = video_form(
             "additionalProperties": {"$ref": METADATA_VALUE_REF},
             "propertyNames": {"pattern": NO_NUL_PATTERN},
             "description": "a JSON object, kept as is; at most HAPVR_MAX_METADATA_BYTES of JSON, "
-            "HAPVR_MAX_METADATA_DEPTH levels deep, integers of at most HAPVR_MAX_METADATA_INT_DIGITS digits, "
+            "HAPVR_MAX_METADATA_DEPTH levels deep, numbers within ±(10^HAPVR_MAX_METADATA_INT_DIGITS - 1), "
             "no NaN or Infinity, no NUL in strings",
         },
     },

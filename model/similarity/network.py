@@ -33,6 +33,12 @@ class RegionAttention(nn.Module):
         return x * weights
 
 
+# Input columns on each side of a comparator tile that reach its outputs: an output cell covers 4
+# input columns and sees 7 more on each side (conv3 at 1/4 resolution, conv2 at 1/2, conv1, with
+# pooling between); 8 keeps every tile on the pooling grid.
+HALO = 8
+
+
 class VideoComparator(nn.Module):
     """Small CNN over the frame-to-frame matrix; learns temporal structure (diagonals, runs).
 
@@ -40,6 +46,12 @@ class VideoComparator(nn.Module):
     inputs were, so a padded video scores exactly as it would alone. With `residual`, the output
     is F max-pooled to the output's resolution plus a learned correction that starts at zero.
     """
+
+    # Cells of F (batch x rows x columns) one pass takes at most, unless tiles of 4 columns need
+    # more: 1M cells bound conv1's output to 128 MB. A 600-frame clip searched against a library
+    # holding a 7,000-frame video peaked the service at 2.5 GB in one pass, 1.90 GB in tiles of
+    # 2M cells and 1.84 GB in tiles of 1M (bench/results/memory.md).
+    tile_cells = 1_000_000
 
     def __init__(self, residual: bool = False) -> None:
         super().__init__()
@@ -54,7 +66,30 @@ class VideoComparator(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def forward(self, frame_sim: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """[B, Tq, Tt] similarities and validity -> pre-activation [B, Tq/4, Tt/4] and its validity."""
+        """[B, Tq, Tt] similarities and validity -> pre-activation [B, Tq/4, Tt/4] and its validity.
+
+        Wide matrices go through in column tiles of about `tile_cells` cells, each with HALO
+        columns of context on both sides, so the result is exactly that of one pass while memory
+        stays bounded: conv1's output takes 32 float32 channels per cell (128 B), and one pass over
+        a 600 x 7,000 pair held 537 MB (a 7,000 x 7,000 pair, 6.3 GB).
+        """
+        batch, rows, cols = frame_sim.shape
+        step = max(4, self.tile_cells // max(1, batch * rows) // 4 * 4)  # on the pooling grid
+        if cols <= step + 2 * HALO:
+            return self._forward(frame_sim, mask)
+        out_cols = cols // 4
+        raws, valids = [], []
+        for start in range(0, cols, step):
+            low, high = max(0, start - HALO), min(cols, start + step + HALO)
+            raw, valid = self._forward(frame_sim[:, :, low:high], mask[:, :, low:high])
+            first = (start - low) // 4
+            count = min(step // 4, out_cols - start // 4)
+            raws.append(raw[:, :, first : first + count])
+            valids.append(valid[:, :, first : first + count])
+        return torch.cat(raws, dim=2), torch.cat(valids, dim=2)
+
+    def _forward(self, frame_sim: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass of the network over the whole of [B, Tq, Tt]."""
         valid = mask.unsqueeze(1).to(frame_sim.dtype)
         x = frame_sim.unsqueeze(1) * valid
         prior = _pool(_pool(x)) if self.residual else None

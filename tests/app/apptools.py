@@ -140,12 +140,15 @@ class LightEmbedder:
         )
         self.calls = 0
 
-    def embed(self, path):  # type: ignore[no-untyped-def]
+    def embed(self, path, *, max_frames=None):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
         from model.features import VideoFeatures
         from model.video import decode_video
 
         self.calls += 1
-        video = decode_video(path, fps=self.fps, short_side=16, limits=self.limits)
+        limits = self.limits if max_frames is None else replace(self.limits, max_frames=max_frames)
+        video = decode_video(path, fps=self.fps, short_side=16, limits=limits)
         frames = video.frames.astype(np.float32)
         t, h, w, _ = frames.shape
         top, left = (h - 16) // 2, (w - 16) // 2

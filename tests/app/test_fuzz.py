@@ -52,11 +52,6 @@ def test_schemathesis_finds_nothing(live_url: str, tmp_path: Path) -> None:
         f"{live_url}/openapi.json",
         "--checks",
         "all",
-        # Not yet: for multipart uploads schemathesis cannot always tell whether the form it sent
-        # violates the declared schema once encoded (a run flagged an accepted upload whose
-        # title and metadata were valid); every other check, negative cases included, runs.
-        "--exclude-checks",
-        "negative_data_rejection",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--max-time",

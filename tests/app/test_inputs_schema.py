@@ -156,3 +156,20 @@ def test_docs_load_from_the_app_alone(service: AppClient) -> None:
     assert "isOAS31" in bundle
     assert "'/openapi.json'" in page.text and service.client.get("/openapi.json").status_code == 200
     assert service.client.get("/redoc").status_code == 404  # it would need a CDN
+
+
+@pytest.mark.parametrize("number", [1e19, -2.5e30, 1.5e300])
+def test_metadata_numbers_the_schema_refuses_are_refused(service: AppClient, media: Media, number: float) -> None:
+    """The schema's bound holds for every number (1e19 is an integer to a validator); the service
+    once accepted large floats, which the fuzzer's negative cases reported."""
+    import json
+
+    import jsonschema_rs  # schemathesis's validator
+
+    value = _schema(service)["components"]["schemas"]["MetadataValue"]
+    validator = jsonschema_rs.validator_for({**value, "additionalProperties": {}, "items": {}})  # no $ref
+    assert not validator.is_valid(number) and validator.is_valid(1.5e18)
+    video = media.video("a.mp4", seed=1, seconds=1)
+    refused = service.upload(video, metadata=json.dumps({"a": number}))
+    assert refused.status_code == 422 and "out of range" in refused.json()["detail"]
+    assert service.upload(video, metadata=json.dumps({"a": 1.5e18})).status_code == 202

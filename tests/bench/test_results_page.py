@@ -13,7 +13,7 @@ import pytest
 from bench import results_page
 from bench.results_page import MET, NOT_MET, NOT_RUN, PAGE, RESULTS_DIR, build_page, refresh
 
-TARGETS = 5
+TARGETS = 6
 
 
 def target_rows(page: str) -> dict[str, str]:
@@ -55,6 +55,16 @@ def write_ingest(results: Path, ours_s: str, vpdq_s: str) -> None:
     )
 
 
+def write_memory(results: Path, peak_mb: str) -> None:
+    (results / "memory.md").write_text(
+        "# Memory\n\n| date | machine | phase | answers | seconds | base MB | peak MB | load |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| 2026-01-01 10:00 | x | 2 x 7000 s clip search | 422 | 1.0 | 900 | 9000 | 1 |\n"
+        f"| 2026-01-02 10:00 | x | 2 x 7000 s clip search | 422 | 1.0 | 900 | {peak_mb} | 1 |\n"
+        "| 2026-01-02 10:00 | x | index 7000 s video | ready | 100 | 900 | 5000 | 1 |\n"
+    )
+
+
 def search_run(videos: int, p95: float) -> dict:
     return {
         "videos": videos,
@@ -85,7 +95,14 @@ def test_checked_in_page_is_current_with_the_checked_in_results() -> None:
     page = build_page(RESULTS_DIR, PAGE)
     assert len(statuses(page)) == TARGETS
     assert set(statuses(page)) <= {MET, NOT_MET, NOT_RUN}
-    for title in ("Retrieval quality", "Frame encoder", "Exact similarity", "Ingest", "Search at scale"):
+    for title in (
+        "Retrieval quality",
+        "Frame encoder",
+        "Exact similarity",
+        "Ingest",
+        "Search at scale",
+        "Service memory",
+    ):
         assert f"## {title}" in page
     assert "](results/quality_per_kind.png)" in page
     assert PAGE.read_text() == page, "bench/RESULTS.md is stale: run `python -m bench.results_page`"
@@ -94,7 +111,7 @@ def test_checked_in_page_is_current_with_the_checked_in_results() -> None:
 def test_missing_results_show_as_not_run(tmp_path: Path, shipped_training_free: None) -> None:
     page = refresh(tmp_path).read_text()
     assert statuses(page) == [NOT_RUN] * TARGETS
-    assert page.count("Not run: no `") == 5
+    assert page.count("Not run: no `") == 7
     assert "![" not in page  # no links to plots that are not there
 
 
@@ -111,6 +128,7 @@ def test_targets_met_from_the_numbers(tmp_path: Path, shipped_training_free: Non
     write_quality(tmp_path, ours=(0.96, 0.91), vpdq=(0.6, 0.5))
     write_ingest(tmp_path, ours_s="1.5", vpdq_s="2.0")
     write_search(tmp_path, search_run(1000, 60.0), search_run(100_000, 149.0))
+    write_memory(tmp_path, peak_mb="1500")
     page = build_page(tmp_path, tmp_path / "RESULTS.md")
     assert statuses(page) == [MET] * TARGETS
     assert "| 100,000 | " in page and "| 1,000 | " in page
@@ -120,8 +138,9 @@ def test_targets_not_met_from_the_numbers(tmp_path: Path, shipped_training_free:
     write_quality(tmp_path, ours=(0.94, 0.95), vpdq=(0.95, 0.5))  # µAP met; mAP low and behind vPDQ
     write_ingest(tmp_path, ours_s="2.5", vpdq_s="2.0")
     write_search(tmp_path, search_run(100_000, 150.0))
+    write_memory(tmp_path, peak_mb="2100")
     page = build_page(tmp_path, tmp_path / "RESULTS.md")
-    assert statuses(page) == [NOT_MET, MET, NOT_MET, NOT_MET, NOT_MET]
+    assert statuses(page) == [NOT_MET, MET, NOT_MET, NOT_MET, NOT_MET, NOT_MET]
 
 
 def test_targets_that_lack_a_measurement_are_not_run(tmp_path: Path, shipped_training_free: None) -> None:
@@ -129,7 +148,7 @@ def test_targets_that_lack_a_measurement_are_not_run(tmp_path: Path, shipped_tra
     write_ingest(tmp_path, ours_s="1.5", vpdq_s="-")
     write_search(tmp_path, search_run(10_000, 90.0))
     rows = target_rows(build_page(tmp_path, tmp_path / "RESULTS.md"))
-    assert list(rows.values()) == [MET, MET, NOT_RUN, NOT_RUN, NOT_RUN]
+    assert list(rows.values()) == [MET, MET, NOT_RUN, NOT_RUN, NOT_RUN, NOT_RUN]
     assert "skipped: vpdq not installed" in build_page(tmp_path, tmp_path / "RESULTS.md")
 
 

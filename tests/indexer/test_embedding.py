@@ -62,6 +62,28 @@ def test_batches_do_not_change_features(embedder: VideoEmbedder, tmp_video_facto
     np.testing.assert_allclose(small.embed(path).regions, embedder.embed(path).regions, atol=1e-3)
 
 
+def test_a_long_video_is_embedded_without_holding_its_frames(embedder: VideoEmbedder, tmp_path: Path) -> None:
+    import tracemalloc
+
+    from bench.footage import still_video
+
+    seconds = 240
+    path = still_video(tmp_path / "still.mp4", seconds, width=320, height=180)
+    small = VideoEmbedder(embedder.bundle, encoder=embedder.encoder, read_ahead=1)
+    small.batch_size = 4
+    tracemalloc.start()  # numpy's arrays (frames, features) are traced; the encoder's workspace is not
+    try:
+        features = small.embed(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert features.num_frames == seconds
+    frame_bytes = 455 * 256 * 3
+    # In flight: a batch being decoded, one queued, one being encoded, and the features kept (twice,
+    # while they are joined). Holding the decoded video took 240 frames, 84 MB.
+    assert peak < 3 * small.batch_size * frame_bytes + 3 * features.nbytes, peak
+
+
 def test_flipped_variant(embedder: VideoEmbedder, tmp_video_factory) -> None:
     path = tmp_video_factory(".mp4", frames=30, fps=10, width=128, height=96)
     both = embedder.embed_detailed(path, with_flipped=True)
@@ -86,7 +108,7 @@ def test_embed_many_keeps_order_and_reports_bad_files(embedder: VideoEmbedder, t
         tmp_video_factory.file("bad.mp4", b"\x00" * 512),
         tmp_video_factory(".webm", frames=30, fps=10),
     ]
-    results = list(embedder.embed_many(paths, prefetch=2))
+    results = list(embedder.embed_many(paths))
     assert [path for path, _ in results] == paths
     assert isinstance(results[1][1], VideoDecodeError)
     assert results[0][1].features.num_frames == 2 and results[2][1].features.num_frames == 3

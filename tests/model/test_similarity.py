@@ -161,3 +161,24 @@ def test_residual_network_learns_from_its_zero_start() -> None:
         (-score.diagonal().sum() + score.sum()).backward()
         optimiser.step()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_comparator_tiles_give_exactly_one_pass(residual: bool) -> None:
+    from model.similarity.network import VideoComparator
+
+    torch.manual_seed(3)
+    comparator = VideoComparator(residual).eval()
+    for parameter in comparator.parameters():  # a trained-looking network, not the zero start
+        parameter.data.copy_(torch.randn_like(parameter) * 0.3)
+    frame_sim = torch.rand(2, 23, 301) * 2 - 1
+    mask = torch.ones(2, 23, 301, dtype=torch.bool)
+    mask[1, :, 250:] = False  # a shorter second target, padded
+    mask[1, 20:, :] = False
+    with torch.inference_mode():
+        whole, whole_valid = comparator._forward(frame_sim, mask)
+        comparator.tile_cells = 2 * 23 * 24  # tiles of 24 columns: 13 tiles with halos
+        tiled, tiled_valid = comparator(frame_sim, mask)
+    assert tiled.shape == whole.shape == (2, 5, 75)
+    assert torch.equal(tiled_valid, whole_valid)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)

@@ -334,3 +334,54 @@ def test_find_videos_is_recursive_sorted_and_ignores_suffix_case(tmp_path: Path)
     assert {".mp4", ".ts", ".mts", ".3gp", ".ogv", ".wmv", ".m2ts", ".y4m"} <= VIDEO_SUFFIXES
     assert all(s == s.lower() and s.startswith(".") for s in VIDEO_SUFFIXES)
     assert find_videos(tmp_path / "notes.txt") == []
+
+
+# -- streaming --------------------------------------------------------------------------------
+
+
+def test_frames_stream_in_batches_without_growing_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from bench.footage import still_video
+    from model.video import VideoFrames
+
+    seconds, batch = 300, 16
+    path = still_video(tmp_path / "still.mp4", seconds, width=320, height=180)
+    frames = VideoFrames(path, batch_size=batch)
+    frame_bytes = 455 * 256 * 3  # short side 256
+    tracemalloc.start()
+    try:
+        sizes = [len(images) for images in frames]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(sizes) == seconds and max(sizes) == batch
+    # Every sample of a 1 fps source: fast decoding skips no frame of it (it would drop half).
+    assert frames.summary.duration == pytest.approx(seconds, abs=1.0) and frames.summary.warnings == ()
+    np.testing.assert_allclose(frames.summary.timestamps, np.arange(seconds), atol=1e-3)
+    # A batch being filled and the one handed out; decoding it whole held all 300 frames (100 MB).
+    assert peak < 3 * batch * frame_bytes, peak
+    # The same frames as the whole-file decode, which is built on it.
+    whole = decode_video(path)
+    assert whole.frames.shape == (seconds, 256, 455, 3)
+
+
+def test_frames_are_read_once_and_report_only_after_the_end(tmp_video_factory) -> None:
+    from model.video import VideoFrames
+
+    frames = VideoFrames(tmp_video_factory(".mp4", frames=20, fps=10), batch_size=1)
+    with pytest.raises(RuntimeError):
+        _ = frames.summary
+    assert sum(len(batch) for batch in frames) == 2
+    with pytest.raises(RuntimeError):
+        list(frames)
+
+
+def test_a_frame_limit_stops_a_stream_before_decoding(tmp_path: Path) -> None:
+    from bench.footage import still_video
+    from model.video import VideoFrames
+
+    path = still_video(tmp_path / "still.mp4", 120, width=160, height=96)
+    with pytest.raises(VideoDecodeError) as exc:
+        next(iter(VideoFrames(path, limits=DecodeLimits(max_frames=60))))
+    assert_one_line_error(exc, "120 frames", "limit of 60")
