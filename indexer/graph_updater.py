@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 POLL_S = 5.0
 
 
+THREAD_NAME = "hapvr-match-graph"
+
+
 class GraphUpdater:
     def __init__(
         self,
@@ -46,7 +49,7 @@ class GraphUpdater:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="hapvr-match-graph", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
