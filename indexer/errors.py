@@ -47,3 +47,7 @@ class NotReady(ServiceError):
     """The index is still loading (or failed to load): retry later."""
 
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class IndexUnavailable(NotReady):
+    """The vector index lives on a server (Milvus) that cannot be reached now: retry later."""

@@ -33,7 +33,7 @@ from rq.registry import StartedJobRegistry
 
 from indexer import catalog
 from indexer.db import session_scope
-from indexer.jobs import JobContext, StoreSink, index_video
+from indexer.jobs import FeatureSink, JobContext, StoreSink, index_video
 from indexer.redis_queue import (
     HEARTBEAT_S,
     LEASE_TTL_S,
@@ -242,13 +242,24 @@ def bound_job_class(run: Callable[[int], str]) -> type[Job]:
     return IndexJob
 
 
+def _feature_sink(settings: Settings, components: Components) -> FeatureSink:
+    """The feature store alone (API replicas index it into their FAISS copies), or the store and
+    the shared Milvus collection, which workers write and every replica reads."""
+    if settings.vector_index == "milvus":
+        from indexer.library import Library
+
+        return Library(components, settings.index_dir / "frames.faiss")
+    return StoreSink(components.store)
+
+
 def run_worker(
     settings: Settings, *, burst: bool = False, components_factory: Callable[[Settings], Components] | None = None
 ) -> WorkerResult:
     """One rq worker in this process (the CLI starts one per `--workers`); returns its outcomes.
 
-    A worker needs the catalog, the upload and feature stores, the embedder and Redis: it never
-    builds a vector index (API replicas index what workers store, see indexer.index_sync).
+    A worker needs the catalog, the upload and feature stores, the embedder and Redis. With FAISS
+    it builds no vector index (API replicas index what workers store, see indexer.index_sync);
+    with Milvus it writes the shared collection itself.
     """
     from indexer.components import build_components
     from indexer.db import make_engine, make_session_factory, migrate
@@ -266,7 +277,7 @@ def run_worker(
         sessions=sessions,
         uploads=UploadStore(settings.uploads_dir, settings.tmp_dir),
         embedder=components.embedder,
-        features=StoreSink(components.store),
+        features=_feature_sink(settings, components),
         metrics=Metrics(),
         max_attempts=settings.max_attempts,
     )

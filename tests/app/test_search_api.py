@@ -6,6 +6,9 @@ import pytest
 
 from tests.app.apptools import AppClient, Media
 
+# The same behaviour on both frame index backends (Milvus: milvus-lite in the data directory).
+pytestmark = pytest.mark.parametrize("vector_index", ["faiss", "milvus"])
+
 
 @pytest.fixture
 def library(service: AppClient, media: Media) -> tuple[AppClient, dict[str, dict]]:
