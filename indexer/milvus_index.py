@@ -178,7 +178,9 @@ class MilvusIndex:
         index_params.add_index(
             "vector", index_type=self.config.index_type, metric_type="IP", params=self._build_params()
         )
-        index_params.add_index("video_id", index_type="INVERTED")
+        # Deletes and counts filter on video_id. milvus-lite has only INVERTED scalar indexes;
+        # STL_SORT serves numbers on every server version (INVERTED only from 2.4 on).
+        index_params.add_index("video_id", index_type="INVERTED" if self.config.is_local else "STL_SORT")
         # Strong: a video is searchable as soon as its add returns (the job then marks it ready).
         client.create_collection(
             name, schema=schema, index_params=index_params, consistency_level="Strong", timeout=timeout

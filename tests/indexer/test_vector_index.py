@@ -7,7 +7,7 @@ real Milvus engine in this process, on a directory under the test's tmp_path).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ class Backend:
         self.count += 1
         if self.kind == "faiss":
             return FaissIndex(_config())
-        index = MilvusIndex(self.milvus_config(f"t{self.count}"))
+        index = MilvusIndex(self.milvus_config(f"t{self.root.name[-24:].replace('-', '_')}_{self.count}"))
         index.num_frames  # creates the collection  # noqa: B018
         return index
 
@@ -68,8 +68,25 @@ class Backend:
         return loaded
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of a real Milvus standalone server (tests/milvus_server.py), for the slow runs."""
+    from tests.milvus_server import EmbeddedMilvus, MilvusUnavailable
+
+    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-server"))
+    try:
+        server.start()
+    except MilvusUnavailable as error:
+        pytest.fail(str(error))
+    yield server.uri
+    server.stop()
+
+
+# milvus: milvus-lite in this process; milvus-server: the standalone server (slow: it starts in ~40 s).
+@pytest.fixture(params=["faiss", "milvus", pytest.param("milvus-server", marks=pytest.mark.slow)])
 def backend(request, tmp_path: Path) -> Backend:
+    if request.param == "milvus-server":
+        return Backend("milvus", tmp_path, uri=request.getfixturevalue("milvus_server"))
     return Backend(request.param, tmp_path)
 
 
