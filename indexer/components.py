@@ -140,7 +140,7 @@ def build_components(settings: Settings) -> Components:
     bundle = load_default(settings.checkpoint)
     embedder = build_embedder(settings, bundle)
     encoder = embedder.encoder
-    store = FeatureStore(settings.features_dir)
+    store = FeatureStore(settings.features_dir, compact=settings.feature_format == "int4")
     store.remove_partial_writes()
     dim = bundle.similarity.config.dim
     index_config = IndexConfig(dim=dim, **index_overrides(settings))

@@ -12,7 +12,9 @@ holds the region features as 4-bit codes with a float16 step per region vector
 are not stored when they follow the model's rule (the normalised mean of a frame's regions):
 they are computed from the decoded regions on reading, so a rebuilt index holds exactly what
 the store gives; other frame vectors are stored as `frame_vectors` float32 [T, D]. Format 1
-(float16 `regions`, `frame_vectors` float32, `timestamps`) is still read. The header metadata
+(float16 `regions`, `frame_vectors` float32, `timestamps`) is always read, and written when
+the store is made with `compact=False` (HAPVR_FEATURE_FORMAT=float16): decoding 4-bit codes
+costs CPU on every search, float16 costs page cache. The header metadata
 carries the format tag, the video id, the decode info, the fingerprint of the checkpoint that
 made the features and a CRC-32 of the stored arrays, so a torn or bit-flipped file is reported
 instead of silently scoring garbage.
@@ -34,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from indexer.feature_codec import decode_regions, encode_regions
+from indexer.feature_codec import decode_regions_float32, encode_regions
 from model.features import VideoFeatures, mean_frame_vectors
 from model.fileio import TEMP_PREFIX, fsync_dir, write_bytes_atomic
 
@@ -82,6 +84,18 @@ def _checksum(*arrays: np.ndarray) -> str:
     return f"{crc:08x}"
 
 
+def _decode_info(features: VideoFeatures) -> dict[str, str]:
+    """The header metadata describing the decode and the model that made the features."""
+    info = {
+        name: repr(float(value))
+        for name in ("duration", "fps", "source_fps")
+        if (value := getattr(features, name)) is not None
+    }
+    if features.checkpoint is not None:
+        info["checkpoint"] = features.checkpoint
+    return info
+
+
 def _follows_mean_rule(features: VideoFeatures) -> bool:
     """Whether the frame vectors are the normalised means of the regions (then they need no storing)."""
     derived = mean_frame_vectors(features.regions)
@@ -106,9 +120,10 @@ class FeatureStore:
     (about 4 GB/s here, 16 ms over the candidates of one search); `scrub()` checks everything.
     """
 
-    def __init__(self, root: str | Path, *, verify: bool = True) -> None:
+    def __init__(self, root: str | Path, *, verify: bool = True, compact: bool = True) -> None:
         self.root = Path(root)
         self.verify = verify
+        self.compact = compact  # write format 2 (4-bit regions); False: format 1 (float16)
 
     def path_for(self, video_id: int) -> Path:
         video_id = _check_id(video_id)
@@ -120,6 +135,9 @@ class FeatureStore:
 
         video_id = _check_id(video_id)
         features.check_finite()
+        if not self.compact:
+            self._put_float16(video_id, features)
+            return
         codes, steps = encode_regions(features.regions)
         tensors = {"region_codes": codes, "region_steps": steps, "timestamps": features.timestamps}
         if not _follows_mean_rule(features):
@@ -130,12 +148,20 @@ class FeatureStore:
             "dim": str(features.dim),
             "crc32": _checksum(*(tensors[name] for name in sorted(tensors))),
         }
-        for name in ("duration", "fps", "source_fps"):
-            value = getattr(features, name)
-            if value is not None:
-                metadata[name] = repr(float(value))
-        if features.checkpoint is not None:
-            metadata["checkpoint"] = features.checkpoint
+        metadata.update(_decode_info(features))
+        write_bytes_atomic(self.path_for(video_id), save(tensors, metadata=metadata))
+
+    def _put_float16(self, video_id: int, features: VideoFeatures) -> None:
+        """Format 1: float16 regions and float32 frame vectors, stored as they are."""
+        from safetensors.numpy import save
+
+        tensors = {
+            "regions": features.regions,
+            "frame_vectors": features.frame_vectors,
+            "timestamps": features.timestamps,
+        }
+        metadata = {"format": FORMAT_V1, "video_id": str(video_id), "crc32": _checksum(*tensors.values())}
+        metadata.update(_decode_info(features))
         write_bytes_atomic(self.path_for(video_id), save(tensors, metadata=metadata))
 
     def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures:
@@ -200,8 +226,9 @@ class FeatureStore:
                     raise ValueError(f"codes {codes.shape} and steps {steps.shape} disagree with dim {dim}")
             except (KeyError, ValueError) as error:
                 raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
-            regions = decode_regions(codes, steps, dim)
-            vectors = arrays["frame_vectors"] if "frame_vectors" in arrays else mean_frame_vectors(regions)
+            exact = decode_regions_float32(codes, steps, dim)
+            regions = exact.astype(np.float16)
+            vectors = arrays["frame_vectors"] if "frame_vectors" in arrays else mean_frame_vectors(exact)
         try:
             return VideoFeatures(
                 regions=regions,

@@ -86,6 +86,12 @@ class Settings(ModelSettings):
         None, gt=0, description="frame vectors past which the index turns approximate; default: the indexer's"
     )
 
+    feature_format: Literal["int4", "float16"] = Field(
+        "int4",
+        description="how new region features are stored for the re-rank: int4 (140 KB per video-minute) or "
+        "float16 (680 KB, no decoding); files of either format are always read",
+    )
+
     # The frame index: FAISS inside each process, or a Milvus collection every process shares.
     vector_index: Literal["faiss", "milvus"] = Field(
         "faiss",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.feature_codec import decode_regions, encode_regions
+from indexer.feature_codec import decode_regions, decode_regions_float32, encode_regions
 from indexer.feature_store import (
     CorruptFeaturesError,
     FeatureStorage,
@@ -45,7 +45,9 @@ def test_round_trip_keeps_values_dtypes_and_decode_info(store: FeatureStore) -> 
     # Regions come back as 4-bit codes allow (indexer.feature_codec), frame vectors by the mean rule.
     assert loaded.regions.shape == original.regions.shape
     assert _cosines(loaded.regions, original.regions).min() > 0.98
-    np.testing.assert_array_equal(loaded.frame_vectors, mean_frame_vectors(loaded.regions))
+    exact = decode_regions_float32(*encode_regions(original.regions), original.dim)
+    np.testing.assert_array_equal(loaded.regions, exact.astype(np.float16))
+    np.testing.assert_array_equal(loaded.frame_vectors, mean_frame_vectors(exact))
     assert _cosines(loaded.frame_vectors, original.frame_vectors).min() > 0.99
     np.testing.assert_array_equal(loaded.timestamps, original.timestamps)
     again = FeatureStore(store.root).get(42)  # what a rebuild of the index reads: the same vectors
@@ -79,6 +81,15 @@ def test_frame_vectors_off_the_mean_rule_are_stored_as_they_are(store: FeatureSt
     original.frame_vectors = original.frame_vectors[::-1].copy()  # no longer the mean of each frame
     store.put(3, original)
     np.testing.assert_array_equal(store.get(3).frame_vectors, original.frame_vectors)
+
+
+def test_the_float16_format_can_still_be_chosen(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "features", compact=False)
+    original = _video()
+    store.put(5, original)
+    loaded = FeatureStore(store.root).get(5, verify=True)  # any store reads either format
+    np.testing.assert_array_equal(loaded.regions, original.regions)
+    np.testing.assert_array_equal(loaded.frame_vectors, original.frame_vectors)
 
 
 def test_format_1_files_are_still_read(store: FeatureStore) -> None:
