@@ -101,8 +101,12 @@ class Lease:
 class IndexWorker:
     """What one worker process holds: the job context, Redis, the reaper."""
 
-    def __init__(self, ctx: JobContext, queue: RedisQueue, max_interruptions: int) -> None:
+    def __init__(
+        self, ctx: JobContext, queue: RedisQueue, max_interruptions: int, *, publish_events: bool = True
+    ) -> None:
         self.ctx = ctx
+        # Index events tell API replicas' FAISS copies what changed; a shared Milvus collection needs none.
+        self.publish_events = publish_events
         self.queue = queue
         self.redis = queue.redis
         self.prefix = queue.prefix
@@ -128,7 +132,7 @@ class IndexWorker:
         finally:
             lease.release()
         self._count(outcome)
-        if outcome in ("ready", "deleted"):
+        if self.publish_events and outcome in ("ready", "deleted"):
             publish(self.redis, self.prefix, "indexed" if outcome == "ready" else "deleted", video_id)
         if outcome == "retried":
             raise RetryLater(f"video {video_id}: indexing failed unexpectedly; retrying after a back-off")
@@ -282,7 +286,7 @@ def run_worker(
         max_attempts=settings.max_attempts,
     )
     queue = RedisQueue.from_settings(settings)
-    worker = IndexWorker(ctx, queue, settings.max_interruptions)
+    worker = IndexWorker(ctx, queue, settings.max_interruptions, publish_events=settings.vector_index == "faiss")
     queue.enqueue_queued(sessions)
     rq_worker = SimpleWorker([queue.rq], connection=queue.redis, job_class=bound_job_class(worker.run))
     alive = Lease(queue.redis, worker_alive_key(queue.prefix, rq_worker.name))
