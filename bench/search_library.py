@@ -30,8 +30,9 @@ from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
 from model.features import VideoFeatures
 
 MANIFEST = "library.json"
-# A stored frame: 9 x 512 float16 regions, a 512-d float32 frame vector, a float64 timestamp.
-STORED_BYTES_PER_FRAME = 9 * 512 * 2 + 512 * 4 + 8
+# A stored frame (feature store format 2): 9 x 512 4-bit region codes, 9 float16 steps, a float64
+# timestamp (synthetic frame vectors follow the mean rule, so they are not stored).
+STORED_BYTES_PER_FRAME = 9 * 256 + 9 * 2 + 8
 
 
 class LibraryMismatch(RuntimeError):
