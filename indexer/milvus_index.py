@@ -409,19 +409,48 @@ class MilvusIndex:
         return None if index.created else index
 
     def rebuild(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> int:
-        """Replace the contents with the frame vectors of `video_ids` (default: the store's)."""
+        """Replace the contents with the frame vectors of `video_ids` (default: the store's).
+
+        The collection is dropped and made again, then filled with plain inserts of INSERT_BATCH
+        rows across videos (nothing to replace in a new collection): one request per batch instead
+        of an upsert and a delete per video.
+        """
         self._call("drop", lambda client: client.drop_collection(self.config.collection, timeout=self.config.timeout_s))
         self._drop_client()  # the next call creates the collection again
         with self._lock:
             self._frames.clear()
+        rows: list[dict[str, Any]] = []
         count = 0
+
+        def flush_rows() -> None:
+            batch = list(rows)
+            rows.clear()
+            if batch:
+                self._call(
+                    "rebuild",
+                    lambda client: client.insert(self.config.collection, batch, timeout=self.config.timeout_s),
+                )
+
         for video_id in store.ids() if video_ids is None else video_ids:
             try:
-                features = store.get(video_id)
+                vectors = self._check_vectors(store.get(video_id).frame_vectors)
             except KeyError:
                 continue
-            self.add(int(video_id), features.frame_vectors)
+            ids = pack_ids(int(video_id), np.arange(len(vectors)))
+            rows.extend(
+                {
+                    "id": int(ids[row]),
+                    "video_id": int(video_id),
+                    "frame": row,
+                    "frames": len(vectors),
+                    "vector": vectors[row],
+                }
+                for row in range(len(vectors))
+            )
             count += 1
+            if len(rows) >= INSERT_BATCH:
+                flush_rows()
+        flush_rows()
         self._touch()
         return count
 
