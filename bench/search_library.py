@@ -111,9 +111,9 @@ class SyntheticLibrary:
         """(features, generated): read from the store when there, else drawn and stored."""
         if video_id in self.store:
             return self.store.get(video_id), False
-        features = self.spec.draw(video_id)
-        self.store.put(video_id, features)
-        return features, True
+        self.store.put(video_id, self.spec.draw(video_id))
+        # As the service indexes them: the vectors the store gives back (from its compact regions).
+        return self.store.get(video_id), True
 
     def open_index(self, size: int) -> tuple[FaissIndex, IndexBuild]:
         """The index of videos 1..size, saved and loaded back (built or grown first if needed)."""
