@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.feature_codec import decode_regions, decode_regions_float32, encode_regions
+from indexer.feature_codec import decode_regions_float32, encode_regions
 from indexer.feature_store import (
     CorruptFeaturesError,
     FeatureStorage,
@@ -40,13 +40,13 @@ def test_round_trip_keeps_values_dtypes_and_decode_info(store: FeatureStore) -> 
     original = _video()
     store.put(42, original)
     loaded = store.get(42)
-    assert loaded.regions.dtype == np.float16 and loaded.frame_vectors.dtype == np.float32
+    assert loaded.regions.dtype == np.float32 and loaded.frame_vectors.dtype == np.float32  # decoded levels
     assert loaded.timestamps.dtype == np.float64
     # Regions come back as 4-bit codes allow (indexer.feature_codec), frame vectors by the mean rule.
     assert loaded.regions.shape == original.regions.shape
     assert _cosines(loaded.regions, original.regions).min() > 0.98
     exact = decode_regions_float32(*encode_regions(original.regions), original.dim)
-    np.testing.assert_array_equal(loaded.regions, exact.astype(np.float16))
+    np.testing.assert_array_equal(loaded.regions, exact)
     np.testing.assert_array_equal(loaded.frame_vectors, mean_frame_vectors(exact))
     assert _cosines(loaded.frame_vectors, original.frame_vectors).min() > 0.99
     np.testing.assert_array_equal(loaded.timestamps, original.timestamps)
@@ -58,7 +58,7 @@ def test_round_trip_keeps_values_dtypes_and_decode_info(store: FeatureStore) -> 
 
 def _as_stored(features: VideoFeatures) -> np.ndarray:
     """The regions as the store gives them back: through the 4-bit codes."""
-    return decode_regions(*encode_regions(features.regions), features.dim)
+    return decode_regions_float32(*encode_regions(features.regions), features.dim)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
