@@ -90,6 +90,14 @@ def backend(request, tmp_path: Path) -> Backend:
     return Backend(request.param, tmp_path)
 
 
+def assert_same_answers(got, expected) -> None:  # type: ignore[no-untyped-def]
+    """Same videos and frames in the same order, same scores. Milvus may score a vector from its
+    growing segment or from a sealed, indexed one, which differ in the last float32 bit."""
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[2], expected[2])
+    np.testing.assert_allclose(got[0], expected[0], rtol=0, atol=1e-6)
+
+
 def _videos(count: int, frames: int = 20, seed: int = 0) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
@@ -174,8 +182,7 @@ def test_save_and_load_give_the_same_answers(backend: Backend, tmp_path: Path) -
     loaded = backend.reopen(index, path)
     assert loaded.video_ids() == index.video_ids() == set(range(1, 31))
     queries = videos[12]
-    for got, expected in zip(loaded.search(queries, 8), index.search(queries, 8)):
-        np.testing.assert_array_equal(got, expected)
+    assert_same_answers(loaded.search(queries, 8), index.search(queries, 8))
     loaded.remove(1)
     assert 1 not in loaded and loaded.num_frames == 580
 
@@ -228,8 +235,7 @@ def test_rebuild_and_reconcile_from_the_store(backend: Backend, tmp_path: Path) 
     assert rebuilt.rebuild(store) == 10
     assert rebuilt.video_ids() == set(range(1, 11))
     queries = store.get(4).frame_vectors
-    for got, expected in zip(rebuilt.search(queries, 5), live.search(queries, 5)):
-        np.testing.assert_array_equal(got, expected)
+    assert_same_answers(rebuilt.search(queries, 5), live.search(queries, 5))
 
     # After a crash the index may lag or lead the store; reconcile touches only the difference.
     live.remove(2)
