@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
-	$(PY) -m pip install -q -e '.[test,train,dev]'
+	$(PY) -m pip install -q -e '.[test,train,dev,milvus]'
 	touch $@
 
 .PHONY: install footage serve test test-slow test-all lint format

@@ -75,6 +75,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     library.add_argument(
         "--data-dir", type=Path, default=None, help="library to grow and keep (default: a temp dir, removed after)"
     )
+    library.add_argument(
+        "--index",
+        choices=("faiss", "milvus"),
+        default="faiss",
+        help="frame index searched: the saved FAISS index, or a Milvus collection filled from the store",
+    )
+    library.add_argument(
+        "--milvus-uri",
+        default=None,
+        help="Milvus server or milvus-lite path (default: milvus.db in the library's directory)",
+    )
     search = parser.add_argument_group("search")
     search.add_argument("--queries", type=int, default=200, help="timed queries per size (half by id, half by clip)")
     search.add_argument(
@@ -218,6 +229,24 @@ def memory(library: SyntheticLibrary, build: IndexBuild, videos: int, minutes: f
     }
 
 
+def milvus_index(library: SyntheticLibrary, videos: int, uri: str) -> tuple[Any, IndexBuild]:
+    """A Milvus collection (HNSW, as the service makes it) holding videos 1..videos, filled from
+    the library's store when it holds anything else; build_s is the fill's time."""
+    from bench.search_library import IndexBuild
+    from indexer.milvus_index import MilvusConfig, MilvusIndex
+
+    index = MilvusIndex(MilvusConfig(uri=uri, collection=f"bench_{videos}", dim=512))
+    build = IndexBuild(generated=0, reused=0, build_s=0.0, file_bytes=0, resident_bytes=None)
+    if index.num_videos != videos:
+        started = time.perf_counter()
+        index.rebuild(library.store, range(1, videos + 1))
+        index.save(uri)
+        build.build_s, build.reused = time.perf_counter() - started, videos
+    if "://" not in uri:
+        build.file_bytes = sum(path.stat().st_size for path in Path(uri).rglob("*") if path.is_file())
+    return index, build
+
+
 def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimilarity, args: argparse.Namespace) -> dict:
     """Build or load the index of `videos` videos and measure everything at that size."""
     import torch
@@ -225,6 +254,8 @@ def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimila
     from indexer.search import SearchConfig, SearchEngine
 
     index, build = library.open_index(videos)
+    if args.index == "milvus":
+        index, build = milvus_index(library, videos, args.milvus_uri or str(library.root / "milvus.db"))
     config = SearchConfig(precision=args.precision)
     engine = SearchEngine(library.store, index, similarity, config)
     count = max(args.k, args.candidates or config.candidates)
@@ -240,7 +271,7 @@ def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimila
         "frames": index.num_frames,
         "video_minutes": minutes,
         "index": index.kind,
-        "ivf_cells": library.ivf_cells(videos),
+        "ivf_cells": library.ivf_cells(videos) if args.index == "faiss" else None,
         "nprobe": library.spec.index_config().nprobe,
         "candidates": count,
         "precision": "bfloat16" if engine.reranker.dtype == torch.bfloat16 else "float32",

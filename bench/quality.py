@@ -64,6 +64,8 @@ RESULTS_DIR = Path(__file__).with_name("results")
 OURS = ("training-free", "untrained")
 API = "api"  # opt-in: not run when --methods is not given
 CACHE = ".quality-cache"
+# "<method>-int4": that method over its regions as the feature store keeps them (opt-in, by name).
+STORED_SUFFIX = "-int4"
 
 
 @dataclass
@@ -205,19 +207,33 @@ def encode_videos(bundle, paths: Sequence[Path], log: Callable[[str], None]) -> 
     return features
 
 
+def as_stored(indexed: np.ndarray) -> np.ndarray:
+    """Indexed region features as the feature store gives them back (float16, then 4-bit codes)."""
+    from indexer.feature_codec import decode_regions, encode_regions
+
+    return decode_regions(*encode_regions(indexed.astype(np.float16)), indexed.shape[-1]).astype(np.float32)
+
+
 def network_scores(
-    similarity, features: Sequence[np.ndarray], chunk: int = 64, log: Callable[[str], None] | None = None
+    similarity,
+    features: Sequence[np.ndarray],
+    chunk: int = 64,
+    log: Callable[[str], None] | None = None,
+    stored: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """[N, N] scores of `similarity` (a HapVRSimilarity) over encoder features, row = query.
 
     Targets are padded into batches once, grouped by length so little is padding; masks keep
-    every score equal to that of the pair alone.
+    every score equal to that of the pair alone. `stored` (e.g. `as_stored`) maps each video's
+    indexed regions to what the service's feature store would give back.
     """
     import torch
 
     started = time.monotonic()
     with torch.inference_mode():
         indexed = [similarity.index(torch.from_numpy(f.astype(np.float32))) for f in features]
+        if stored is not None:
+            indexed = [torch.from_numpy(stored(x.numpy())) for x in indexed]
         order = np.argsort([len(x) for x in indexed], kind="stable")
         groups = [order[i : i + chunk] for i in range(0, len(order), chunk)]
         batches = [similarity.batch([indexed[i] for i in group]) for group in groups]
@@ -297,7 +313,8 @@ def run_ours(
     runs = []
     encoded: dict[str, float] = {}
     for name, description, factory in our_methods(checkpoints, log):
-        if wanted is not None and name not in wanted:
+        compact = f"{name}{STORED_SUFFIX}"  # the same model over the store's compact regions, by name only
+        if wanted is not None and name not in wanted and compact not in wanted:
             continue
         run = MethodRun(name, description)
         try:
@@ -324,8 +341,25 @@ def run_ours(
             _save_cache(score_file, dict(zip(dataset.names, run.scores)))
         run.score_s = time.monotonic() - started
         log(f"{name}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
-        runs.append(run)
+        if wanted is None or name in wanted:
+            runs.append(run)
+        if wanted is not None and compact in wanted:
+            runs.append(_stored_run(compact, description, bundle, features, run, log))
     return runs
+
+
+def _stored_run(
+    name: str, description: str, bundle, features: list[np.ndarray], plain: MethodRun, log: Callable[[str], None]
+) -> MethodRun:
+    """A method scored over its region features as the feature store keeps them (4-bit codes)."""
+    run = MethodRun(name, f"{description}; regions through the feature store's 4-bit codes")
+    run.notes = [*plain.notes, "indexer.feature_codec round trip"]
+    run.embed_s, run.embed_cached = plain.embed_s, plain.embed_cached
+    started = time.monotonic()
+    run.scores = network_scores(bundle.similarity, features, log=log, stored=as_stored)
+    run.score_s = time.monotonic() - started
+    log(f"{name}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
+    return run
 
 
 def run_service(
@@ -577,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--methods",
         default=None,
         help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES, API])} "
-        f"and the checkpoints' file stems (default: all but {API})",
+        f"and the checkpoints' file stems, each also with the suffix {STORED_SUFFIX} (scored over the "
+        f"feature store's 4-bit regions; by name only) (default: all but {API} and the {STORED_SUFFIX} ones)",
     )
     parser.add_argument(
         "--results",

@@ -30,8 +30,9 @@ from indexer.vector_index import FaissIndex, IndexConfig, IndexLoadError
 from model.features import VideoFeatures
 
 MANIFEST = "library.json"
-# A stored frame: 9 x 512 float16 regions, a 512-d float32 frame vector, a float64 timestamp.
-STORED_BYTES_PER_FRAME = 9 * 512 * 2 + 512 * 4 + 8
+# A stored frame (feature store format 2): 9 x 512 4-bit region codes, 9 float16 steps, a float64
+# timestamp (synthetic frame vectors follow the mean rule, so they are not stored).
+STORED_BYTES_PER_FRAME = 9 * 256 + 9 * 2 + 8
 
 
 class LibraryMismatch(RuntimeError):
@@ -110,9 +111,9 @@ class SyntheticLibrary:
         """(features, generated): read from the store when there, else drawn and stored."""
         if video_id in self.store:
             return self.store.get(video_id), False
-        features = self.spec.draw(video_id)
-        self.store.put(video_id, features)
-        return features, True
+        self.store.put(video_id, self.spec.draw(video_id))
+        # As the service indexes them: the vectors the store gives back (from its compact regions).
+        return self.store.get(video_id), True
 
     def open_index(self, size: int) -> tuple[FaissIndex, IndexBuild]:
         """The index of videos 1..size, saved and loaded back (built or grown first if needed)."""

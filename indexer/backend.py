@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from indexer import catalog
 from indexer.components import Components, build_components
 from indexer.db import make_engine, make_session_factory, migrate, session_scope
-from indexer.errors import NotReady
+from indexer.errors import IndexUnavailable, NotReady
 from indexer.graph_updater import GraphUpdater
 from indexer.ingest import Ingest
 from indexer.jobs import JobContext, index_video
@@ -47,6 +47,8 @@ SHUTDOWN_GRACE_S = 30.0
 # sweeps it as an orphan: other replicas share the volume and may be in the middle of an upload
 # (committing a file and inserting its row take milliseconds; an hour leaves no doubt).
 DEPLOYED_ORPHAN_AGE_S = 3600.0
+# Seconds between two start-up attempts while the vector index's server (Milvus) is unreachable.
+LOAD_RETRY_S = 2.0
 
 
 class DataDirLocked(RuntimeError):
@@ -88,6 +90,7 @@ class Backend:
         self.startup_error: str | None = None
         self._ready = threading.Event()
         self._loader: threading.Thread | None = None
+        self._closing = threading.Event()
         self._lock_file: IO[str] | None = None
         self.metrics.watch_state(self._status_counts, self._index_size)
 
@@ -141,7 +144,11 @@ class Backend:
             loaded = library.load()
             with session_scope(self.sessions) as session:
                 ready = catalog.ids_with_status(catalog.READY, session=session)
-            if self.settings.deployed:
+            if self.settings.deployed and self.settings.vector_index == "milvus":
+                # Workers write the shared collection themselves; only a new one is filled here.
+                added, removed = ([], []) if loaded else library.sync_index(ready)
+                report = ReconcileReport(index_added=added, index_removed=removed, index_rebuilt=not loaded)
+            elif self.settings.deployed:
                 # Workers elsewhere own the store and the jobs: only the index is brought in line.
                 added, removed = library.sync_index(ready)
                 report = ReconcileReport(index_added=added, index_removed=removed, index_rebuilt=not loaded)
@@ -158,10 +165,13 @@ class Backend:
             self.startup_error = f"{type(error).__name__}: {error}"
             log.exception("start-up failed; the service will not become ready")
             raise
+        self.startup_error = None
         self._ready.set()
         if start_workers:  # serving: `hapvr worker` leaves the graph to the service
             self.graph.start()
-        if self.settings.deployed:
+        if self.settings.deployed and self.settings.vector_index == "faiss":
+            # Each replica's FAISS index follows the workers through Redis events; a Milvus
+            # collection is shared, so there is nothing to follow.
             from indexer.index_sync import IndexSync
 
             assert self.settings.redis_url is not None
@@ -184,15 +194,22 @@ class Backend:
         self._loader.start()
 
     def _load_quietly(self) -> None:
-        try:
-            self.load()
-        except Exception:  # noqa: BLE001 - recorded in startup_error, reported by /readyz
-            pass
+        while True:
+            try:
+                self.load()
+                return
+            except IndexUnavailable:
+                # A vector index server that is down now may come back: keep trying (readyz says why).
+                if self._closing.wait(LOAD_RETRY_S):
+                    return
+            except Exception:  # noqa: BLE001 - recorded in startup_error, reported by /readyz
+                return
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
 
     def close(self) -> None:
+        self._closing.set()
         if self._loader is not None:
             self._loader.join(SHUTDOWN_GRACE_S)
         if self.index_sync is not None:

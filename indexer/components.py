@@ -95,6 +95,22 @@ def index_overrides(settings: Settings) -> dict[str, Any]:
     return {} if settings.index_threshold is None else {"approximate_threshold": settings.index_threshold}
 
 
+def milvus_factories(
+    settings: Settings, dim: int
+) -> tuple[Callable[[], VectorIndex], Callable[[Path], VectorIndex | None]]:
+    """(new_index, load_index) over the configured Milvus collection; the FAISS file path is unused."""
+    from indexer.milvus_index import MilvusConfig, MilvusIndex
+
+    config = MilvusConfig(
+        uri=settings.milvus_location,
+        collection=settings.milvus_collection,
+        dim=dim,
+        index_type=settings.milvus_index_type,
+        timeout_s=settings.milvus_timeout_s,
+    )
+    return (lambda: MilvusIndex(config)), (lambda _path: MilvusIndex.load(config))
+
+
 def build_embedder(settings: Settings, bundle: ModelBundle) -> VideoEmbedder:
     """The one path from a video file to features, as the settings configure it, warmed up.
 
@@ -125,12 +141,13 @@ def build_components(settings: Settings) -> Components:
     bundle = load_default(settings.checkpoint)
     embedder = build_embedder(settings, bundle)
     encoder = embedder.encoder
-    store = FeatureStore(settings.features_dir)
+    store = FeatureStore(settings.features_dir, compact=settings.feature_format == "int4")
     store.remove_partial_writes()
-    index_config = IndexConfig(dim=bundle.similarity.config.dim, **index_overrides(settings))
+    dim = bundle.similarity.config.dim
+    index_config = IndexConfig(dim=dim, **index_overrides(settings))
     search_config = SearchConfig(candidates=settings.candidates)
 
-    def load_index(path: Path) -> VectorIndex | None:
+    def load_faiss(path: Path) -> VectorIndex | None:
         if not path.exists():
             return None  # a first start: nothing saved yet
         try:
@@ -139,10 +156,15 @@ def build_components(settings: Settings) -> Components:
             log.warning("%s; rebuilding the index from the feature store", error)
             return None
 
+    new_index: Callable[[], VectorIndex] = lambda: FaissIndex(index_config)  # noqa: E731
+    load_index: Callable[[Path], VectorIndex | None] = load_faiss
+    if settings.vector_index == "milvus":
+        new_index, load_index = milvus_factories(settings, dim)
+
     return Components(
         embedder=embedder,
         store=store,
-        new_index=lambda: FaissIndex(index_config),
+        new_index=new_index,
         load_index=load_index,
         make_searcher=lambda index: SearchEngine(store, index, bundle.similarity, search_config),
         probe=make_probe(settings),

@@ -60,3 +60,7 @@ class Busy(ServiceError):
     def __init__(self, detail: str, retry_after_s: int) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class IndexUnavailable(NotReady):
+    """The vector index lives on a server (Milvus) that cannot be reached now: retry later."""

@@ -5,10 +5,18 @@ candidates' region features from it on every search, so it lives on disk rather 
 (ARCHITECTURE sections 1 and 11). `FeatureStorage` is the narrow interface the rest of the code
 depends on, so an object-storage implementation can replace the local one.
 
-File format: safetensors (no pickle, a JSON header, zero-copy reads) holding `regions` float16
-[T, R, D], `frame_vectors` float32 [T, D] and `timestamps` float64 [T]; the header metadata
+File format: safetensors (no pickle, a JSON header, zero-copy reads). Format 2 (written now)
+holds the region features as 4-bit codes with a float16 step per region vector
+(indexer.feature_codec: `region_codes` uint8 [T, R, ceil(D / 2)], `region_steps` float16
+[T, R]; 140 KB per video-minute instead of 683) and `timestamps` float64 [T]. Frame vectors
+are not stored when they follow the model's rule (the normalised mean of a frame's regions):
+they are computed from the decoded regions on reading, so a rebuilt index holds exactly what
+the store gives; other frame vectors are stored as `frame_vectors` float32 [T, D]. Format 1
+(float16 `regions`, `frame_vectors` float32, `timestamps`) is always read, and written when
+the store is made with `compact=False` (HAPVR_FEATURE_FORMAT=float16): decoding 4-bit codes
+costs CPU on every search, float16 costs page cache. The header metadata
 carries the format tag, the video id, the decode info, the fingerprint of the checkpoint that
-made the features and a CRC-32 of the three arrays, so a torn or bit-flipped file is reported
+made the features and a CRC-32 of the stored arrays, so a torn or bit-flipped file is reported
 instead of silently scoring garbage.
 
 Layout: ``root/<id // 10**6 :06d>/<id // 1000 % 1000 :03d>/<id>.safetensors``. Sequential ids
@@ -28,10 +36,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from model.features import VideoFeatures
+from indexer.feature_codec import decode_regions_float32, encode_regions
+from model.features import VideoFeatures, mean_frame_vectors
 from model.fileio import TEMP_PREFIX, fsync_dir, write_bytes_atomic
 
-FORMAT_TAG = "hapvr-features/1"
+FORMAT_TAG = "hapvr-features/2"
+FORMAT_V1 = "hapvr-features/1"  # float16 regions; read, no longer written
+# Frame vectors whose cosine to the mean rule reaches this for every frame are not stored.
+DERIVED_COSINE = 0.999
 SUFFIX = ".safetensors"
 
 
@@ -72,6 +84,25 @@ def _checksum(*arrays: np.ndarray) -> str:
     return f"{crc:08x}"
 
 
+def _decode_info(features: VideoFeatures) -> dict[str, str]:
+    """The header metadata describing the decode and the model that made the features."""
+    info = {
+        name: repr(float(value))
+        for name in ("duration", "fps", "source_fps")
+        if (value := getattr(features, name)) is not None
+    }
+    if features.checkpoint is not None:
+        info["checkpoint"] = features.checkpoint
+    return info
+
+
+def _follows_mean_rule(features: VideoFeatures) -> bool:
+    """Whether the frame vectors are the normalised means of the regions (then they need no storing)."""
+    derived = mean_frame_vectors(features.regions)
+    cosines = np.einsum("td,td->t", derived, features.frame_vectors)
+    return bool(np.all(cosines >= DERIVED_COSINE))
+
+
 def _check_id(video_id: object) -> int:
     if isinstance(video_id, bool) or not isinstance(video_id, (int, np.integer)):
         raise TypeError(f"video ids are integers, got {type(video_id).__name__}")
@@ -89,40 +120,49 @@ class FeatureStore:
     (about 4 GB/s here, 16 ms over the candidates of one search); `scrub()` checks everything.
     """
 
-    def __init__(self, root: str | Path, *, verify: bool = True) -> None:
+    def __init__(self, root: str | Path, *, verify: bool = True, compact: bool = True) -> None:
         self.root = Path(root)
         self.verify = verify
+        self.compact = compact  # write format 2 (4-bit regions); False: format 1 (float16)
 
     def path_for(self, video_id: int) -> Path:
         video_id = _check_id(video_id)
         return self.root / f"{video_id // 1_000_000:06d}" / f"{video_id // 1000 % 1000:03d}" / f"{video_id}{SUFFIX}"
 
     def put(self, video_id: int, features: VideoFeatures) -> None:
-        """Store (or replace) a video's features durably and atomically."""
+        """Store (or replace) a video's features durably and atomically (format 2, compact)."""
         from safetensors.numpy import save
 
         video_id = _check_id(video_id)
         features.check_finite()
+        if not self.compact:
+            self._put_float16(video_id, features)
+            return
+        codes, steps = encode_regions(features.regions)
+        tensors = {"region_codes": codes, "region_steps": steps, "timestamps": features.timestamps}
+        if not _follows_mean_rule(features):
+            tensors["frame_vectors"] = features.frame_vectors
         metadata = {
             "format": FORMAT_TAG,
             "video_id": str(video_id),
-            "crc32": _checksum(features.regions, features.frame_vectors, features.timestamps),
+            "dim": str(features.dim),
+            "crc32": _checksum(*(tensors[name] for name in sorted(tensors))),
         }
-        for name in ("duration", "fps", "source_fps"):
-            value = getattr(features, name)
-            if value is not None:
-                metadata[name] = repr(float(value))
-        if features.checkpoint is not None:
-            metadata["checkpoint"] = features.checkpoint
-        data = save(
-            {
-                "regions": features.regions,
-                "frame_vectors": features.frame_vectors,
-                "timestamps": features.timestamps,
-            },
-            metadata=metadata,
-        )
-        write_bytes_atomic(self.path_for(video_id), data)
+        metadata.update(_decode_info(features))
+        write_bytes_atomic(self.path_for(video_id), save(tensors, metadata=metadata))
+
+    def _put_float16(self, video_id: int, features: VideoFeatures) -> None:
+        """Format 1: float16 regions and float32 frame vectors, stored as they are."""
+        from safetensors.numpy import save
+
+        tensors = {
+            "regions": features.regions.astype(np.float16, copy=False),  # float32 when read from format 2
+            "frame_vectors": features.frame_vectors,
+            "timestamps": features.timestamps,
+        }
+        metadata = {"format": FORMAT_V1, "video_id": str(video_id), "crc32": _checksum(*tensors.values())}
+        metadata.update(_decode_info(features))
+        write_bytes_atomic(self.path_for(video_id), save(tensors, metadata=metadata))
 
     def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures:
         """Read a video's features; MissingFeaturesError if absent, CorruptFeaturesError if unreadable.
@@ -159,19 +199,36 @@ class FeatureStore:
             arrays, metadata = parse_safetensors(data)
         except ValueError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are unreadable: {error}") from None
-        if metadata.get("format") != FORMAT_TAG:
+        if metadata.get("format") not in (FORMAT_TAG, FORMAT_V1):
             raise CorruptFeaturesError(
                 f"features of video {video_id} at {path} have format {metadata.get('format')!r}, "
-                f"expected {FORMAT_TAG!r}"
+                f"expected {FORMAT_TAG!r} or {FORMAT_V1!r}"
             )
         if metadata.get("video_id") != str(video_id):
             raise CorruptFeaturesError(f"features at {path} belong to video {metadata.get('video_id')}, not {video_id}")
+        names = ["regions", "frame_vectors", "timestamps"]
+        if metadata["format"] == FORMAT_TAG:
+            names = sorted({"region_codes", "region_steps", "timestamps"} | ({"frame_vectors"} & set(arrays)))
         try:
-            regions, vectors, timestamps = arrays["regions"], arrays["frame_vectors"], arrays["timestamps"]
+            stored = [arrays[name] for name in names]
         except KeyError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} lack tensor {error}") from None
-        if verify and _checksum(regions, vectors, timestamps) != metadata.get("crc32"):
+        if verify and _checksum(*stored) != metadata.get("crc32"):
             raise CorruptFeaturesError(f"features of video {video_id} at {path} fail their checksum")
+        timestamps = arrays["timestamps"]
+        if metadata["format"] == FORMAT_V1:
+            regions, vectors = arrays["regions"], arrays["frame_vectors"]
+        else:
+            codes, steps = arrays["region_codes"], arrays["region_steps"]
+            try:
+                dim = int(metadata["dim"])
+                if codes.ndim != 3 or steps.shape != codes.shape[:2] or codes.shape[2] != (dim + 1) // 2:
+                    raise ValueError(f"codes {codes.shape} and steps {steps.shape} disagree with dim {dim}")
+            except (KeyError, ValueError) as error:
+                raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
+            # float32: the levels are exact there, and a float16 cast would cost 4x the decode.
+            regions = decode_regions_float32(codes, steps, dim)
+            vectors = arrays["frame_vectors"] if "frame_vectors" in arrays else mean_frame_vectors(regions)
         try:
             return VideoFeatures(
                 regions=regions,
@@ -181,6 +238,7 @@ class FeatureStore:
                 fps=_optional_float(metadata.get("fps")),
                 source_fps=_optional_float(metadata.get("source_fps")),
                 checkpoint=metadata.get("checkpoint"),
+                float32_regions=regions.dtype == np.float32,
             )
         except ValueError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
@@ -238,11 +296,16 @@ def _numeric_dirs(parent: Path) -> list[Path]:
     return sorted(dirs, key=lambda path: int(path.name))
 
 
-_DTYPES: dict[str, np.dtype[Any]] = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+_DTYPES: dict[str, np.dtype[Any]] = {
+    "U8": np.dtype("u1"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+}
 
 
 def parse_safetensors(data: bytes | mmap.mmap) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A safetensors file's float tensors as views into `data`, and its metadata.
+    """A safetensors file's float and uint8 tensors as views into `data`, and its metadata.
 
     The search path reads a hundred files per query; viewing a memory map instead of copying
     the bytes twice (read, then safetensors.numpy.load) cut that stage from about 50 ms to a

@@ -138,12 +138,15 @@ class Library:
         before (and this add backs out) or after (and removes what this add wrote).
         """
         self.store.put(video_id, features)
+        # The vectors as the store gives them back (computed from compact regions), so the index
+        # holds what a rebuild from the store would.
+        vectors = self.store.get(video_id).frame_vectors
         with self._changes:
             if not still_wanted():
                 self.store.delete(video_id)
                 return False
             # Replaces any vectors of an earlier attempt: a retried job never leaves two copies.
-            self._index.add(video_id, features.frame_vectors)
+            self._index.add(video_id, vectors)
         self._persister.mark_changed()
         return True
 

@@ -33,7 +33,7 @@ from rq.registry import StartedJobRegistry
 
 from indexer import catalog
 from indexer.db import session_scope
-from indexer.jobs import JobContext, StoreSink, index_video
+from indexer.jobs import FeatureSink, JobContext, StoreSink, index_video
 from indexer.redis_queue import (
     HEARTBEAT_S,
     LEASE_TTL_S,
@@ -101,8 +101,12 @@ class Lease:
 class IndexWorker:
     """What one worker process holds: the job context, Redis, the reaper."""
 
-    def __init__(self, ctx: JobContext, queue: RedisQueue, max_interruptions: int) -> None:
+    def __init__(
+        self, ctx: JobContext, queue: RedisQueue, max_interruptions: int, *, publish_events: bool = True
+    ) -> None:
         self.ctx = ctx
+        # Index events tell API replicas' FAISS copies what changed; a shared Milvus collection needs none.
+        self.publish_events = publish_events
         self.queue = queue
         self.redis = queue.redis
         self.prefix = queue.prefix
@@ -128,7 +132,7 @@ class IndexWorker:
         finally:
             lease.release()
         self._count(outcome)
-        if outcome in ("ready", "deleted"):
+        if self.publish_events and outcome in ("ready", "deleted"):
             publish(self.redis, self.prefix, "indexed" if outcome == "ready" else "deleted", video_id)
         if outcome == "retried":
             raise RetryLater(f"video {video_id}: indexing failed unexpectedly; retrying after a back-off")
@@ -242,13 +246,24 @@ def bound_job_class(run: Callable[[int], str]) -> type[Job]:
     return IndexJob
 
 
+def _feature_sink(settings: Settings, components: Components) -> FeatureSink:
+    """The feature store alone (API replicas index it into their FAISS copies), or the store and
+    the shared Milvus collection, which workers write and every replica reads."""
+    if settings.vector_index == "milvus":
+        from indexer.library import Library
+
+        return Library(components, settings.index_dir / "frames.faiss")
+    return StoreSink(components.store)
+
+
 def run_worker(
     settings: Settings, *, burst: bool = False, components_factory: Callable[[Settings], Components] | None = None
 ) -> WorkerResult:
     """One rq worker in this process (the CLI starts one per `--workers`); returns its outcomes.
 
-    A worker needs the catalog, the upload and feature stores, the embedder and Redis: it never
-    builds a vector index (API replicas index what workers store, see indexer.index_sync).
+    A worker needs the catalog, the upload and feature stores, the embedder and Redis. With FAISS
+    it builds no vector index (API replicas index what workers store, see indexer.index_sync);
+    with Milvus it writes the shared collection itself.
     """
     from indexer.components import build_components
     from indexer.db import make_engine, make_session_factory, migrate
@@ -266,12 +281,12 @@ def run_worker(
         sessions=sessions,
         uploads=UploadStore(settings.uploads_dir, settings.tmp_dir),
         embedder=components.embedder,
-        features=StoreSink(components.store),
+        features=_feature_sink(settings, components),
         metrics=Metrics(),
         max_attempts=settings.max_attempts,
     )
     queue = RedisQueue.from_settings(settings)
-    worker = IndexWorker(ctx, queue, settings.max_interruptions)
+    worker = IndexWorker(ctx, queue, settings.max_interruptions, publish_events=settings.vector_index == "faiss")
     queue.enqueue_queued(sessions)
     rq_worker = SimpleWorker([queue.rq], connection=queue.redis, job_class=bound_job_class(worker.run))
     alive = Lease(queue.redis, worker_alive_key(queue.prefix, rq_worker.name))

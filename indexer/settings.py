@@ -86,6 +86,30 @@ class Settings(ModelSettings):
         None, gt=0, description="frame vectors past which the index turns approximate; default: the indexer's"
     )
 
+    feature_format: Literal["int4", "float16"] = Field(
+        "int4",
+        description="how new region features are stored for the re-rank: int4 (140 KB per video-minute) or "
+        "float16 (680 KB, no decoding); files of either format are always read",
+    )
+
+    # The frame index: FAISS inside each process, or a Milvus collection every process shares.
+    vector_index: Literal["faiss", "milvus"] = Field(
+        "faiss",
+        description="faiss: an in-memory index per process (replicas follow Redis events); milvus: one shared collection",
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="Milvus: a local path (milvus-lite, one process) or http://host:19530 (a server); "
+        "default: data_dir/milvus.db",
+    )
+    milvus_collection: str = Field(
+        "hapvr_frames", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="the Milvus collection of frame vectors"
+    )
+    milvus_index_type: Literal["HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "DISKANN"] = Field(
+        "HNSW", description="Milvus vector index kind (IVF_PQ and DISKANN need a server)"
+    )
+    milvus_timeout_s: float = Field(10.0, gt=0, description="seconds a Milvus call may take before the API answers 503")
+
     # Search.
     candidates: int = Field(100, gt=0, description="videos re-ranked exactly per query (C)")
     default_k: int = Field(20, gt=0)
@@ -195,6 +219,11 @@ class Settings(ModelSettings):
     def model_cache_dir(self) -> Path:
         """The service keeps its derived model files with its data: cache_dir, else data_dir/cache."""
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
+
+    @property
+    def milvus_location(self) -> str:
+        """The Milvus URI in use: the configured one, or a milvus-lite directory inside data_dir."""
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
 
     @property
     def uploads_dir(self) -> Path:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
-from indexer.components import Components, index_overrides, make_probe
+from indexer.components import Components, index_overrides, make_probe, milvus_factories
 from indexer.settings import Settings
 
 if TYPE_CHECKING:
@@ -230,11 +230,14 @@ def light_components(settings: Settings) -> Components:
         except IndexLoadError:
             return None
 
+    new_index = lambda: FaissIndex(config)  # noqa: E731
+    if settings.vector_index == "milvus":
+        new_index, load_index = milvus_factories(settings, LIGHT_DIM)
     store = FeatureStore(settings.features_dir)
     return Components(
         embedder=LightEmbedder(settings),
         store=store,
-        new_index=lambda: FaissIndex(config),
+        new_index=new_index,
         load_index=load_index,
         make_searcher=lambda index: LightSearcher(store, index),
         probe=make_probe(settings),

@@ -27,9 +27,21 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
+def vector_index() -> str:
+    """The frame index backend of the services a test starts; a module runs its tests on both
+    with `pytestmark = pytest.mark.parametrize("vector_index", ["faiss", "milvus"])`."""
+    return "faiss"
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, model_cache: Path, vector_index: str) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {"data_dir": tmp_path / "data", "workers": 1, "cache_dir": model_cache}
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "workers": 1,
+            "cache_dir": model_cache,
+            "vector_index": vector_index,
+        }
         values.update(overrides)
         return Settings(**values)
 

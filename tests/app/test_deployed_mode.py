@@ -78,6 +78,7 @@ class Deployment:
         self.cache = cache
         self.root = root
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.index_settings: dict[str, str] = {}  # the frame index of API replicas and workers alike
 
     @property
     def prefix(self) -> str:
@@ -85,6 +86,7 @@ class Deployment:
 
     def settings(self, **overrides: object) -> Settings:
         values: dict[str, object] = {
+            **self.index_settings,
             "data_dir": self.data_dir,
             "cache_dir": self.cache,
             "database_url": self.database_url,
@@ -109,6 +111,7 @@ class Deployment:
             HAPVR_TEST_EMBED_DELAY_S=str(delay),
             PYTHONPATH=str(ROOT),
         )
+        env.update({f"HAPVR_{name.upper()}": value for name, value in self.index_settings.items()})
         return env
 
     def start_worker(self, *, delay: float = 0.0, burst: bool = False) -> subprocess.Popen[bytes]:
@@ -298,3 +301,36 @@ def test_twenty_parallel_uploads(deployment: Deployment, api, media: Media) -> N
     assert (again["status"], again["attempts"]) == ("ready", 1)
     wait_until(lambda: service.backend.index_sync.events_applied > applied, timeout=30)
     assert_index_agrees(service)
+
+
+def test_milvus_replicas_share_one_index_without_events(
+    deployment: Deployment, api, media: Media, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """With HAPVR_VECTOR_INDEX=milvus the worker writes the collection and every replica searches
+    it: no replica holds an index of its own or follows index events, and a delete through one
+    replica is gone for the other at once."""
+    from tests.app.milvus_lite_server import MilvusServer
+
+    server = MilvusServer(tmp_path / "milvus-server")
+    server.start()
+    try:
+        deployment.index_settings = {"vector_index": "milvus", "milvus_uri": server.uri}
+        first, second = api(), api()
+        assert first.backend.index_sync is None and second.backend.index_sync is None
+        deployment.start_worker()
+        original = upload_id(first, media.video("a.mp4", seed=1))
+        copy = upload_id(first, media.reencoded("a_copy.avi", seed=1))
+        other = upload_id(second, media.video("b.mp4", seed=2))
+        for video_id in (original, copy, other):
+            assert second.wait_done(video_id)["status"] == "ready"
+        found = second.client.get("/search", params={"video_id": original})
+        assert found.status_code == 200 and found.json()["data"][0]["video_id"] == copy
+        assert first.backend.library.size() == second.backend.library.size()
+
+        assert second.client.delete(f"/videos/{copy}").status_code == 204
+        after = first.client.get("/search", params={"video_id": original})  # at once: no event to wait for
+        assert after.status_code == 200 and copy not in [hit["video_id"] for hit in after.json()["data"]]
+        assert {int(v) for v in first.backend.library._index.video_ids()} == {original, other}
+    finally:
+        deployment.stop_workers()
+        server.stop()

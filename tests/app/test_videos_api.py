@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.app.apptools import AppClient, Media
+
+# The same behaviour on both frame index backends (Milvus: milvus-lite in the data directory).
+pytestmark = pytest.mark.parametrize("vector_index", ["faiss", "milvus"])
 
 
 def test_upload_is_accepted_then_indexed(service: AppClient, media: Media) -> None:

@@ -97,7 +97,9 @@ def test_library_grows_from_its_largest_saved_index_and_resumes_from_the_store(t
     assert (build.generated, build.reused) == (0, 25)
     assert again.num_frames == frames
     stored = library.store.get(7)
-    np.testing.assert_array_equal(stored.frame_vectors, spec.draw(7).frame_vectors)
+    fresh = FeatureStore(tmp_path / "fresh")  # the same draw through the store's format
+    fresh.put(7, spec.draw(7))
+    np.testing.assert_array_equal(stored.frame_vectors, fresh.get(7).frame_vectors)
 
 
 def test_a_library_refuses_other_parameters(tmp_path: Path) -> None:
@@ -113,7 +115,7 @@ def test_exhaustive_search_matches_brute_force_across_blocks(tmp_path: Path) -> 
     for video_id in range(1, 13):
         features = synthetic_video(rng, int(rng.integers(3, 9)))
         store.put(video_id, features)
-        vectors[video_id] = features.frame_vectors
+        vectors[video_id] = store.get(video_id).frame_vectors  # as stored: what the exhaustive search reads
     owners = np.concatenate([np.full(len(v), video_id) for video_id, v in vectors.items()])
     everything = np.concatenate(list(vectors.values()))
     queries = everything[[0, 17, 40]] + rng.standard_normal((3, everything.shape[1])).astype(np.float32) * 0.1

@@ -286,3 +286,17 @@ def test_documented_trainer_run_parses() -> None:
     assert "train" in subcommands()
     args = build_parser().parse_args(argv[1:])
     assert args.command == "train"
+
+
+def test_the_milvus_profile_adds_a_standalone_server_the_api_and_workers_wait_for(services: dict[str, Any]) -> None:
+    # Without the profile there is no server, and the dependency on it is optional (required: false).
+    assert "milvus" not in services and services["api"]["depends_on"]["milvus"]["required"] is False
+    with_milvus = resolved(profiles=("milvus",))
+    milvus = with_milvus["services"]["milvus"]
+    assert milvus["image"].startswith("milvusdb/milvus:") and milvus["command"] == ["milvus", "run", "standalone"]
+    assert milvus["environment"]["ETCD_USE_EMBED"] == "true" and milvus["environment"]["COMMON_STORAGETYPE"] == "local"
+    assert any(volume["source"] == "milvusdata" for volume in milvus["volumes"])
+    assert "ports" not in milvus  # reachable inside the compose network only
+    for role in ("api", "worker"):
+        assert with_milvus["services"][role]["depends_on"]["milvus"]["condition"] == "service_healthy"
+    assert "listen-client-urls" in with_milvus["configs"]["milvus-embed-etcd"]["content"]

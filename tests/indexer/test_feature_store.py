@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from indexer.feature_codec import decode_regions_float32, encode_regions
 from indexer.feature_store import (
     CorruptFeaturesError,
     FeatureStorage,
@@ -18,7 +19,7 @@ from indexer.feature_store import (
     MissingFeaturesError,
 )
 from indexer.synthetic import synthetic_video
-from model.features import VideoFeatures
+from model.features import VideoFeatures, mean_frame_vectors
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,13 +40,85 @@ def test_round_trip_keeps_values_dtypes_and_decode_info(store: FeatureStore) -> 
     original = _video()
     store.put(42, original)
     loaded = store.get(42)
-    assert loaded.regions.dtype == np.float16 and loaded.frame_vectors.dtype == np.float32
+    assert loaded.regions.dtype == np.float32 and loaded.frame_vectors.dtype == np.float32  # decoded levels
     assert loaded.timestamps.dtype == np.float64
-    np.testing.assert_array_equal(loaded.regions, original.regions)
-    np.testing.assert_array_equal(loaded.frame_vectors, original.frame_vectors)
+    # Regions come back as 4-bit codes allow (indexer.feature_codec), frame vectors by the mean rule.
+    assert loaded.regions.shape == original.regions.shape
+    assert _cosines(loaded.regions, original.regions).min() > 0.98
+    exact = decode_regions_float32(*encode_regions(original.regions), original.dim)
+    np.testing.assert_array_equal(loaded.regions, exact)
+    np.testing.assert_array_equal(loaded.frame_vectors, mean_frame_vectors(exact))
+    assert _cosines(loaded.frame_vectors, original.frame_vectors).min() > 0.99
     np.testing.assert_array_equal(loaded.timestamps, original.timestamps)
+    again = FeatureStore(store.root).get(42)  # what a rebuild of the index reads: the same vectors
+    np.testing.assert_array_equal(again.frame_vectors, loaded.frame_vectors)
     assert (loaded.duration, loaded.fps, loaded.source_fps) == (original.duration, original.fps, 29.97)
     assert loaded.checkpoint == "c76e00f3fb560de0"  # the model that made them
+
+
+def _as_stored(features: VideoFeatures) -> np.ndarray:
+    """The regions as the store gives them back: through the 4-bit codes."""
+    return decode_regions_float32(*encode_regions(features.regions), features.dim)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_a_video_minute_takes_at_most_150_kb(store: FeatureStore) -> None:
+    """The shipped model's shape: 9 regions of 512 dims a frame, one frame a second."""
+    minute = synthetic_video(np.random.default_rng(0), 60, dim=512, regions=9)
+    store.put(1, minute)
+    size = store.path_for(1).stat().st_size
+    assert size <= 150_000, size
+    float16_size = minute.regions.nbytes + minute.frame_vectors.nbytes + minute.timestamps.nbytes
+    assert float16_size > 4 * size
+
+
+def test_frame_vectors_off_the_mean_rule_are_stored_as_they_are(store: FeatureStore) -> None:
+    original = _video()
+    original.frame_vectors = original.frame_vectors[::-1].copy()  # no longer the mean of each frame
+    store.put(3, original)
+    np.testing.assert_array_equal(store.get(3).frame_vectors, original.frame_vectors)
+
+
+def test_the_float16_format_can_still_be_chosen(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "features", compact=False)
+    original = _video()
+    store.put(5, original)
+    loaded = FeatureStore(store.root).get(5, verify=True)  # any store reads either format
+    np.testing.assert_array_equal(loaded.regions, original.regions)
+    np.testing.assert_array_equal(loaded.frame_vectors, original.frame_vectors)
+
+
+def test_format_1_files_are_still_read(store: FeatureStore) -> None:
+    """float16 regions and float32 frame vectors, as written before the compact format."""
+    from safetensors.numpy import save
+
+    from indexer.feature_store import FORMAT_V1, _checksum
+
+    original = _video()
+    metadata = {
+        "format": FORMAT_V1,
+        "video_id": "8",
+        "crc32": _checksum(original.regions, original.frame_vectors, original.timestamps),
+        "fps": "1.0",
+    }
+    arrays = {
+        "regions": original.regions,
+        "frame_vectors": original.frame_vectors,
+        "timestamps": original.timestamps,
+    }
+    path = store.path_for(8)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(save(arrays, metadata=metadata))
+    loaded = store.get(8, verify=True)
+    np.testing.assert_array_equal(loaded.regions, original.regions)
+    np.testing.assert_array_equal(loaded.frame_vectors, original.frame_vectors)
+    assert loaded.fps == 1.0 and store.scrub() == []
+    path.write_bytes(save({**arrays, "regions": original.regions * 2}, metadata=metadata))
+    assert store.scrub() == [8]
 
 
 def test_optional_decode_info_may_be_absent(store: FeatureStore) -> None:
@@ -71,7 +144,7 @@ def test_put_replaces(store: FeatureStore) -> None:
     store.put(7, _video(1))
     replacement = _video(2, frames=3)
     store.put(7, replacement)
-    np.testing.assert_array_equal(store.get(7).regions, replacement.regions)
+    np.testing.assert_array_equal(store.get(7).regions, _as_stored(replacement))
 
 
 def test_delete_is_idempotent(store: FeatureStore) -> None:
@@ -136,7 +209,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(store: FeatureStore,
     with pytest.raises(OSError, match="disk went away"):
         store.put(3, _video(2))
     monkeypatch.undo()
-    np.testing.assert_array_equal(store.get(3).regions, old.regions)
+    np.testing.assert_array_equal(store.get(3).regions, _as_stored(old))
     assert sorted(p.name for p in store.path_for(3).parent.iterdir()) == ["3.safetensors"]
 
 
@@ -158,7 +231,7 @@ def test_crash_mid_write_leaves_the_old_file(store: FeatureStore) -> None:
     assert result.returncode == 17, result.stderr.decode()
     leftovers = [p.name for p in store.path_for(3).parent.iterdir() if p.name != "3.safetensors"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-")
-    np.testing.assert_array_equal(store.get(3).regions, old.regions)
+    np.testing.assert_array_equal(store.get(3).regions, _as_stored(old))
     assert list(store.ids()) == [3]
     assert store.remove_partial_writes() == 1
     assert [p.name for p in store.path_for(3).parent.iterdir()] == ["3.safetensors"]
@@ -184,10 +257,13 @@ def test_files_are_plain_safetensors_and_reads_are_views(store: FeatureStore) ->
     original = _video()
     store.put(8, original)
     tensors = load_file(str(store.path_for(8)))
-    np.testing.assert_array_equal(tensors["regions"], original.regions)
+    codes, steps = encode_regions(original.regions)
+    np.testing.assert_array_equal(tensors["region_codes"], codes)
+    np.testing.assert_array_equal(tensors["region_steps"], steps)
+    assert set(tensors) == {"region_codes", "region_steps", "timestamps"}
     loaded = store.get(8)
-    loaded.regions[0, 0, 0] = 7  # a private copy-on-write mapping: the file never changes
-    np.testing.assert_array_equal(store.get(8).regions, original.regions)
+    loaded.regions[0, 0, 0] = 7  # decoded into memory of its own: the file never changes
+    np.testing.assert_array_equal(store.get(8).regions, _as_stored(original))
 
 
 def test_header_pointing_outside_the_file_is_corrupt(store: FeatureStore) -> None:
@@ -198,7 +274,7 @@ def test_header_pointing_outside_the_file_is_corrupt(store: FeatureStore) -> Non
     data = path.read_bytes()
     size = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + size])
-    header["regions"]["data_offsets"][1] += 2  # claims two more bytes than the shape needs
+    header["region_codes"]["data_offsets"][1] += 2  # claims two more bytes than the shape needs
     text = json.dumps(header, separators=(",", ":")).encode()
     assert len(text) <= size
     text = text.ljust(size)

@@ -68,11 +68,11 @@ def test_an_edited_excerpt_finds_its_original_with_the_right_segment(library) ->
 
 
 def test_excluded_and_not_allowed_videos_never_come_back(library) -> None:
-    _, _, videos = library
+    store, _, videos = library
     engine = _engine(library)
-    query = videos[10]
+    query = store.get(10)  # as stored (4-bit regions): it scores about 1 against itself
     hits = engine.search(query, k=100, candidates=100)
-    assert hits[0].video_id == 10 and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    assert hits[0].video_id == 10 and hits[0].score == pytest.approx(1.0, abs=2e-3)
     asked: list[set[int]] = []
 
     def only_odd(ids):

@@ -1,14 +1,20 @@
-"""Frame index: ids, add/remove/search, persistence, rebuild, the switch to IVF and its recall."""
+"""Frame index: ids, add/remove/search, persistence, rebuild, the switch to IVF and its recall.
+
+The behaviour tests run against both backends: FaissIndex and MilvusIndex on milvus-lite (a
+real Milvus engine in this process, on a directory under the test's tmp_path).
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer.feature_store import FeatureStore
+from indexer.milvus_index import MilvusConfig, MilvusIndex
 from indexer.synthetic import random_unit, synthetic_video
 from indexer.vector_index import (
     FRAME_BITS,
@@ -25,11 +31,71 @@ from indexer.vector_index import (
 
 DIM = 64
 
+# A fresh empty index of the backend under test; `reopen(index, path)` what a restart would find.
+NewIndex = Callable[[], "FaissIndex | MilvusIndex"]
+
 
 def _config(**overrides) -> IndexConfig:
     values = dict(dim=DIM, approximate_threshold=1_000_000, pq_bytes=8, nprobe=16)
     values.update(overrides)
     return IndexConfig(**values)
+
+
+class Backend:
+    """Builds indexes of one kind: `new()` an empty one (each a collection of its own for Milvus),
+    `reopen(index, path)` what the next process would load after `index.save(path)`."""
+
+    def __init__(self, kind: str, root: Path, uri: str | None = None) -> None:
+        self.kind, self.root, self.count = kind, root, 0
+        self.uri = uri or str(root / "milvus.db")
+
+    def milvus_config(self, collection: str) -> MilvusConfig:
+        return MilvusConfig(uri=self.uri, collection=collection, dim=DIM)
+
+    def new(self):
+        self.count += 1
+        if self.kind == "faiss":
+            return FaissIndex(_config())
+        index = MilvusIndex(self.milvus_config(f"t{self.root.name[-24:].replace('-', '_')}_{self.count}"))
+        index.num_frames  # creates the collection  # noqa: B018
+        return index
+
+    def reopen(self, index, path: Path):
+        if self.kind == "faiss":
+            return FaissIndex.load(path, _config())
+        loaded = MilvusIndex.load(index.config)
+        assert loaded is not None
+        return loaded
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of a real Milvus standalone server (tests/milvus_server.py), for the slow runs."""
+    from tests.milvus_server import EmbeddedMilvus, MilvusUnavailable
+
+    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-server"))
+    try:
+        server.start()
+    except MilvusUnavailable as error:
+        pytest.fail(str(error))
+    yield server.uri
+    server.stop()
+
+
+# milvus: milvus-lite in this process; milvus-server: the standalone server (slow: it starts in ~40 s).
+@pytest.fixture(params=["faiss", "milvus", pytest.param("milvus-server", marks=pytest.mark.slow)])
+def backend(request, tmp_path: Path) -> Backend:
+    if request.param == "milvus-server":
+        return Backend("milvus", tmp_path, uri=request.getfixturevalue("milvus_server"))
+    return Backend(request.param, tmp_path)
+
+
+def assert_same_answers(got, expected) -> None:  # type: ignore[no-untyped-def]
+    """Same videos and frames in the same order, same scores. Milvus may score a vector from its
+    growing segment or from a sealed, indexed one, which differ in the last float32 bit."""
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[2], expected[2])
+    np.testing.assert_allclose(got[0], expected[0], rtol=0, atol=1e-6)
 
 
 def _videos(count: int, frames: int = 20, seed: int = 0) -> dict[int, np.ndarray]:
@@ -39,8 +105,8 @@ def _videos(count: int, frames: int = 20, seed: int = 0) -> dict[int, np.ndarray
     }
 
 
-def _filled(count: int = 30, **overrides) -> tuple[FaissIndex, dict[int, np.ndarray]]:
-    index = FaissIndex(_config(**overrides))
+def _filled(count: int = 30, backend: Backend | None = None, **overrides):
+    index = backend.new() if backend is not None else FaissIndex(_config(**overrides))
     videos = _videos(count)
     for video_id, vectors in videos.items():
         index.add(video_id, vectors)
@@ -59,10 +125,11 @@ def test_id_packing_round_trip_and_bounds() -> None:
         pack_ids(1, np.array([1 << FRAME_BITS]))
 
 
-def test_search_finds_the_exact_frame() -> None:
-    index, videos = _filled()
+def test_search_finds_the_exact_frame(backend: Backend) -> None:
+    index, videos = _filled(backend=backend)
     assert isinstance(index, VectorIndex)
-    assert index.kind == "flat" and index.num_videos == 30 and index.num_frames == 600
+    assert index.kind == ("flat" if backend.kind == "faiss" else "milvus-hnsw")
+    assert index.num_videos == 30 and index.num_frames == 600 and index.frames_of(7) == 20
     scores, video_ids, frame_ids = index.search(videos[7][[3, 11]], k=5)
     assert scores.shape == video_ids.shape == frame_ids.shape == (2, 5)
     assert video_ids[:, 0].tolist() == [7, 7] and frame_ids[:, 0].tolist() == [3, 11]
@@ -70,8 +137,8 @@ def test_search_finds_the_exact_frame() -> None:
     assert (np.diff(scores, axis=1) <= 1e-6).all()
 
 
-def test_empty_index_and_short_results() -> None:
-    index = FaissIndex(_config())
+def test_empty_index_and_short_results(backend: Backend) -> None:
+    index = backend.new()
     scores, video_ids, frame_ids = index.search(random_unit(np.random.default_rng(0), (3, DIM)), k=4)
     assert (video_ids == -1).all() and (frame_ids == -1).all() and np.isneginf(scores).all()
     index.add(5, random_unit(np.random.default_rng(1), (2, DIM)))
@@ -80,8 +147,8 @@ def test_empty_index_and_short_results() -> None:
     assert np.isneginf(scores[0, 2:]).all()
 
 
-def test_remove_drops_every_frame_of_that_video_only() -> None:
-    index, videos = _filled()
+def test_remove_drops_every_frame_of_that_video_only(backend: Backend) -> None:
+    index, videos = _filled(backend=backend)
     assert index.remove(7) == 20
     assert index.remove(7) == 0
     assert 7 not in index and 8 in index and index.num_frames == 580
@@ -91,21 +158,36 @@ def test_remove_drops_every_frame_of_that_video_only() -> None:
     assert video_ids.ravel().tolist() == [8] * 20 and frame_ids.ravel().tolist() == list(range(20))
 
 
-def test_adding_a_video_again_replaces_it() -> None:
-    index, videos = _filled(5)
+def test_adding_a_video_again_replaces_it(backend: Backend) -> None:
+    index, videos = _filled(5, backend=backend)
     index.add(3, videos[4][:6])
     assert index.frames_of(3) == 6 and index.num_frames == 4 * 20 + 6
+    _, video_ids, frame_ids = index.search(videos[4][:6], k=2)
+    assert sorted(video_ids[:, :2].ravel().tolist()) == [3] * 6 + [4] * 6
+    assert video_ids[0].tolist() != [-1, -1] and frame_ids[:, 0].tolist() == list(range(6))
 
 
-def test_rejects_wrong_shapes() -> None:
-    index = FaissIndex(_config())
+def test_rejects_wrong_shapes(backend: Backend) -> None:
+    index = backend.new()
     with pytest.raises(ValueError, match=r"\[N, 64\]"):
         index.add(1, np.zeros((3, 32), np.float32))
     with pytest.raises(ValueError):
         index.search(np.zeros((3, 32), np.float32), k=1)
 
 
-def test_save_and_load_give_the_same_answers(tmp_path: Path) -> None:
+def test_save_and_load_give_the_same_answers(backend: Backend, tmp_path: Path) -> None:
+    index, videos = _filled(backend=backend)
+    path = tmp_path / "index" / "frames.faiss"
+    index.save(path)
+    loaded = backend.reopen(index, path)
+    assert loaded.video_ids() == index.video_ids() == set(range(1, 31))
+    queries = videos[12]
+    assert_same_answers(loaded.search(queries, 8), index.search(queries, 8))
+    loaded.remove(1)
+    assert 1 not in loaded and loaded.num_frames == 580
+
+
+def test_saved_faiss_index_and_its_sidecar(tmp_path: Path) -> None:
     index, videos = _filled()
     assert index.dirty
     path = tmp_path / "index" / "frames.faiss"
@@ -139,22 +221,21 @@ def test_load_refuses_missing_or_torn_files(tmp_path: Path) -> None:
         FaissIndex.load(path)
 
 
-def test_rebuild_and_reconcile_from_the_store(tmp_path: Path) -> None:
+def test_rebuild_and_reconcile_from_the_store(backend: Backend, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     store = FeatureStore(tmp_path / "features")
     for video_id in range(1, 11):
         store.put(video_id, synthetic_video(rng, 12, dim=DIM, regions=4))
-    live = FaissIndex(_config())
+    live = backend.new()
     for video_id in store.ids():
         live.add(video_id, store.get(video_id).frame_vectors)
 
-    rebuilt = FaissIndex(_config())
+    rebuilt = backend.new()
     rebuilt.add(99, random_unit(rng, (4, DIM)))  # stale content is replaced
     assert rebuilt.rebuild(store) == 10
     assert rebuilt.video_ids() == set(range(1, 11))
     queries = store.get(4).frame_vectors
-    for got, expected in zip(rebuilt.search(queries, 5), live.search(queries, 5)):
-        np.testing.assert_array_equal(got, expected)
+    assert_same_answers(rebuilt.search(queries, 5), live.search(queries, 5))
 
     # After a crash the index may lag or lead the store; reconcile touches only the difference.
     live.remove(2)
@@ -348,8 +429,8 @@ def test_rebuild_past_the_threshold_trains_ivf(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
-def test_concurrent_searches_and_changes() -> None:
-    index, videos = _filled(20)
+def test_concurrent_searches_and_changes(backend: Backend) -> None:
+    index, videos = _filled(20, backend=backend)
     extra = _videos(40, seed=11)
     errors: list[BaseException] = []
 
