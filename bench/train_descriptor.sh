@@ -28,7 +28,7 @@ mkdir -p "$WORK"
 # 1. Data
 "$PYTHON" -m bench.footage --training-dir "$WORK/train"
 
-# 2. Train (shellcheck disable=SC2086: FLAGS is a list of flags)
+# 2. Train
 # shellcheck disable=SC2086
 "$PYTHON" -m app.cli train-descriptor "$WORK/train" --out "$WORK/run" --threads "$THREADS" $FLAGS
 

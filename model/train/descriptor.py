@@ -58,7 +58,7 @@ class DescriptorConfig:
     max_frames_per_video: int = 240  # long videos are sampled evenly down to this
     views: int = 6  # per frame: the frame itself and views - 1 edited copies
     flip_p: float = 0.3  # chance a copy is also mirrored (0: the descriptor is not taught flips)
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 128  # frames per step (two views each)
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -66,7 +66,7 @@ class DescriptorConfig:
     koleo: float = 0.1  # weight of the spread term
     near_seconds: float = 2.0  # same-video frames closer than this are not negatives of each other
     val_block_seconds: float = 20.0  # every fifth block of this length is held out for validation
-    eval_every: int = 100
+    eval_every: int = 50
     seed: int = 0
 
     def check(self) -> None:

@@ -22,7 +22,7 @@ FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--max-frames-per-video", "max_frames_per_video", int, "long videos are sampled evenly down to this (240)"),
     ("--views", "views", int, "views per frame: the frame and VIEWS-1 edited copies (default 6)"),
     ("--flip-p", "flip_p", float, "chance a copy is also mirrored; 0: not taught flips (default 0.3)"),
-    ("--steps", "steps", int, "optimiser steps (default 600)"),
+    ("--steps", "steps", int, "optimiser steps (default 300)"),
     ("--batch-size", "batch_size", int, "frames per step, two views each (default 128)"),
     ("--lr", "lr", float, "AdamW learning rate, cosine to zero (default 1e-3)"),
     ("--weight-decay", "weight_decay", float, "AdamW weight decay on the correction (default 0)"),
@@ -30,7 +30,7 @@ FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--koleo", "koleo", float, "weight of the KoLeo spread term (default 0.1)"),
     ("--near-seconds", "near_seconds", float, "same-video frames this close are not negatives (default 2)"),
     ("--val-block-seconds", "val_block_seconds", float, "every fifth stretch this long is validation (20)"),
-    ("--eval-every", "eval_every", int, "validate every this many steps (default 100)"),
+    ("--eval-every", "eval_every", int, "validate every this many steps (default 50)"),
     ("--seed", "seed", int, "seed of the copies and the batches (default 0)"),
 )
 

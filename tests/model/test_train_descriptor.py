@@ -106,3 +106,18 @@ def test_train_descriptor_writes_a_checkpoint_that_loads_with_portable_provenanc
     assert "views of 12 frames from" in capsys.readouterr().err
     assert cli(["train-descriptor", str(data), "--out", str(out), "--views", "1"]) == 2
     assert "views must be at least 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_longer_run_learns_the_copies_of_real_footage(source_clips: list[Path], tmp_path: Path) -> None:
+    data = tmp_path / "videos"
+    data.mkdir()
+    for clip in source_clips:
+        (data / clip.name).symlink_to(clip)
+    out = tmp_path / "run"
+    flags = ["--max-frames-per-video", "8", "--views", "4", "--steps", "120", "--batch-size", "32"]
+    assert cli(["train-descriptor", str(data), "--out", str(out), "--val-block-seconds", "1", *flags]) == 0
+    history = json.loads((out / "history.json").read_text())
+    first, last = history[1], history[-1]
+    assert last["loss"] < first["loss"] and last["acc"] > first["acc"]
+    assert max(record["val_MRR"] for record in history[1:]) >= history[0]["val_MRR"] - 0.02
