@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "indexer.commands.compare",
     "model.commands.fit_pca",
     "model.train.command",
+    "model.train.descriptor_command",
 )
 
 
