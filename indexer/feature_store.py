@@ -106,7 +106,7 @@ class FeatureStore:
         metadata = {
             "format": FORMAT_TAG,
             "video_id": str(video_id),
-            "crc32": _checksum(features.regions, features.frame_vectors, features.timestamps),
+            "crc32": _checksum(features.regions, features.frame_vectors, features.timestamps, features.weights),
         }
         for name in ("duration", "fps", "source_fps"):
             value = getattr(features, name)
@@ -119,6 +119,9 @@ class FeatureStore:
                 "regions": features.regions,
                 "frame_vectors": features.frame_vectors,
                 "timestamps": features.timestamps,
+                # Computed here, at index time, so no search recomputes them; files written
+                # before they existed are read without them (VideoFeatures computes them then).
+                "frame_weights": features.weights,
             },
             metadata=metadata,
         )
@@ -170,7 +173,9 @@ class FeatureStore:
             regions, vectors, timestamps = arrays["regions"], arrays["frame_vectors"], arrays["timestamps"]
         except KeyError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} lack tensor {error}") from None
-        if verify and _checksum(regions, vectors, timestamps) != metadata.get("crc32"):
+        weights = arrays.get("frame_weights")  # absent from files written before weights were stored
+        checked = (regions, vectors, timestamps) if weights is None else (regions, vectors, timestamps, weights)
+        if verify and _checksum(*checked) != metadata.get("crc32"):
             raise CorruptFeaturesError(f"features of video {video_id} at {path} fail their checksum")
         try:
             return VideoFeatures(
@@ -181,6 +186,7 @@ class FeatureStore:
                 fps=_optional_float(metadata.get("fps")),
                 source_fps=_optional_float(metadata.get("source_fps")),
                 checkpoint=metadata.get("checkpoint"),
+                frame_weights=weights,
             )
         except ValueError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
