@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from app.deps import ComponentsDep, LibraryDep, RequireRead, RequireWrite, SearchDep, SettingsDep, UploadsDep
-from app.routes.params import K, MinScore, VideoIdQuery
+from app.routes.params import K, MinScore, TierFilter, VideoIdQuery
 from app.routes.videos import ERRORS, INVALID, video_form
 from app.schemas import Message, SearchResultsPublic
 from app.uploads import receive_video_form
@@ -37,9 +37,12 @@ async def search_by_video(
     library: LibraryDep,
     k: K = None,
     min_score: MinScore = None,
+    tier: TierFilter = None,
 ) -> SearchResultsPublic:
     """Videos sharing footage with an indexed video, best first, with the matching time ranges."""
-    matches = await search.run(search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library)
+    matches = await search.run(
+        search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library, tiers=tier
+    )
     return SearchResultsPublic.model_validate(matches)
 
 
@@ -60,6 +63,7 @@ async def search_by_clip(
     components: ComponentsDep,
     k: K = None,
     min_score: MinScore = None,
+    tier: TierFilter = None,
 ) -> SearchResultsPublic:
     """Search with an uploaded clip; the clip is embedded, searched with, and thrown away."""
     wanted = _k(settings, k)
@@ -77,6 +81,7 @@ async def search_by_clip(
             min_score=min_score,
             library=library,
             embedder=components.embedder,
+            tiers=tier,
         )
     finally:
         form.file.discard()

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("compare", help="similarity of two videos and their matching time ranges")
+    parser = subparsers.add_parser(
+        "compare", help="calibrated similarity (0-1), tier and matching time ranges of two videos"
+    )
     parser.add_argument("first", type=Path, help="a video file (the query)")
     parser.add_argument("second", type=Path, help="another video file")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (HAPVR_CHECKPOINT, default: the shipped one)")
@@ -43,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"similarity: {result['similarity']:.4f}  ({result['mode']} model)")
+    print(
+        f"similarity: {result['similarity']:.4f}  tier: {result['tier']}  "
+        f"(raw network score {result['raw_score']:.4f}, {result['mode']} model)"
+    )
     for segment in result["segments"]:
         print(
             f"  {segment['query_start']:8.2f}-{segment['query_end']:<8.2f} in {args.first.name}"
@@ -75,6 +80,8 @@ def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, An
         "first": str(first),
         "second": str(second),
         "similarity": hit.score,
+        "raw_score": hit.raw_score,
+        "tier": hit.tier,
         "mode": bundle.mode,
         "segments": [segment.to_dict() for segment in hit.segments],
     }

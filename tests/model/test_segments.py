@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from model.similarity.segments import cosine_scaled, frame_energy
 
