@@ -5,12 +5,12 @@
 1. Every pair of the training-side benchmark (`python -m bench.dataset --preset training`:
    the same edits over footage of the training packages, no recording of the held-out side)
    gets the shipped checkpoint's symmetric cosine frame matrix, once.
-2. A small grid of alignment knobs (threshold, full, min_gain) is scored by µAP (then mAP) of
-   the uncalibrated alignment score over all queries; the best is reported (and is what
-   AlignmentConfig's defaults should say).
-3. A logistic map of that score to "the pair shares copied footage" is fitted by maximum
-   likelihood (model.similarity.calibration rescales it so 0 and 1 stay put).
-4. Tier thresholds on the calibrated score: `partial` is the lowest score whose pairs at or
+2. For each point of a small grid of alignment knobs (threshold, full, min_gain), a logistic
+   model of "the pair shares copied footage" on the alignment score and the network's score
+   is fitted by maximum likelihood (model.similarity.calibration), and scored by µAP (then
+   mAP) over all queries; the best point is reported (and is what AlignmentConfig's defaults
+   should say).
+3. Tier thresholds on the calibrated score: `partial` is the lowest score whose pairs at or
    above it are at least 95% copies, `related` the lowest at least 50% copies.
 
 --write stores the map and thresholds, with their provenance, in
@@ -39,12 +39,15 @@ from model.metrics import retrieval_metrics
 from model.similarity.alignment import AlignmentConfig, Side, align_pairs
 from model.similarity.calibration import SHIPPED, Calibration
 
-GRID = {"threshold": (0.2, 0.25, 0.3, 0.35), "full": (0.6, 0.75, 0.9), "min_gain": (0.3, 0.6, 1.0)}
+GRID = {"threshold": (0.15, 0.2, 0.25, 0.3, 0.35), "full": (0.6, 0.8), "min_gain": (0.3, 0.6, 1.0)}
 PARTIAL_PRECISION, RELATED_PRECISION = 0.95, 0.5
 
 
-def pair_matrices(bundle: Any, features: Sequence[Any], log: Callable[[str], None]) -> list[list[np.ndarray]]:
-    """sims[q][t]: the symmetric cosine F of query q against video t, as the search computes it."""
+def pair_matrices(
+    bundle: Any, features: Sequence[Any], log: Callable[[str], None]
+) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """sims[q][t]: the symmetric cosine F of query q against video t, as the search computes it;
+    and the network's scores [N, N]."""
     from indexer.search import Reranker
     from model.similarity.segments import cosine_scaled, frame_energy
 
@@ -52,15 +55,17 @@ def pair_matrices(bundle: Any, features: Sequence[Any], log: Callable[[str], Non
     energies = [frame_energy(f.regions) for f in features]
     targets = dict(enumerate(features))
     sims = []
+    raw = np.zeros((len(features), len(features)))
     started = time.monotonic()
     for q, query in enumerate(features):
         row: list[np.ndarray] = [np.empty(0)] * len(features)
-        for t, _, sim in reranker.rerank(query, targets):
+        for t, score, sim in reranker.rerank(query, targets):
             row[t] = cosine_scaled(sim, energies[q], energies[t])
+            raw[q, t] = score
         sims.append(row)
         if (q + 1) % 100 == 0:
             log(f"  {q + 1}/{len(features)} queries, {time.monotonic() - started:.0f} s")
-    return sims
+    return sims, raw
 
 
 def alignment_scores(
@@ -75,18 +80,24 @@ def alignment_scores(
     return scores, coverage
 
 
-def fit_logistic(values: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(slope, midpoint) of P(label | value) = sigmoid(slope * (value - midpoint)), maximum likelihood."""
+def fit_logistic(alignment: np.ndarray, raw: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """(alignment weight, raw weight, bias) of P(copy) = sigmoid(w_a a + w_r raw + b), maximum likelihood,
+    weights kept positive (the score must rise with both)."""
     from scipy.optimize import minimize
 
     def loss(params: np.ndarray) -> float:
-        slope, midpoint = params
-        z = slope * (values - midpoint)
+        z = params[0] * alignment + params[1] * raw + params[2]
         return float(np.mean(np.logaddexp(0.0, z) - labels * z))
 
-    result = minimize(loss, x0=np.array([10.0, 0.2]), method="Nelder-Mead")
-    slope, midpoint = (float(v) for v in result.x)
-    return max(slope, 1e-3), midpoint
+    result = minimize(
+        loss, x0=np.array([10.0, 5.0, -3.0]), method="L-BFGS-B", bounds=[(1e-3, None), (0.0, None), (None, None)]
+    )
+    return float(result.x[0]), float(result.x[1]), float(result.x[2])
+
+
+def calibrated_matrix(alignment: np.ndarray, raw: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:
+    z = weights[0] * np.clip(alignment, 0, 1) + weights[1] * np.clip(raw, -1, 1) + weights[2]
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def threshold_for(scores: np.ndarray, labels: np.ndarray, precision: float) -> float:
@@ -126,27 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoded, _ = cached(dataset, file, partial(encode_videos, bundle, log=log))
     features = indexed_features(bundle, encoded)
     sides = [Side(f.timestamps, f.weights, f.duration) for f in features]
-    sims = pair_matrices(bundle, features, log)
+    sims, raw = pair_matrices(bundle, features, log)
     queries = np.array(dataset.queries)
+    (q_index, t_index), labels = pairs_of(dataset)
 
     grid = []
     for threshold, full, min_gain in itertools.product(*GRID.values()):
         config = dataclasses.replace(AlignmentConfig(), threshold=threshold, full=full, min_gain=min_gain)
-        scores, _ = alignment_scores(sims, sides, config)
+        alignment, _ = alignment_scores(sims, sides, config)
+        weights = fit_logistic(alignment[q_index, t_index], raw[q_index, t_index], labels.astype(np.float64))
+        scores = calibrated_matrix(alignment, raw, weights)
         metrics = retrieval_metrics(scores[queries], dataset.positives, dataset.exclude())
-        grid.append((metrics.micro_ap, metrics.map, config))
+        grid.append((metrics.micro_ap, metrics.map, config, weights))
         log(
-            f"  threshold {threshold} full {full} min_gain {min_gain}: µAP {metrics.micro_ap:.3f} mAP {metrics.map:.3f}"
+            f"  threshold {threshold} full {full} min_gain {min_gain}: µAP {metrics.micro_ap:.3f} "
+            f"mAP {metrics.map:.3f} (weights {weights[0]:.2f}, {weights[1]:.2f}, bias {weights[2]:.2f})"
         )
-    micro, mean, best = max(grid, key=lambda item: (round(item[0], 3), item[1]))
+    micro, mean, best, weights = max(grid, key=lambda item: (round(item[0], 3), item[1]))
     log(f"best: {best} (µAP {micro:.3f}, mAP {mean:.3f})")
 
-    scores, coverage = alignment_scores(sims, sides, best)
-    (q_index, t_index), labels = pairs_of(dataset)
-    values = scores[q_index, t_index]
-    slope, midpoint = fit_logistic(values, labels.astype(np.float64))
-    draft = Calibration(slope, midpoint, 1.0, 0.0, 0.8)
-    calibrated = np.array([draft(v) for v in values])
+    alignment, _ = alignment_scores(sims, sides, best)
+    calibrated = calibrated_matrix(alignment, raw, weights)[q_index, t_index]
     partial_at = threshold_for(calibrated, labels, PARTIAL_PRECISION)
     related_at = min(threshold_for(calibrated, labels, RELATED_PRECISION), partial_at)
     copies = calibrated >= partial_at
@@ -164,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "targets": {"partial": f"precision >= {PARTIAL_PRECISION}", "related": f"precision >= {RELATED_PRECISION}"},
     }
-    calibration = Calibration(slope, midpoint, round(partial_at, 4), round(related_at, 4), 0.8, provenance)
+    calibration = Calibration(*weights, round(partial_at, 4), round(related_at, 4), 0.8, provenance)
     print(json.dumps(calibration.to_dict(), indent=1))
     if args.write:
         SHIPPED.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")

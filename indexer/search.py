@@ -16,8 +16,9 @@
 3. Alignment. The same GEMM also gives F the other way round (target frame against query
    frame); their mean, on the cosine scale, is the symmetric F that the alignment
    (model.similarity.alignment) reads the copied segments from. The published score is the
-   alignment's strength x coverage through the shipped calibration (model.similarity.calibration),
-   with a tier beside it; the network's own score stays available as `raw_score` and breaks ties.
+   shipped calibration (model.similarity.calibration) of the alignment's strength x coverage
+   and the network's own score, with a tier beside it; the network's score stays available as
+   `raw_score` and breaks ties.
 
 A flipped copy of the query (see VideoEmbedder.embed(flip=True)) can be passed as a variant:
 each video keeps its best score over the variants, which restores recall on mirrored copies at
@@ -336,7 +337,7 @@ class Reranker:
         return [self._hit(video_id, reranked[video_id][0], alignment) for video_id, alignment in zip(ids, alignments)]
 
     def _hit(self, video_id: int, raw_score: float, alignment: PairAlignment) -> RankedHit:
-        score = self.calibration(alignment.score)
+        score = self.calibration(alignment.score, raw_score)
         return RankedHit(
             video_id=video_id,
             score=score,

@@ -1,19 +1,24 @@
-"""The published score: the alignment score mapped onto a calibrated 0-1 scale, and named tiers.
+"""The published score: a calibrated 0-1 estimate that two videos share copied footage, and named tiers.
 
-The alignment (model.similarity.alignment) scores a pair by strength x coverage of its copied
-segments: 1 for a video against itself, 0 when nothing aligns. A monotone logistic map fitted
-on the training side of the benchmark (bench/calibrate.py) turns that into an estimate of how
-likely the pair shares copied footage, rescaled so 0 stays 0 and 1 stays 1:
+Two measurements of a pair go in: the alignment score `a` (model.similarity.alignment:
+strength x coverage of the copied segments, 1 for a video against itself, 0 when nothing
+aligns), which finds partial copies and locates them, and the similarity network's own score
+`raw` (-1 to 1), which still ranks whole copies whose frames are too degraded to align. A
+logistic model fitted by maximum likelihood on the training side of the benchmark
+(bench/calibrate.py) combines them:
 
-    score = (sigmoid(slope * (a - midpoint)) - sigmoid(-slope * midpoint)) / (sigmoid(slope * (1 - midpoint)) - sigmoid(-slope * midpoint))
+    score = sigmoid(alignment_weight * a + raw_weight * raw + bias)
 
-Being monotone, the map never changes a ranking; it fixes what a threshold means. Tiers, from
-the calibrated score and how much of the shorter video the segments cover:
+so a score is the fitted probability that the pair shares footage: 0.5 means even odds on
+the training side's mix of copies and unrelated videos. Both weights are positive, so the
+score rises with either measurement; a video against itself scores above 0.99 and unrelated
+footage near 0. Tiers, from the score and how much of the more covered video the segments
+cover:
 
 - duplicate: score >= partial threshold and coverage >= duplicate_coverage (one video is,
   nearly whole, inside the other: a re-encode, an excerpt, a splice);
-- partial: score >= partial threshold (they share at least one segment);
-- related: score >= related threshold (some aligned footage, too little to call a copy);
+- partial: score >= partial threshold (they share footage, a part of each);
+- related: score >= related threshold (likely shared footage, below the copy threshold);
 - none: below.
 
 The shipped constants live in calibration.json next to this file, with their provenance.
@@ -35,22 +40,25 @@ SHIPPED = Path(__file__).with_name("calibration.json")
 
 @dataclass(frozen=True)
 class Calibration:
-    slope: float
-    midpoint: float
+    alignment_weight: float
+    raw_weight: float
+    bias: float
     partial: float  # calibrated score from which a pair is a copy (partial or duplicate)
     related: float
     duplicate_coverage: float
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.slope <= 0 or not 0 <= self.related <= self.partial <= 1 or not 0 < self.duplicate_coverage <= 1:
-            raise ValueError("calibration needs slope > 0 and 0 <= related <= partial <= 1, 0 < coverage <= 1")
+        if self.alignment_weight <= 0 or self.raw_weight < 0:
+            raise ValueError("calibration weights must be positive: the score must rise with both measurements")
+        if not 0 <= self.related <= self.partial <= 1 or not 0 < self.duplicate_coverage <= 1:
+            raise ValueError("calibration needs 0 <= related <= partial <= 1 and 0 < duplicate_coverage <= 1")
 
-    def __call__(self, alignment_score: float) -> float:
-        """Alignment score (0-1) -> calibrated score (0-1), monotone, with 0 -> 0 and 1 -> 1."""
+    def __call__(self, alignment_score: float, raw_score: float) -> float:
+        """Alignment score (0-1) and network score (-1 to 1) -> calibrated score (0-1)."""
         a = min(max(float(alignment_score), 0.0), 1.0)
-        low, high = _sigmoid(-self.slope * self.midpoint), _sigmoid(self.slope * (1 - self.midpoint))
-        return (_sigmoid(self.slope * (a - self.midpoint)) - low) / (high - low)
+        raw = min(max(float(raw_score), -1.0), 1.0)
+        return _sigmoid(self.alignment_weight * a + self.raw_weight * raw + self.bias)
 
     def tier(self, score: float, coverage: float) -> Tier:
         if score >= self.partial:
@@ -61,8 +69,9 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "slope": self.slope,
-            "midpoint": self.midpoint,
+            "alignment_weight": self.alignment_weight,
+            "raw_weight": self.raw_weight,
+            "bias": self.bias,
             "partial": self.partial,
             "related": self.related,
             "duplicate_coverage": self.duplicate_coverage,
@@ -72,8 +81,9 @@ class Calibration:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Calibration:
         return cls(
-            slope=float(values["slope"]),
-            midpoint=float(values["midpoint"]),
+            alignment_weight=float(values["alignment_weight"]),
+            raw_weight=float(values["raw_weight"]),
+            bias=float(values["bias"]),
             partial=float(values["partial"]),
             related=float(values["related"]),
             duplicate_coverage=float(values["duplicate_coverage"]),

@@ -1,4 +1,4 @@
-"""Search engine on synthetic features: candidates, exact re-rank, exclusions, segments."""
+"""Search engine on synthetic features: candidates, exact re-rank, alignment, exclusions, segments, tiers."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def test_an_edited_excerpt_finds_its_original_with_the_right_segment(library) ->
     segment = hits[0].segments[0]
     assert (segment.query_start, segment.query_end) == (0.0, 12.0)
     assert (segment.target_start, segment.target_end) == (5.0, 17.0)
-    assert set(result.timings) == {"candidates", "load", "rerank", "segments", "total"}
+    assert set(result.timings) == {"candidates", "load", "rerank", "align", "total"}
+    assert hits[0].tier == "duplicate" and all(hit.tier == "none" for hit in hits[1:])
     assert not any(hit.segments for hit in hits[1:])  # unrelated videos have no matching frames
 
 
@@ -111,10 +112,11 @@ def test_rerank_scores_are_the_networks_own(library) -> None:
         for hit in chunked:
             target = torch.from_numpy(store.get(hit.video_id).regions).float()
             expected = net.one_to_many(torch.from_numpy(query.regions).float(), [target]).score[0]
-            assert hit.score == pytest.approx(float(expected), abs=1e-5)
+            assert hit.raw_score == pytest.approx(float(expected), abs=1e-5)
     assert [h.video_id for h in tiled] == [h.video_id for h in chunked]
     for a, b in zip(tiled, chunked):
-        assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert a.raw_score == pytest.approx(b.raw_score, abs=1e-5)
+        assert a.score == pytest.approx(b.score, abs=1e-5) and a.segments == b.segments
 
 
 def test_bfloat16_rerank_keeps_the_ranking(library) -> None:
@@ -124,7 +126,8 @@ def test_bfloat16_rerank_keeps_the_ranking(library) -> None:
     fast = _engine(library, SearchConfig(precision="bfloat16")).search(query, k=5)
     assert [hit.video_id for hit in fast] == [hit.video_id for hit in exact] and exact[0].video_id == 30
     for a, b in zip(fast, exact):
-        assert a.score == pytest.approx(b.score, abs=2e-3)
+        assert a.raw_score == pytest.approx(b.raw_score, abs=2e-3)
+        assert a.score == pytest.approx(b.score, abs=2e-2) and a.tier == b.tier
     assert _engine(library).reranker.dtype == (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
 
 
@@ -225,3 +228,15 @@ def test_a_large_k_reaches_every_copy_of_a_much_copied_video(tmp_path: Path) -> 
     assert copies <= {hit.video_id for hit in engine.search(query, k=90)}
     narrow = SearchEngine(store, index, engine.similarity, SearchConfig(max_neighbours_per_frame=64))
     assert len(copies & {hit.video_id for hit in narrow.search(query, k=90)}) < len(copies)
+
+
+def test_tier_filter_keeps_only_the_asked_tiers(library) -> None:
+    _, _, videos = library
+    engine = _engine(library)
+    query = edited_copy(np.random.default_rng(8), videos[12])
+    everything = engine.search(query, k=20)
+    copies = engine.search(query, k=20, tiers={"duplicate", "partial"})
+    assert [hit.video_id for hit in copies] == [hit.video_id for hit in everything if hit.tier != "none"][:20]
+    assert copies and copies[0].video_id == 12 and [hit.rank for hit in copies] == list(range(1, len(copies) + 1))
+    related = [hit.video_id for hit in everything if hit.tier == "related"]
+    assert [hit.video_id for hit in engine.search(query, k=20, tiers={"related"})] == related

@@ -88,13 +88,16 @@ def test_low_information_frames_cannot_make_a_match_alone() -> None:
     assert result.segments == [] and result.score == 0.0
 
 
-def test_calibration_is_monotone_and_keeps_the_ends() -> None:
+def test_shipped_calibration_rises_with_both_measurements_and_spans_0_to_1() -> None:
     calibration = shipped_calibration()
-    values = [calibration(a) for a in np.linspace(0, 1, 101)]
-    assert values[0] == pytest.approx(0.0, abs=1e-9) and values[-1] == pytest.approx(1.0)
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    grid = np.array([[calibration(a, raw) for raw in np.linspace(-1, 1, 21)] for a in np.linspace(0, 1, 21)])
+    assert np.all(np.diff(grid, axis=0) >= 0) and np.all(np.diff(grid, axis=1) >= 0)
+    assert calibration(1.0, 0.5) >= 0.99  # a video against itself: everything aligned
+    assert calibration(0.0, -0.5) <= 0.05  # unrelated: nothing aligned, a low network score
     assert calibration.tier(1.0, 1.0) == "duplicate"
     assert calibration.tier(1.0, 0.3) == "partial"
     assert calibration.tier(0.0, 0.0) == "none"
     with pytest.raises(ValueError):
-        Calibration(slope=1.0, midpoint=0.5, partial=0.2, related=0.4, duplicate_coverage=0.8)
+        Calibration(alignment_weight=1.0, raw_weight=1.0, bias=0.0, partial=0.2, related=0.4, duplicate_coverage=0.8)
+    with pytest.raises(ValueError):
+        Calibration(alignment_weight=-1.0, raw_weight=1.0, bias=0.0, partial=0.5, related=0.4, duplicate_coverage=0.8)
