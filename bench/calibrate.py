@@ -39,7 +39,7 @@ from model.metrics import retrieval_metrics
 from model.similarity.alignment import AlignmentConfig, Side, align_pairs
 from model.similarity.calibration import SHIPPED, Calibration
 
-GRID = {"threshold": (0.15, 0.2, 0.25, 0.3, 0.35), "full": (0.6, 0.8), "min_gain": (0.3, 0.6, 1.0)}
+GRID = {"threshold": (0.0, 0.05, 0.1), "full": (0.4, 0.6), "min_gain": (0.6,)}
 PARTIAL_PRECISION, RELATED_PRECISION = 0.95, 0.5
 
 

@@ -1,8 +1,9 @@
-"""`hapvr compare A B`: the similarity of two videos and where they match.
+"""`hapvr compare A B`: the calibrated similarity of two videos, its tier, and where they match.
 
 The files go through the service's own path (model.embedding.VideoEmbedder) and the pair is
-scored and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr compare`
-and `GET /search` report the same score and ranges for the same pair and model.
+scored, tiered and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr
+compare` and `GET /search` report the same score, tier and ranges for the same pair and model
+(and the same score whichever file comes first).
 """
 
 from __future__ import annotations

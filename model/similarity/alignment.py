@@ -2,24 +2,27 @@
 
 A copied stretch shows up in the symmetric frame similarity F [Tq, Tt] (cosine scale, see
 `segments.cosine_scaled`) as a path of high cells that moves forward in both videos. Each
-cell gets a gain: (F - threshold) / (full - threshold), positive for a matched frame pair
-(up to 1), negative otherwise, and scaled by the pair's informativeness weights so black,
-single-colour and static frames gain nothing (`informativeness`). A Smith-Waterman style
-dynamic programme finds the best-gaining forward path; its moves step 1 to 3 frames in each
-video, so speed changes up to 3x (slopes 1/3 to 3) and short gaps (dropped or garbled frames)
-stay inside one path, and every step beyond the plain diagonal costs `step_cost`. The best
-path is a segment; its rows and columns are then closed and the programme runs again, up to
-`max_segments` times, so each genuinely shared stretch gives exactly one range.
+cell gets a gain, (F - threshold) / (full - threshold) capped at 1, scaled by the pair's
+informativeness weights where positive, so black, single-colour and static frames gain
+nothing (model.similarity.informativeness). A Smith-Waterman style dynamic programme finds
+the best-gaining forward path; its moves step 1 to 3 frames in each video, so speed changes
+up to 3x (slopes 1/3 to 3) and short gaps (dropped or garbled frames) stay inside one path,
+and every step beyond the plain diagonal costs `step_cost`. The best path is kept; its rows
+and columns are closed and the programme runs again, up to `max_segments` times; paths that
+follow each other within `merge_gap` seconds in both videos become one.
+
+Score, before calibration: strength x coverage, where strength is the weighted mean match
+(gain clipped to 0-1) along the paths and coverage the larger of the two videos' weighted
+fractions of frames inside a path: a video wholly contained in the other (an excerpt, a
+splice, a copy with an inserted intro) has coverage 1. The gain threshold is low (weak but
+consistent evidence along a path is what separates harshly edited copies from unrelated
+footage); the reported ranges are stricter: a path's range runs from its first to its last
+frame pair with F >= segment_threshold and both frames informative, and a path without one
+reports no range. F is made symmetric by the caller and the moves are symmetric, so swapping
+the videos swaps the ranges and keeps the score; ranges end at the videos' durations.
 
 The programme runs row by row over a batch of pairs at once (numpy over pairs x columns),
-so a search aligns all of its re-ranked candidates in a few milliseconds.
-
-Pair score, before calibration: strength x coverage, where strength is the weighted mean
-match (gain clipped to 0-1) along the segments' paths and coverage the larger of the two
-videos' weighted fractions of frames inside a segment: a video wholly contained in the other
-(an excerpt, a splice, a copy with an inserted intro) has coverage 1. F is made symmetric by
-the caller and the moves are symmetric, so swapping the videos swaps the ranges and keeps the
-score.
+so a search aligns all of its re-ranked candidates together.
 """
 
 from __future__ import annotations
@@ -41,8 +44,14 @@ MAX_STEP = 3
 class AlignmentConfig:
     """Knobs of the alignment (bench/quality.py measures them; chosen on the training side)."""
 
-    threshold: float = SEGMENT_THRESHOLD  # F (cosine) below which a frame pair is not a match
-    full: float = 0.9  # F at or above which a frame pair is a full match (gain 1)
+    # F (cosine) where a cell's gain turns positive, and where it reaches 1. Low on purpose:
+    # weak but consistent evidence along a path separates harsh copies from unrelated footage
+    # (bench/calibrate.py: µAP rises as the threshold falls to 0 on the training side).
+    threshold: float = 0.0
+    full: float = 0.4
+    # F a frame pair must reach, both frames informative, to be inside a reported range: a
+    # path's range runs from its first such pair to its last.
+    segment_threshold: float = SEGMENT_THRESHOLD
     step_cost: float = 0.1  # per frame stepped over beyond the diagonal
     min_gain: float = 0.6  # total path gain of a segment, about one well matched frame
     max_segments: int = 4
@@ -129,8 +138,8 @@ def align_pairs(
             still.append(b)
         active = np.array(still, dtype=np.int64)
     return [
-        _summarise(pair_paths, match[b], query, target, config)
-        for b, (pair_paths, target) in enumerate(zip(paths, targets))
+        _summarise(pair_paths, np.asarray(sim, dtype=np.float32), match[b], query, target, config)
+        for b, (pair_paths, sim, target) in enumerate(zip(paths, frame_sims, targets))
     ]
 
 
@@ -171,63 +180,72 @@ def _best_paths(gain: np.ndarray, config: AlignmentConfig) -> list[list[tuple[in
 
 
 def _summarise(
-    paths: list[list[tuple[int, int]]], match: np.ndarray, query: Side, target: Side, config: AlignmentConfig
+    paths: list[list[tuple[int, int]]],
+    sim: np.ndarray,
+    match: np.ndarray,
+    query: Side,
+    target: Side,
+    config: AlignmentConfig,
 ) -> PairAlignment:
     if not paths:
         return PairAlignment([], 0.0, 0.0, 0.0)
-    q_end, t_end = query.end(), target.end()
-    q_step, t_step = frame_interval(query.times), frame_interval(target.times)
-    spans = []
-    for path in paths:
-        rows = np.array([i for i, _ in path])
-        cols = np.array([j for _, j in path])
-        weight = np.minimum(query.weights[rows], target.weights[cols])
-        spans.append((path[0][0], path[-1][0], path[0][1], path[-1][1], match[rows, cols], weight))
-    spans = _merge(sorted(spans), query.times, target.times, config.merge_gap)
-    segments, covered_q, covered_t = [], np.zeros(len(query.times), bool), np.zeros(len(target.times), bool)
-    matches, weights = [], []
-    for r0, r1, c0, c1, values, weight in spans:
-        covered_q[r0 : r1 + 1] = True
-        covered_t[c0 : c1 + 1] = True
-        matches.append(values)
-        weights.append(weight)
-        segments.append(
-            Segment(
-                query_start=float(query.times[r0]),
-                query_end=min(float(query.times[r1]) + q_step, q_end),
-                target_start=float(target.times[c0]),
-                target_end=min(float(target.times[c1]) + t_step, t_end),
-                score=_weighted_mean(values, weight),
-            )
-        )
-    strength = _weighted_mean(np.concatenate(matches), np.concatenate(weights))
+    spans = sorted(
+        ((np.array([i for i, _ in path]), np.array([j for _, j in path])) for path in paths),
+        key=lambda span: int(span[0][0]),
+    )
+    spans = _merge(spans, query.times, target.times, config.merge_gap)
+    covered_q, covered_t = np.zeros(len(query.times), bool), np.zeros(len(target.times), bool)
+    segments = []
+    for rows, cols in spans:
+        covered_q[rows[0] : rows[-1] + 1] = True
+        covered_t[cols[0] : cols[-1] + 1] = True
+        segment = _matched_range(rows, cols, sim, query, target, config)
+        if segment is not None:
+            segments.append(segment)
+    rows = np.concatenate([r for r, _ in spans])
+    cols = np.concatenate([c for _, c in spans])
     return PairAlignment(
         sorted(segments, key=lambda s: (-s.score, s.query_start)),
-        strength,
+        _weighted_mean(match[rows, cols], np.minimum(query.weights[rows], target.weights[cols])),
         _coverage(covered_q, query.weights),
         _coverage(covered_t, target.weights),
     )
 
 
-def _merge(spans: list, query_times: np.ndarray, target_times: np.ndarray, gap: float) -> list:
-    """Join segments that follow each other within `gap` seconds in both videos (sorted by query start)."""
-    merged: list = []
-    for span in spans:
+def _matched_range(
+    rows: np.ndarray, cols: np.ndarray, sim: np.ndarray, query: Side, target: Side, config: AlignmentConfig
+) -> Segment | None:
+    """The stretch of a path between its first and last truly matched frame pair (F at least
+    segment_threshold, both frames informative), in seconds, or None when it has none."""
+    values = sim[rows, cols]
+    informative = np.minimum(query.weights[rows], target.weights[cols]) >= 0.5
+    matched = np.nonzero((values >= config.segment_threshold) & informative)[0]
+    if len(matched) == 0:
+        return None
+    first, last = int(matched[0]), int(matched[-1])
+    return Segment(
+        query_start=float(query.times[rows[first]]),
+        query_end=min(float(query.times[rows[last]]) + frame_interval(query.times), query.end()),
+        target_start=float(target.times[cols[first]]),
+        target_end=min(float(target.times[cols[last]]) + frame_interval(target.times), target.end()),
+        score=float(np.clip(values[first : last + 1].mean(), 0.0, 1.0)),
+    )
+
+
+def _merge(
+    spans: list[tuple[np.ndarray, np.ndarray]], query_times: np.ndarray, target_times: np.ndarray, gap: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Join paths that follow each other within `gap` seconds in both videos (sorted by query start)."""
+    merged: list[tuple[np.ndarray, np.ndarray]] = []
+    for rows, cols in spans:
         if merged:
-            r0, r1, c0, c1, values, weight = merged[-1]
-            q_gap = query_times[span[0]] - query_times[r1]
-            t_gap = target_times[span[2]] - target_times[c1]
+            last_rows, last_cols = merged[-1]
+            q_gap = query_times[rows[0]] - query_times[last_rows[-1]]
+            t_gap = target_times[cols[0]] - target_times[last_cols[-1]]
             if 0 < q_gap <= gap + 1e-9 and 0 < t_gap <= gap + 1e-9:
-                merged[-1] = (
-                    r0,
-                    span[1],
-                    c0,
-                    span[3],
-                    np.concatenate([values, span[4]]),
-                    np.concatenate([weight, span[5]]),
-                )
+                merged[-1] = (np.concatenate([last_rows, rows]), np.concatenate([last_cols, cols]))
                 continue
-        merged.append(span)
+        merged.append((rows, cols))
     return merged
 
 

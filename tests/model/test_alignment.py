@@ -73,10 +73,14 @@ def test_ranges_never_run_past_either_duration() -> None:
         assert segment.query_end <= 4.3 and segment.target_end <= 4.6
 
 
-def test_unrelated_frames_align_nothing_and_score_zero() -> None:
+def test_unrelated_frames_give_no_range_and_a_low_score() -> None:
     rng = np.random.default_rng(1)
-    result = align(rng.uniform(0.0, 0.33, size=(10, 12)), side(10), side(12))
-    assert result.segments == [] and result.score == 0.0
+    unrelated = align(rng.uniform(0.0, 0.33, size=(10, 12)), side(10), side(12))
+    assert unrelated.segments == []  # no frame pair reaches the segment threshold
+    copy = align(np.where(np.eye(10, 12) > 0, 0.6, rng.uniform(0.0, 0.33, size=(10, 12))), side(10), side(12))
+    assert copy.segments and copy.score == 1.0 and unrelated.score < 0.7
+    strict = AlignmentConfig(threshold=0.35, full=0.9)  # a gain only from frames that match well
+    assert align_pairs([rng.uniform(0.0, 0.33, size=(10, 12))], side(10), [side(12)], strict)[0].score == 0.0
 
 
 def test_low_information_frames_cannot_make_a_match_alone() -> None:
@@ -84,8 +88,10 @@ def test_low_information_frames_cannot_make_a_match_alone() -> None:
     sim[4:8, 2:6] = 1.0  # four identical held frames (a black fade, a title card) in both videos
     static = np.ones(10)
     static[4:8] = 0.05
-    result = align(sim, side(10, weights=static), side(10, weights=np.roll(static, -2)))
-    assert result.segments == [] and result.score == 0.0
+    weights = side(10, weights=static), side(10, weights=np.roll(static, -2))
+    assert align(sim, *weights).segments == []  # held frames never make a range
+    strict = AlignmentConfig(threshold=0.35, full=0.9)
+    assert align_pairs([sim], weights[0], [weights[1]], strict)[0].score == 0.0  # nor a gain
 
 
 def test_shipped_calibration_rises_with_both_measurements_and_spans_0_to_1() -> None:
