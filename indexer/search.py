@@ -14,7 +14,8 @@
    padding, bounded memory), then the similarity network's video-level step (comparator when
    trained, video-level TopK-Chamfer) scores each candidate, under torch inference mode.
 3. Alignment. The same GEMM also gives F the other way round (target frame against query
-   frame); their mean, on the cosine scale, is the symmetric F that the alignment
+   frame), which the network also scores, the two scores averaged; the mean of the two F, on
+   the cosine scale, is the symmetric F that the alignment
    (model.similarity.alignment) reads the copied segments from. The published score is the
    shipped calibration (model.similarity.calibration) of the alignment's strength x coverage
    and the network's own score, with a tier beside it; the network's score stays available as
@@ -351,7 +352,8 @@ class Reranker:
     def rerank(
         self, query: VideoFeatures, targets: dict[int, VideoFeatures]
     ) -> Iterable[tuple[int, float, np.ndarray]]:
-        """(video id, the network's exact score, symmetric F [Tq, Tt] on the original frames) per target.
+        """(video id, the network's exact score both ways averaged, symmetric F [Tq, Tt] on the original
+        frames) per target.
 
         Targets are concatenated along time (no padding) so F comes from one GEMM per chunk of
         about `chunk_elements` region pairs; only the small F matrices are padded into a batch
@@ -380,8 +382,12 @@ class Reranker:
                         source = source[cols]
                     _convert_into(stacked[offset : offset + len(cols)], source)
                     offset += len(cols)
-                frame_sim, symmetric = self._frame_similarity(q, stacked)
-                scores = self._video_scores(frame_sim, lengths).tolist()
+                frame_sim, reverse = self._frame_similarity(q, stacked)
+                # The network compares the pair both ways and the two scores are averaged, so a
+                # score never depends on which video is the query.
+                forward_scores = self._video_scores(frame_sim, lengths)
+                scores = ((forward_scores + self._video_scores(reverse, lengths, transpose=True)) / 2).tolist()
+                symmetric = (frame_sim + reverse) / 2
                 offset = 0
                 for video_id, cols, score in zip(chunk, columns, scores):
                     matrix = symmetric[:, offset : offset + len(cols)].numpy()
@@ -390,7 +396,8 @@ class Reranker:
 
     def _frame_similarity(self, query: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Region-level TopK-Chamfer F [Tq, N] of query [Tq, R, D] against N concatenated target frames,
-        and the symmetric F: its mean with the same Chamfer taken from the target frames' side.
+        and the same Chamfer taken from the target frames' side (F of each target against the query,
+        transposed), both from one GEMM.
 
         The GEMM puts target regions first ([N*R, Tq*R]), so the max over a target frame's
         regions runs across rows of contiguous memory (vectorised) instead of along a
@@ -403,7 +410,7 @@ class Reranker:
         flat_query = query.reshape(tq * regions, dim).t()
         rows_per_tile = max(1, self.config.chunk_elements // (regions * tq * regions))
         frame_sim = torch.empty(count, tq, dtype=torch.float32)
-        symmetric = torch.empty(count, tq, dtype=torch.float32)
+        reverse = torch.empty(count, tq, dtype=torch.float32)
         for start in range(0, count, rows_per_tile):
             block = targets[start : start + rows_per_tile]
             size = len(block) * regions * tq * regions
@@ -411,23 +418,29 @@ class Reranker:
             sim = torch.mm(block.reshape(-1, dim), flat_query, out=out).view(len(block), regions, tq, regions)
             best = sim.amax(dim=1) if k == 1 else sim.topk(k, dim=1).values.float().mean(dim=1)
             frame_sim[start : start + len(block)] = best.float().mean(dim=2)  # over query regions
-            # The alignment reads plain region Chamfer (k=1) both ways, whatever the network's k.
-            forward = frame_sim[start : start + len(block)] if k == 1 else sim.amax(dim=1).float().mean(dim=2)
-            symmetric[start : start + len(block)] = (forward + sim.amax(dim=3).float().mean(dim=1)) / 2
-        return frame_sim.t(), symmetric.t()
+            back = sim.amax(dim=3) if k == 1 else sim.topk(k, dim=3).values.float().mean(dim=3)
+            reverse[start : start + len(block)] = back.float().mean(dim=1)  # over target regions
+        return frame_sim.t(), reverse.t()
 
-    def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int], transpose: bool = False) -> torch.Tensor:
         """F [Tq, sum(lengths)] of consecutive targets -> one score per target.
 
-        Padded to the longest target with masks, then the network's own video-level step.
+        Padded to the longest target with masks, then the network's own video-level step; with
+        `transpose`, each target's block is compared as the query ([Tt, Tq]).
         """
         tq = frame_sim.shape[0]
-        batch = frame_sim.new_zeros(len(lengths), tq, max(lengths))
-        mask = torch.zeros(len(lengths), tq, max(lengths), dtype=torch.bool)
+        shape = (len(lengths), max(lengths), tq) if transpose else (len(lengths), tq, max(lengths))
+        batch = frame_sim.new_zeros(shape)
+        mask = torch.zeros(shape, dtype=torch.bool)
         offset = 0
         for row, length in enumerate(lengths):
-            batch[row, :, :length] = frame_sim[:, offset : offset + length]
-            mask[row, :, :length] = True
+            block = frame_sim[:, offset : offset + length]
+            if transpose:
+                batch[row, :length, :] = block.t()
+                mask[row, :length, :] = True
+            else:
+                batch[row, :, :length] = block
+                mask[row, :, :length] = True
             offset += length
         return self.similarity.video_level(batch, mask).score
 
