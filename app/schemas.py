@@ -170,7 +170,10 @@ class SearchHitPublic(BaseModel):
         description="calibrated similarity, 0-1: 1 for the same footage, about 0 for unrelated videos; "
         "the same whichever video is the query (see the README for what thresholds mean)"
     )
-    raw_score: float = Field(description="the similarity network's own score (-1 to 1), which breaks ties")
+    raw_score: float = Field(
+        description="the similarity network's own score (-1 to 1), both ways averaged, low-information "
+        "frames left out; it breaks ties"
+    )
     tier: Tier = Field(
         description="duplicate (one video is, nearly whole, inside the other), partial (they share a "
         "segment), related (some aligned footage, too little to call a copy) or none"

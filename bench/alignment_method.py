@@ -51,13 +51,14 @@ def indexed_features(bundle: Any, encoded: Sequence[np.ndarray], fps: float = 1.
 
 def aligned_scores(
     bundle: Any, features: Sequence[Any], log: Callable[[str], None]
-) -> tuple[np.ndarray, dict[tuple[int, int], list[Any]]]:
-    """[N, N] calibrated scores (row = query) and the segments of every pair that has any."""
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], list[Any]]]:
+    """[N, N] calibrated scores (row = query), tiers, and the segments of every pair that has any."""
     from indexer.search import Reranker
 
     reranker = Reranker(bundle.similarity)
     count = len(features)
     scores = np.zeros((count, count))
+    tiers = np.full((count, count), "none", dtype=object)
     segments: dict[tuple[int, int], list[Any]] = {}
     targets = dict(enumerate(features))
     started = time.monotonic()
@@ -65,11 +66,32 @@ def aligned_scores(
         reranked = {video_id: (score, sim) for video_id, score, sim in reranker.rerank(query, targets)}
         for hit in reranker.judge(query, targets, reranked):
             scores[row, hit.video_id] = hit.score
+            tiers[row, hit.video_id] = hit.tier
             if hit.segments:
                 segments[(row, hit.video_id)] = hit.segments
         if (row + 1) % 100 == 0:
             log(f"  aligned {row + 1}/{count} queries, {time.monotonic() - started:.0f} s")
-    return scores, segments
+    return scores, tiers, segments
+
+
+def tier_quality(dataset: Dataset, tiers: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision and recall over every ranked pair (query, other video) of: the copy tiers
+    (duplicate, partial), and the copy tiers with related."""
+    rows = tiers[dataset.queries]
+    keep = ~dataset.exclude()
+    labels = dataset.positives[keep]
+    out = {}
+    for name, chosen in (
+        ("duplicate or partial", ("duplicate", "partial")),
+        ("related or above", ("duplicate", "partial", "related")),
+    ):
+        picked = np.isin(rows[keep], chosen)
+        out[name] = {
+            "precision": float(labels[picked].mean()) if picked.any() else 0.0,
+            "recall": float(picked[labels].mean()),
+            "pairs": int(picked.sum()),
+        }
+    return out
 
 
 def true_ranges(dataset: Dataset, copy: int, edits: dict[str, dict], durations: Sequence[float]) -> tuple | None:

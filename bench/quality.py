@@ -340,7 +340,7 @@ def run_ours(
 
 def run_aligned(dataset: Dataset, wanted: set[str] | None, log: Callable[[str], None]) -> list[MethodRun]:
     """The shipped checkpoint's published score (alignment + calibration) and its ranges' localisation."""
-    from bench.alignment_method import aligned_scores, indexed_features, localisation
+    from bench.alignment_method import aligned_scores, indexed_features, localisation, tier_quality
     from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     if wanted is not None and ALIGNED not in wanted:
@@ -354,11 +354,15 @@ def run_aligned(dataset: Dataset, wanted: set[str] | None, log: Callable[[str], 
     run.embed_s, run.embed_cached = time.monotonic() - started, computed == 0
     features = indexed_features(bundle, encoded)
     started = time.monotonic()
-    run.scores, segments = aligned_scores(bundle, features, log)
+    run.scores, tiers, segments = aligned_scores(bundle, features, log)
     run.score_s = time.monotonic() - started
     edits = json.loads((dataset.root / "manifest.json").read_text()).get("edit", {})
     durations = [float(f.duration) for f in features]
     run.localisation = localisation(dataset, edits, durations, lambda q, t: segments.get((q, t), []))
+    for name, values in tier_quality(dataset, tiers).items():
+        run.notes.append(
+            f"tiers {name}: precision {values['precision']:.3f}, recall {values['recall']:.3f} ({values['pairs']} pairs)"
+        )
     log(f"{ALIGNED}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
     return [run]
 

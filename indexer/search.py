@@ -366,6 +366,7 @@ class Reranker:
         min_frames = net.config.min_frames
         dtype = self.dtype
         query_rows = stretched_frame_index(query.num_frames, min_frames)
+        query_weights = torch.from_numpy(query.weights[query_rows])
         q = torch.from_numpy(query.regions)[query_rows].to(dtype)
         _, regions, dim = q.shape
         budget_frames = max(1, self.config.chunk_elements // (len(query_rows) * regions * regions))
@@ -383,11 +384,15 @@ class Reranker:
                     _convert_into(stacked[offset : offset + len(cols)], source)
                     offset += len(cols)
                 frame_sim, reverse = self._frame_similarity(q, stacked)
-                # The network compares the pair both ways and the two scores are averaged, so a
-                # score never depends on which video is the query.
-                forward_scores = self._video_scores(frame_sim, lengths)
-                scores = ((forward_scores + self._video_scores(reverse, lengths, transpose=True)) / 2).tolist()
                 symmetric = (frame_sim + reverse) / 2
+                # Low-information frame pairs (black, single-colour, held) count as unmatched for
+                # the network, so a shared fade or title card does not lift its score; and it
+                # compares the pair both ways, averaged, so no score depends on which video is the query.
+                target_weights = np.concatenate([targets[v].weights[cols] for v, cols in zip(chunk, columns)])
+                informative = torch.minimum(query_weights[:, None], torch.from_numpy(target_weights)[None, :])
+                forward_scores = self._video_scores(frame_sim * informative, lengths)
+                backward_scores = self._video_scores(reverse * informative, lengths, transpose=True)
+                scores = ((forward_scores + backward_scores) / 2).tolist()
                 offset = 0
                 for video_id, cols, score in zip(chunk, columns, scores):
                     matrix = symmetric[:, offset : offset + len(cols)].numpy()
