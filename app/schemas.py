@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 from app.metadata import MetadataLimits, parse_metadata
 from indexer.errors import public_message
 from indexer.orm import VideoStatus
+from model.similarity.calibration import Tier
 
 # Ids are 32-bit on PostgreSQL (the column is `integer`): larger ones are refused by the schema,
 # not by the database. Offsets share the bound: no catalog holds more rows than ids.
@@ -161,14 +162,27 @@ class SegmentPublic(BaseModel):
     query_end: float
     target_start: float
     target_end: float
-    score: float | None = Field(None, description="mean frame similarity along the segment")
+    score: float | None = Field(
+        None, description="mean frame similarity (cosine, 0-1) along the range's aligned frames"
+    )
 
 
 class SearchHitPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     video_id: int
-    score: float
+    score: float = Field(
+        description="calibrated similarity, 0-1: 1 for the same footage, about 0 for unrelated videos; "
+        "the same whichever video is the query (see the README for what thresholds mean)"
+    )
+    raw_score: float = Field(
+        description="the similarity network's own score (-1 to 1), both ways averaged, low-information "
+        "frames left out; it breaks ties"
+    )
+    tier: Tier = Field(
+        description="duplicate (one video is, nearly whole, inside the other), partial (they share a "
+        "segment), related (some aligned footage, too little to call a copy) or none"
+    )
     rank: int
     title: str | None = None
     external_id: str | None = None

@@ -50,12 +50,14 @@ from bench.edits import EDITS, NEEDS_OTHER, edit_params, make_edit
 from bench.footage import (
     HELDOUT_PACKAGES,
     TEST_PACKAGES,
+    TRAINING_PACKAGES,
     FootageUnavailable,
     footage_dir,
     group_of,
     heldout_videos,
     make_segments,
     plan_segments,
+    source_videos,
 )
 from model.fileio import write_text_atomic
 
@@ -112,6 +114,11 @@ PRESETS: dict[str, DatasetParams] = {
     ),
     # The benchmark: every held-out recording as an original, two copies of every kind.
     "full": DatasetParams(),
+    # The training side, for fitting score calibration and tier thresholds (never for reporting):
+    # the same edits over footage of the training packages only.
+    "training": DatasetParams(
+        segments=16, variants=1, distractors=24, packages=TRAINING_PACKAGES, background_groups=("fish",)
+    ),
 }
 
 
@@ -200,7 +207,10 @@ def build_dataset(
         stamp.write_text(json.dumps({"key": key, "params": params.to_dict()}, indent=1))
     started = time.monotonic()
 
-    sources = heldout_videos(params.packages, fetch=fetch)
+    if set(params.packages) <= set(TRAINING_PACKAGES):
+        sources = source_videos(params.packages, fetch=fetch)  # the training side itself
+    else:
+        sources = heldout_videos(params.packages, fetch=fetch)
     background_files = [p for p in sources if group_of(p) in params.background_groups]
     database_files = [p for p in sources if group_of(p) not in params.background_groups]
     if not background_files:

@@ -62,6 +62,7 @@ from model.metrics import RetrievalMetrics, retrieval_metrics
 
 RESULTS_DIR = Path(__file__).with_name("results")
 OURS = ("training-free", "untrained")
+ALIGNED = "aligned"  # the shipped checkpoint, scored as the service publishes it (bench/alignment_method.py)
 API = "api"  # opt-in: not run when --methods is not given
 CACHE = ".quality-cache"
 # "<method>-int4": that method over its regions as the feature store keeps them (opt-in, by name).
@@ -81,6 +82,7 @@ class MethodRun:
     embed_cached: bool = False  # every video's embedding or signature came from the cache
     score_cached: bool = False
     notes: list[str] = field(default_factory=list)
+    localisation: dict[str, dict[str, float]] | None = None  # kind -> precision, recall, F1 (aligned only)
 
 
 @dataclass
@@ -94,6 +96,14 @@ class Report:
 
 # ---------------------------------------------------------------------------------------
 # Metrics over a score matrix
+
+
+def same_recording_excluded(scores: np.ndarray, dataset: Dataset) -> RetrievalMetrics:
+    """Overall metrics with same-recording negatives (other stretches of the query's recording) left out."""
+    groups = np.array(dataset.groups)
+    same = groups[dataset.queries][:, None] == groups[None, :]
+    exclude = dataset.exclude() | (same & ~dataset.positives)
+    return retrieval_metrics(scores[dataset.queries], dataset.positives, exclude)
 
 
 def evaluate(scores: np.ndarray, dataset: Dataset) -> tuple[RetrievalMetrics, dict, dict]:
@@ -362,6 +372,35 @@ def _stored_run(
     return run
 
 
+def run_aligned(dataset: Dataset, wanted: set[str] | None, log: Callable[[str], None]) -> list[MethodRun]:
+    """The shipped checkpoint's published score (alignment + calibration) and its ranges' localisation."""
+    from bench.alignment_method import aligned_scores, indexed_features, localisation, tier_quality
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+
+    if wanted is not None and ALIGNED not in wanted:
+        return []
+    run = MethodRun(ALIGNED, "shipped checkpoint; score = calibrated alignment (strength x coverage), as the service")
+    bundle = load_checkpoint(DEFAULT_CHECKPOINT)
+    started = time.monotonic()
+    encoded, computed = cached(
+        dataset, dataset.root / CACHE / f"regions-{_pca_key(bundle)}.npz", partial(encode_videos, bundle, log=log)
+    )
+    run.embed_s, run.embed_cached = time.monotonic() - started, computed == 0
+    features = indexed_features(bundle, encoded)
+    started = time.monotonic()
+    run.scores, tiers, segments = aligned_scores(bundle, features, log)
+    run.score_s = time.monotonic() - started
+    edits = json.loads((dataset.root / "manifest.json").read_text()).get("edit", {})
+    durations = [float(f.duration) for f in features]
+    run.localisation = localisation(dataset, edits, durations, lambda q, t: segments.get((q, t), []))
+    for name, values in tier_quality(dataset, tiers).items():
+        run.notes.append(
+            f"tiers {name}: precision {values['precision']:.3f}, recall {values['recall']:.3f} ({values['pairs']} pairs)"
+        )
+    log(f"{ALIGNED}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
+    return [run]
+
+
 def run_service(
     dataset: Dataset, checkpoints: Sequence[Path], wanted: set[str] | None, log: Callable[[str], None]
 ) -> list[MethodRun]:
@@ -453,20 +492,21 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
         "",
         "## Overall",
         "",
-        "| method | mAP | µAP | R@1 | queries | embed s | score s | notes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | mAP | µAP | R@1 | µAP, same-recording negatives excluded | queries | embed s | score s | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         if run.scores is None:
-            lines.append(f"| {run.name} | - | - | - | - | - | - | skipped: {run.skipped} |")
+            lines.append(f"| {run.name} | - | - | - | - | - | - | - | skipped: {run.skipped} |")
             continue
         m = overall[run.name]
+        distinct = same_recording_excluded(run.scores, dataset)
         notes = "; ".join([run.description, *run.notes])
         embed = "cached" if run.embed_cached else f"{run.embed_s:.0f}"
         score = "cached" if run.score_cached else f"{run.score_s:.0f}"
         lines.append(
             f"| {run.name} | {_fmt(m.map)} | {_fmt(m.micro_ap)} | {_fmt(m.recall_at_1)} | "
-            f"{m.queries} | {embed} | {score} | {notes} |"
+            f"{_fmt(distinct.micro_ap)} | {m.queries} | {embed} | {score} | {notes} |"
         )
     same_group = sum(
         1
@@ -496,6 +536,26 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
         f"({dataset.params.get('short_side')} px), so reencode (crf 38 to 44) is harsh.",
         "",
     ]
+    localised = [r for r in done if r.localisation]
+    if localised:
+        lines += [
+            "## Localisation of copied segments",
+            "",
+            "Ranges of (copy as query, its original) against the builder's known offsets "
+            "(bench/alignment_method.py): precision = share of the predicted ranges inside the truth, "
+            "recall = share of the truth covered, both videos' axes averaged; F1 per pair, then the mean.",
+            "",
+            "| method | kind | precision | recall | F1 | ranges per pair | pairs |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for run in localised:
+            assert run.localisation is not None
+            for kind, v in run.localisation.items():
+                lines.append(
+                    f"| {run.name} | {kind} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
+                    f"{v['ranges_per_pair']:.2f} | {int(v['pairs'])} |"
+                )
+        lines.append("")
     names = [r.name for r in done]
     views = [ORIGINAL, *dataset.edit_kinds]
     for title, table, rows, explain in (
@@ -540,6 +600,8 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
             for r in runs
         },
         "overall": {n: m.as_dict() for n, m in overall.items()},
+        "same_recording_excluded": {r.name: same_recording_excluded(r.scores, dataset).as_dict() for r in done},
+        "localisation": {r.name: r.localisation for r in localised},
         "copy_query": {n: {k: m.as_dict() for k, m in v.items()} for n, v in copy_query.items()},
         "original_finds": {n: {k: m.as_dict() for k, m in v.items()} for n, v in finds.items()},
     }
@@ -610,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         default=None,
-        help=f"comma-separated subset of: {', '.join([*OURS, *BASELINES, API])} "
+        help=f"comma-separated subset of: {', '.join([*OURS, ALIGNED, *BASELINES, API])} "
         f"and the checkpoints' file stems, each also with the suffix {STORED_SUFFIX} (scored over the "
         f"feature store's 4-bit regions; by name only) (default: all but {API} and the {STORED_SUFFIX} ones)",
     )
@@ -646,6 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = set(args.methods.split(",")) if args.methods else None
     runs = (
         run_ours(dataset, args.checkpoint, wanted, log)
+        + run_aligned(dataset, wanted, log)
         + run_service(dataset, args.checkpoint, wanted, log)
         + run_baselines(dataset, wanted, args.workers, log)
     )

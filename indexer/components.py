@@ -7,7 +7,7 @@ their own. The service never touches FAISS, torch or the decoder except through 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +42,7 @@ class Searcher(Protocol):
         candidates: int,
         exclude: set[int],
         is_allowed: Callable[[Iterable[int]], set[int]],
+        tiers: Collection[str] | None = None,
     ) -> list[Any]: ...
 
 

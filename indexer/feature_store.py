@@ -139,7 +139,14 @@ class FeatureStore:
             self._put_float16(video_id, features)
             return
         codes, steps = encode_regions(features.regions)
-        tensors = {"region_codes": codes, "region_steps": steps, "timestamps": features.timestamps}
+        tensors = {
+            "region_codes": codes,
+            "region_steps": steps,
+            "timestamps": features.timestamps,
+            # Computed here, at index time and from the exact regions, so no search recomputes them;
+            # files written before they existed are read without them (VideoFeatures computes them).
+            "frame_weights": features.weights,
+        }
         if not _follows_mean_rule(features):
             tensors["frame_vectors"] = features.frame_vectors
         metadata = {
@@ -159,6 +166,7 @@ class FeatureStore:
             "regions": features.regions.astype(np.float16, copy=False),  # float32 when read from format 2
             "frame_vectors": features.frame_vectors,
             "timestamps": features.timestamps,
+            "frame_weights": features.weights,
         }
         metadata = {"format": FORMAT_V1, "video_id": str(video_id), "crc32": _checksum(*tensors.values())}
         metadata.update(_decode_info(features))
@@ -206,9 +214,11 @@ class FeatureStore:
             )
         if metadata.get("video_id") != str(video_id):
             raise CorruptFeaturesError(f"features at {path} belong to video {metadata.get('video_id')}, not {video_id}")
-        names = ["regions", "frame_vectors", "timestamps"]
+        # frame_weights are absent from files written before they were stored.
+        names = ["regions", "frame_vectors", "timestamps", *(["frame_weights"] if "frame_weights" in arrays else [])]
         if metadata["format"] == FORMAT_TAG:
-            names = sorted({"region_codes", "region_steps", "timestamps"} | ({"frame_vectors"} & set(arrays)))
+            optional = {"frame_vectors", "frame_weights"} & set(arrays)
+            names = sorted({"region_codes", "region_steps", "timestamps"} | optional)
         try:
             stored = [arrays[name] for name in names]
         except KeyError as error:
@@ -239,6 +249,7 @@ class FeatureStore:
                 source_fps=_optional_float(metadata.get("source_fps")),
                 checkpoint=metadata.get("checkpoint"),
                 float32_regions=regions.dtype == np.float32,
+                frame_weights=arrays.get("frame_weights"),
             )
         except ValueError as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None

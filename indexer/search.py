@@ -13,7 +13,13 @@
    Chamfer matrix F comes from one GEMM over the candidates' frames laid end to end (no
    padding, bounded memory), then the similarity network's video-level step (comparator when
    trained, video-level TopK-Chamfer) scores each candidate, under torch inference mode.
-3. Segments. Matched time ranges come from each hit's frame-to-frame matrix F.
+3. Alignment. The same GEMM also gives F the other way round (target frame against query
+   frame), which the network also scores, the two scores averaged; the mean of the two F, on
+   the cosine scale, is the symmetric F that the alignment
+   (model.similarity.alignment) reads the copied segments from. The published score is the
+   shipped calibration (model.similarity.calibration) of the alignment's strength x coverage
+   and the network's own score, with a tier beside it; the network's score stays available as
+   `raw_score` and breaks ties.
 
 A flipped copy of the query (see VideoEmbedder.embed(flip=True)) can be passed as a variant:
 each video keeps its best score over the variants, which restores recall on mirrored copies at
@@ -22,6 +28,7 @@ twice the query cost (section 10).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -34,8 +41,10 @@ import torch
 
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from model.features import VideoFeatures
+from model.similarity.alignment import AlignmentConfig, PairAlignment, Side, align_pairs
+from model.similarity.calibration import Calibration, Tier, shipped_calibration
 from model.similarity.network import HapVRSimilarity, stretched_frame_index
-from model.similarity.segments import SEGMENT_THRESHOLD, Segment, cosine_scaled, frame_energy, matched_segments
+from model.similarity.segments import Segment, cosine_scaled, frame_energy
 
 if TYPE_CHECKING:
     from indexer.vector_index import VectorIndex
@@ -61,8 +70,9 @@ class SearchConfig:
     # frame pairs are about 12 GFLOP, ~100 ms on 2 cores in float32. Candidates are taken in vote
     # order until the budget is spent (never fewer than k); None re-ranks all C whatever it costs.
     rerank_frame_pairs: int | None = 150_000
-    # F value a matched frame pair must reach (see model.similarity.segments.SEGMENT_THRESHOLD).
-    segment_threshold: float = SEGMENT_THRESHOLD
+    # Copied segments and the pair score (model.similarity.alignment); its threshold is the F
+    # value a matched frame pair must reach (model.similarity.segments.SEGMENT_THRESHOLD).
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     # Bound on one re-rank GEMM's output (query regions x target regions), in elements: 32 MB in float32.
     chunk_elements: int = 8_000_000
     # Check each candidate's CRC on every search (about 16 ms per 64 MB read). Off by default:
@@ -88,9 +98,12 @@ class SearchConfig:
 @dataclass(frozen=True)
 class RankedHit:
     video_id: int
-    score: float
+    score: float  # calibrated 0-1 (model.similarity.calibration)
     rank: int  # 1-based
     segments: list[Segment] = field(default_factory=list)
+    raw_score: float = 0.0  # the similarity network's own score
+    tier: Tier = "none"
+    coverage: float = 0.0  # of the more covered video by the segments (0-1)
 
 
 @dataclass
@@ -100,7 +113,7 @@ class SearchResult:
     hits: list[RankedHit]
     candidates: list[tuple[int, float]]  # (video id, vote estimate of the frame Chamfer), best first
     reranked: int  # how many of the candidates (from the first) the re-rank budget allowed
-    timings: dict[str, float]  # seconds: candidates, load, rerank, segments, total
+    timings: dict[str, float]  # seconds: candidates, load, rerank, align, total
     skipped: list[int] = field(default_factory=list)  # candidates whose features vanished or are damaged
 
 
@@ -136,6 +149,7 @@ class SearchEngine:
         exclude: Collection[int] = (),
         is_allowed: AllowedFilter | None = None,
         variants: Sequence[VideoFeatures] = (),
+        tiers: Collection[str] | None = None,
     ) -> list[RankedHit]:
         """The k best videos for `query`, best first; see `search_detailed`."""
         return self.search_detailed(
@@ -146,6 +160,7 @@ class SearchEngine:
             exclude=exclude,
             is_allowed=is_allowed,
             variants=variants,
+            tiers=tiers,
         ).hits
 
     def search_detailed(
@@ -158,11 +173,13 @@ class SearchEngine:
         exclude: Collection[int] = (),
         is_allowed: AllowedFilter | None = None,
         variants: Sequence[VideoFeatures] = (),
+        tiers: Collection[str] | None = None,
     ) -> SearchResult:
         """Search with timings. `exclude` ids and ids `is_allowed` rejects never appear in the result.
 
         `candidates` (default config.candidates) is raised to k if smaller. `variants` are other
-        versions of the query (a flipped copy), each video keeping its best score.
+        versions of the query (a flipped copy), each video keeping its best score. `min_score`
+        applies to the calibrated score; `tiers`, when given, keeps hits of those tiers only.
         """
         if k < 1:
             raise ValueError("k must be positive")
@@ -181,25 +198,25 @@ class SearchEngine:
         timings["load"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        scored: dict[int, tuple[float, int, np.ndarray]] = {}  # video -> (score, variant, F)
-        for variant_index, variant in enumerate(queries):
-            for video_id, score, frame_sim in self.reranker.rerank(variant, loaded):
-                if video_id not in scored or score > scored[video_id][0]:
-                    scored[video_id] = (score, variant_index, frame_sim)
+        raw: list[dict[int, tuple[float, np.ndarray]]] = []  # per variant: video -> (network score, F)
+        for variant in queries:
+            raw.append({video_id: (score, sim) for video_id, score, sim in self.reranker.rerank(variant, loaded)})
         timings["rerank"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        order = sorted(scored, key=lambda video_id: (-scored[video_id][0], video_id))
+        best: dict[int, RankedHit] = {}
+        for variant, scores in zip(queries, raw):
+            for hit in self.reranker.judge(variant, loaded, scores):
+                kept = best.get(hit.video_id)
+                if kept is None or (hit.score, hit.raw_score) > (kept.score, kept.raw_score):
+                    best[hit.video_id] = hit
+        order = sorted(best.values(), key=lambda hit: (-hit.score, -hit.raw_score, hit.video_id))
         if min_score is not None:
-            order = [video_id for video_id in order if scored[video_id][0] >= min_score]
-        hits = []
-        query_energies = [frame_energy(variant.regions) for variant in queries]
-        for rank, video_id in enumerate(order[:k], start=1):
-            score, variant_index, frame_sim = scored[video_id]
-            query_variant, target = queries[variant_index], loaded[video_id]
-            segments = self.reranker.segments(frame_sim, query_variant, target, query_energies[variant_index])
-            hits.append(RankedHit(video_id=video_id, score=score, rank=rank, segments=segments))
-        timings["segments"] = time.perf_counter() - mark
+            order = [hit for hit in order if hit.score >= min_score]
+        if tiers is not None:
+            order = [hit for hit in order if hit.tier in tiers]
+        hits = [dataclasses.replace(hit, rank=rank) for rank, hit in enumerate(order[:k], start=1)]
+        timings["align"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         return SearchResult(hits=hits, candidates=ranked, reranked=len(chosen), timings=timings, skipped=skipped)
 
@@ -282,35 +299,61 @@ class Reranker:
     both report the same score and the same ranges for the same pair and model.
     """
 
-    def __init__(self, similarity: HapVRSimilarity, config: SearchConfig | None = None) -> None:
+    def __init__(
+        self, similarity: HapVRSimilarity, config: SearchConfig | None = None, calibration: Calibration | None = None
+    ) -> None:
         self.similarity = similarity.eval()
         self.config = config or SearchConfig()
+        self.calibration = calibration or shipped_calibration()
         precision = self.config.precision
         if precision == "auto":
             precision = "bfloat16" if cpu_has_bfloat16() else "float32"
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
 
     def compare(self, query: VideoFeatures, target: VideoFeatures) -> RankedHit:
-        """One pair: its score and matched segments, exactly as a search would rank it."""
+        """One pair: its scores, tier and matched segments, exactly as a search would rank it."""
         ((_, score, frame_sim),) = self.rerank(query, {0: target})
-        return RankedHit(video_id=0, score=score, rank=1, segments=self.segments(frame_sim, query, target))
+        (hit,) = self.judge(query, {0: target}, {0: (score, frame_sim)})
+        return hit
 
-    def segments(
-        self, frame_sim: np.ndarray, query: VideoFeatures, target: VideoFeatures, query_energy: np.ndarray | None = None
-    ) -> list[Segment]:
-        """Matched time ranges of one pair from its F [Tq, Tt] (`query_energy` saves recomputing it per hit)."""
-        energy = frame_energy(query.regions) if query_energy is None else query_energy
-        return matched_segments(
-            cosine_scaled(frame_sim, energy, frame_energy(target.regions)),
-            query.timestamps,
-            target.timestamps,
-            self.config.segment_threshold,
+    def judge(
+        self,
+        query: VideoFeatures,
+        targets: dict[int, VideoFeatures],
+        reranked: dict[int, tuple[float, np.ndarray]],
+    ) -> list[RankedHit]:
+        """Align every reranked target (video id -> (network score, symmetric F)) with the query in
+        one batch: calibrated score, tier and segments of each, unranked (rank 0)."""
+        ids = list(reranked)
+        if not ids:
+            return []
+        query_energy = frame_energy(query.regions)
+        sims = [
+            cosine_scaled(reranked[video_id][1], query_energy, frame_energy(targets[video_id].regions))
+            for video_id in ids
+        ]
+        alignments = align_pairs(
+            sims, _side(query), [_side(targets[video_id]) for video_id in ids], self.config.alignment
+        )
+        return [self._hit(video_id, reranked[video_id][0], alignment) for video_id, alignment in zip(ids, alignments)]
+
+    def _hit(self, video_id: int, raw_score: float, alignment: PairAlignment) -> RankedHit:
+        score = self.calibration(alignment.score, raw_score)
+        return RankedHit(
+            video_id=video_id,
+            score=score,
+            rank=0,
+            segments=alignment.segments,
+            raw_score=raw_score,
+            tier=self.calibration.tier(score, alignment.coverage),
+            coverage=alignment.coverage,
         )
 
     def rerank(
         self, query: VideoFeatures, targets: dict[int, VideoFeatures]
     ) -> Iterable[tuple[int, float, np.ndarray]]:
-        """(video id, exact score, F [Tq, Tt] on the original frames) for each target.
+        """(video id, the network's exact score both ways averaged, symmetric F [Tq, Tt] on the original
+        frames) per target.
 
         Targets are concatenated along time (no padding) so F comes from one GEMM per chunk of
         about `chunk_elements` region pairs; only the small F matrices are padded into a batch
@@ -323,6 +366,7 @@ class Reranker:
         min_frames = net.config.min_frames
         dtype = self.dtype
         query_rows = stretched_frame_index(query.num_frames, min_frames)
+        query_weights = torch.from_numpy(query.weights[query_rows])
         q = torch.from_numpy(query.regions)[query_rows].to(dtype)
         _, regions, dim = q.shape
         budget_frames = max(1, self.config.chunk_elements // (len(query_rows) * regions * regions))
@@ -339,16 +383,26 @@ class Reranker:
                         source = source[cols]
                     _convert_into(stacked[offset : offset + len(cols)], source)
                     offset += len(cols)
-                frame_sim = self._frame_similarity(q, stacked)
-                scores = self._video_scores(frame_sim, lengths).tolist()
+                frame_sim, reverse = self._frame_similarity(q, stacked)
+                symmetric = (frame_sim + reverse) / 2
+                # Low-information frame pairs (black, single-colour, held) count as unmatched for
+                # the network, so a shared fade or title card does not lift its score; and it
+                # compares the pair both ways, averaged, so no score depends on which video is the query.
+                target_weights = np.concatenate([targets[v].weights[cols] for v, cols in zip(chunk, columns)])
+                informative = torch.minimum(query_weights[:, None], torch.from_numpy(target_weights)[None, :])
+                forward_scores = self._video_scores(frame_sim * informative, lengths)
+                backward_scores = self._video_scores(reverse * informative, lengths, transpose=True)
+                scores = ((forward_scores + backward_scores) / 2).tolist()
                 offset = 0
                 for video_id, cols, score in zip(chunk, columns, scores):
-                    matrix = frame_sim[:, offset : offset + len(cols)].numpy()
+                    matrix = symmetric[:, offset : offset + len(cols)].numpy()
                     offset += len(cols)
                     yield video_id, float(score), _unstretch(matrix, query_rows, cols)
 
-    def _frame_similarity(self, query: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Region-level TopK-Chamfer F [Tq, N] of query [Tq, R, D] against N concatenated target frames.
+    def _frame_similarity(self, query: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Region-level TopK-Chamfer F [Tq, N] of query [Tq, R, D] against N concatenated target frames,
+        and the same Chamfer taken from the target frames' side (F of each target against the query,
+        transposed), both from one GEMM.
 
         The GEMM puts target regions first ([N*R, Tq*R]), so the max over a target frame's
         regions runs across rows of contiguous memory (vectorised) instead of along a
@@ -361,6 +415,7 @@ class Reranker:
         flat_query = query.reshape(tq * regions, dim).t()
         rows_per_tile = max(1, self.config.chunk_elements // (regions * tq * regions))
         frame_sim = torch.empty(count, tq, dtype=torch.float32)
+        reverse = torch.empty(count, tq, dtype=torch.float32)
         for start in range(0, count, rows_per_tile):
             block = targets[start : start + rows_per_tile]
             size = len(block) * regions * tq * regions
@@ -368,22 +423,35 @@ class Reranker:
             sim = torch.mm(block.reshape(-1, dim), flat_query, out=out).view(len(block), regions, tq, regions)
             best = sim.amax(dim=1) if k == 1 else sim.topk(k, dim=1).values.float().mean(dim=1)
             frame_sim[start : start + len(block)] = best.float().mean(dim=2)  # over query regions
-        return frame_sim.t()
+            back = sim.amax(dim=3) if k == 1 else sim.topk(k, dim=3).values.float().mean(dim=3)
+            reverse[start : start + len(block)] = back.float().mean(dim=1)  # over target regions
+        return frame_sim.t(), reverse.t()
 
-    def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    def _video_scores(self, frame_sim: torch.Tensor, lengths: list[int], transpose: bool = False) -> torch.Tensor:
         """F [Tq, sum(lengths)] of consecutive targets -> one score per target.
 
-        Padded to the longest target with masks, then the network's own video-level step.
+        Padded to the longest target with masks, then the network's own video-level step; with
+        `transpose`, each target's block is compared as the query ([Tt, Tq]).
         """
         tq = frame_sim.shape[0]
-        batch = frame_sim.new_zeros(len(lengths), tq, max(lengths))
-        mask = torch.zeros(len(lengths), tq, max(lengths), dtype=torch.bool)
+        shape = (len(lengths), max(lengths), tq) if transpose else (len(lengths), tq, max(lengths))
+        batch = frame_sim.new_zeros(shape)
+        mask = torch.zeros(shape, dtype=torch.bool)
         offset = 0
         for row, length in enumerate(lengths):
-            batch[row, :, :length] = frame_sim[:, offset : offset + length]
-            mask[row, :, :length] = True
+            block = frame_sim[:, offset : offset + length]
+            if transpose:
+                batch[row, :length, :] = block.t()
+                mask[row, :length, :] = True
+            else:
+                batch[row, :, :length] = block
+                mask[row, :, :length] = True
             offset += length
         return self.similarity.video_level(batch, mask).score
+
+
+def _side(features: VideoFeatures) -> Side:
+    return Side(features.timestamps, features.weights, features.duration)
 
 
 def cpu_has_bfloat16() -> bool:

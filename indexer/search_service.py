@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +22,7 @@ from indexer.db import session_scope
 from indexer.errors import Conflict, NotFound, Unprocessable
 from indexer.library import Library
 from indexer.metrics import Metrics
+from model.similarity.calibration import Tier
 from model.similarity.segments import Segment
 
 if TYPE_CHECKING:
@@ -37,11 +38,13 @@ class Match:
     """A catalog-checked, re-ranked result: an indexed video sharing footage with the query."""
 
     video_id: int
-    score: float
+    score: float  # calibrated 0-1
     rank: int  # 1-based
     title: str | None
     external_id: str | None
     segments: list[Segment]
+    raw_score: float  # the similarity network's own score
+    tier: Tier
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,14 @@ class SearchService:
             return catalog.ready_among(video_ids, session=session)
 
     def by_video(
-        self, video_id: int, *, k: int, min_score: float | None, library: Library, source: str = "video"
+        self,
+        video_id: int,
+        *,
+        k: int,
+        min_score: float | None,
+        library: Library,
+        tiers: Collection[str] | None = None,
+        source: str = "video",
     ) -> Matches:
         """`source` labels the latency metric: "video" for users' searches, "graph" for the match graph's."""
         started = time.perf_counter()
@@ -109,7 +119,7 @@ class SearchService:
 
         try:
             raw = library.read(
-                lambda searcher, features: self._run(searcher, features, k, min_score, {video_id}), video_id
+                lambda searcher, features: self._run(searcher, features, k, min_score, {video_id}, tiers), video_id
             )
         except MissingFeaturesError:
             raise Conflict(f"video {video_id} was deleted or is being re-indexed") from None
@@ -119,7 +129,15 @@ class SearchService:
         return Matches(query_video_id=video_id, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
     def by_clip(
-        self, path: Path, *, k: int, min_score: float | None, library: Library, embedder: Embedder, max_frames: int
+        self,
+        path: Path,
+        *,
+        k: int,
+        min_score: float | None,
+        library: Library,
+        embedder: Embedder,
+        max_frames: int,
+        tiers: Collection[str] | None = None,
     ) -> Matches:
         """Search with a clip file of at most `max_frames` sampled frames (more: 422, refused from the
         header before decoding when it states a duration)."""
@@ -130,14 +148,20 @@ class SearchService:
             features = embedder.embed(path, max_frames=max_frames)
         except VideoDecodeError as error:
             raise Unprocessable(f"the uploaded clip cannot be used: {error}") from None
-        raw = library.read(lambda searcher, _: self._run(searcher, features, k, min_score, set()))
+        raw = library.read(lambda searcher, _: self._run(searcher, features, k, min_score, set(), tiers))
         hits = self._present(raw, k=k, exclude=set())
         took = time.perf_counter() - started
         self._metrics.search_latency.labels("upload").observe(took)
         return Matches(query_video_id=None, k=k, min_score=min_score, data=hits, took_ms=took * 1000)
 
     def _run(
-        self, searcher: Searcher, features: VideoFeatures | None, k: int, min_score: float | None, exclude: set[int]
+        self,
+        searcher: Searcher,
+        features: VideoFeatures | None,
+        k: int,
+        min_score: float | None,
+        exclude: set[int],
+        tiers: Collection[str] | None,
     ) -> list[Any]:
         assert features is not None
         return searcher.search(
@@ -147,6 +171,7 @@ class SearchService:
             candidates=max(self._limits.candidates, k),
             exclude=exclude,
             is_allowed=self.ready_among,
+            tiers=tiers,
         )
 
     def _present(self, raw: list[Any], *, k: int, exclude: set[int]) -> list[Match]:
@@ -154,7 +179,7 @@ class SearchService:
         with session_scope(self._sessions) as session:
             rows = catalog.videos_by_ids([hit.video_id for hit in raw], session=session)
         hits: list[Match] = []
-        for hit in sorted(raw, key=lambda h: (-float(h.score), int(h.video_id))):
+        for hit in sorted(raw, key=lambda h: (-float(h.score), -float(h.raw_score), int(h.video_id))):
             row = rows.get(int(hit.video_id))
             if row is None or row.status != catalog.READY or row.id in exclude:
                 continue
@@ -166,6 +191,8 @@ class SearchService:
                     title=row.title,
                     external_id=row.external_id,
                     segments=list(hit.segments),
+                    raw_score=float(hit.raw_score),
+                    tier=hit.tier,
                 )
             )
             if len(hits) == k:

@@ -18,7 +18,9 @@ class VideoFeatures:
 
     regions: float16 [T, R, D] (float32 with float32_regions, as the feature store decodes its
     4-bit codes), frame_vectors: float32 [T, D] (L2-normalised), timestamps:
-    float64 [T] seconds of each sampled frame. duration / fps / source_fps describe the decode
+    float64 [T] seconds of each sampled frame. frame_weights: float32 [T] informativeness of each
+    frame (model.similarity.informativeness), computed from the regions when not given, so
+    features stored before it existed keep working. duration / fps / source_fps describe the decode
     (seconds of the source, sampling rate used, the source's own frame rate when known);
     frames_expected and warnings what it lost (model.video.DecodedVideo); checkpoint the
     fingerprint of the model that made the features (model.checkpoint.fingerprint).
@@ -35,6 +37,7 @@ class VideoFeatures:
     warnings: tuple[str, ...] = ()
     checkpoint: str | None = None
     float32_regions: bool = False  # regions kept in float32 (decoded from the feature store's codes)
+    frame_weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # The feature store decodes its 4-bit codes to exact float32 levels; rounding them to float16
@@ -54,6 +57,19 @@ class VideoFeatures:
             )
         if self.timestamps.shape != (frames,):
             raise ValueError(f"timestamps must be [{frames}], got {self.timestamps.shape}")
+        if self.frame_weights is not None:
+            self.frame_weights = np.ascontiguousarray(self.frame_weights, dtype=np.float32)
+            if self.frame_weights.shape != (frames,):
+                raise ValueError(f"frame_weights must be [{frames}], got {self.frame_weights.shape}")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Per-frame informativeness, computed once from the regions when not stored."""
+        if self.frame_weights is None:
+            from model.similarity.informativeness import frame_weights
+
+            self.frame_weights = frame_weights(self.regions)
+        return self.frame_weights
 
     def check_finite(self) -> None:
         """Raise ValueError on NaN or infinite values. Checked once on the way in, not on every read:

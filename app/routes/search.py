@@ -15,7 +15,7 @@ from app.deps import (
     SettingsDep,
     UploadsDep,
 )
-from app.routes.params import K, MinScore, VideoIdQuery
+from app.routes.params import K, MinScore, TierFilter, VideoIdQuery
 from app.routes.videos import ERRORS, INVALID, video_form
 from app.schemas import Message, SearchResultsPublic
 from app.uploads import receive_video_form
@@ -53,10 +53,13 @@ async def search_by_video(
     ticket: SearchTicket,
     k: K = None,
     min_score: MinScore = None,
+    tier: TierFilter = None,
 ) -> SearchResultsPublic:
     """Videos sharing footage with an indexed video, best first, with the matching time ranges."""
     async with ticket:
-        matches = await search.run(search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library)
+        matches = await search.run(
+            search.by_video, video_id, k=_k(settings, k), min_score=min_score, library=library, tiers=tier
+        )
     return SearchResultsPublic.model_validate(matches)
 
 
@@ -78,6 +81,7 @@ async def search_by_clip(
     ticket: ClipTicket,
     k: K = None,
     min_score: MinScore = None,
+    tier: TierFilter = None,
 ) -> SearchResultsPublic:
     """Search with an uploaded clip; the clip is embedded, searched with, and thrown away."""
     wanted = _k(settings, k)
@@ -97,6 +101,7 @@ async def search_by_clip(
                 library=library,
                 embedder=components.embedder,
                 max_frames=settings.max_clip_frames,
+                tiers=tier,
             )
     finally:
         form.file.discard()

@@ -1,8 +1,9 @@
-"""`hapvr compare A B`: the similarity of two videos and where they match.
+"""`hapvr compare A B`: the calibrated similarity of two videos, its tier, and where they match.
 
 The files go through the service's own path (model.embedding.VideoEmbedder) and the pair is
-scored and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr compare`
-and `GET /search` report the same score and ranges for the same pair and model.
+scored, tiered and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr
+compare` and `GET /search` report the same score, tier and ranges for the same pair and model
+(and the same score whichever file comes first).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("compare", help="similarity of two videos and their matching time ranges")
+    parser = subparsers.add_parser(
+        "compare", help="calibrated similarity (0-1), tier and matching time ranges of two videos"
+    )
     parser.add_argument("first", type=Path, help="a video file (the query)")
     parser.add_argument("second", type=Path, help="another video file")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (HAPVR_CHECKPOINT, default: the shipped one)")
@@ -43,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"similarity: {result['similarity']:.4f}  ({result['mode']} model)")
+    print(
+        f"similarity: {result['similarity']:.4f}  tier: {result['tier']}  "
+        f"(raw network score {result['raw_score']:.4f}, {result['mode']} model)"
+    )
     for segment in result["segments"]:
         print(
             f"  {segment['query_start']:8.2f}-{segment['query_end']:<8.2f} in {args.first.name}"
@@ -75,6 +81,8 @@ def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, An
         "first": str(first),
         "second": str(second),
         "similarity": hit.score,
+        "raw_score": hit.raw_score,
+        "tier": hit.tier,
         "mode": bundle.mode,
         "segments": [segment.to_dict() for segment in hit.segments],
     }

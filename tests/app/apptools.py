@@ -184,6 +184,8 @@ class LightHit:
     score: float
     rank: int
     segments: list[LightSegment]
+    raw_score: float
+    tier: str
 
 
 class LightSearcher:
@@ -192,7 +194,7 @@ class LightSearcher:
     def __init__(self, store, index) -> None:  # type: ignore[no-untyped-def]
         self.store, self.index = store, index
 
-    def search(self, query, *, k, min_score, candidates, exclude, is_allowed):  # type: ignore[no-untyped-def]
+    def search(self, query, *, k, min_score, candidates, exclude, is_allowed, tiers=None):  # type: ignore[no-untyped-def]
         _, videos, _ = self.index.search(query.frame_vectors, min(candidates, 64))
         found = [int(v) for v in dict.fromkeys(videos.ravel().tolist()) if v >= 0 and int(v) not in exclude]
         allowed = is_allowed(found)
@@ -211,7 +213,10 @@ class LightSearcher:
                 float(target.timestamps[0]),
                 float(target.timestamps[-1]),
             )
-            hits.append(LightHit(video_id, score, 0, [segment]))
+            tier = "duplicate" if score >= 0.9 else "none"
+            if tiers is not None and tier not in tiers:
+                continue
+            hits.append(LightHit(video_id, score, 0, [segment], score, tier))
         hits.sort(key=lambda h: -h.score)
         for rank, hit in enumerate(hits[:k], 1):
             hit.rank = rank

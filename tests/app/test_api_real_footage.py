@@ -88,7 +88,7 @@ def test_search_by_uploaded_clip(indexed, edited_copy: Callable[..., Path]) -> N
 def test_compare_and_search_report_the_same_ranges(  # type: ignore[no-untyped-def]
     indexed, model_cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`hapvr compare COPY ORIGINAL` and `GET /search?video_id=COPY` agree on score and ranges."""
+    """`hapvr compare COPY ORIGINAL` and `GET /search?video_id=COPY` agree on score, tier and ranges."""
     import json
 
     from app.cli import main
@@ -108,6 +108,8 @@ def test_compare_and_search_report_the_same_ranges(  # type: ignore[no-untyped-d
     assert main(["compare", stored(copy_id), stored(original_id), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["similarity"] == pytest.approx(hit["score"], abs=1e-3)
+    assert result["raw_score"] == pytest.approx(hit["raw_score"], abs=1e-3)
+    assert result["tier"] == hit["tier"] and 0.0 <= hit["score"] <= 1.0
     keys = ("query_start", "query_end", "target_start", "target_end")
     ranges = [segment[key] for segment in result["segments"] for key in keys]
     expected = [segment[key] for segment in hit["segments"] for key in keys]

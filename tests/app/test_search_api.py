@@ -123,3 +123,17 @@ def test_search_by_clip_stores_nothing(library) -> None:  # type: ignore[no-unty
     assert service.client.get("/videos").json()["count"] == 4
     after_files = _stored_files(backend.settings.data_dir)
     assert after_files == before_files
+
+
+def test_hits_carry_the_calibrated_score_the_raw_score_and_a_tier(library) -> None:  # type: ignore[no-untyped-def]
+    service, videos = library
+    query = {"video_id": videos["a"]["id"]}
+    hits = service.client.get("/search", params=query).json()["data"]
+    assert hits[0]["video_id"] == videos["a_copy"]["id"] and hits[0]["tier"] == "duplicate"
+    assert all(0.0 <= hit["score"] <= 1.0 and -1.0 <= hit["raw_score"] <= 1.0 for hit in hits)
+    copies = service.client.get("/search", params={**query, "tier": ["duplicate", "partial"]}).json()["data"]
+    assert [hit["video_id"] for hit in copies] == [
+        hit["video_id"] for hit in hits if hit["tier"] in ("duplicate", "partial")
+    ]
+    assert service.client.get("/search", params={**query, "tier": "copy"}).status_code == 422
+    assert service.client.get("/search", params={**query, "min_score": -0.2}).status_code == 422  # the scale is 0-1

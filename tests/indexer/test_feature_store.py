@@ -304,3 +304,25 @@ def test_put_refuses_non_finite_features(store: FeatureStore) -> None:
     with pytest.raises(ValueError, match="NaN or infinite"):
         store.put(1, broken)
     assert 1 not in store
+
+
+def test_frame_weights_are_stored_at_index_time_and_files_without_them_still_read(store: FeatureStore) -> None:
+    """Files of the previous release hold no weights: they read, and the weights come from the regions."""
+    from safetensors.numpy import load_file, save
+
+    from indexer.feature_store import FORMAT_TAG, _checksum
+    from model.similarity.informativeness import frame_weights
+
+    original = _video()
+    store.put(9, original)
+    stored = load_file(str(store.path_for(9)))
+    np.testing.assert_array_equal(stored["frame_weights"], frame_weights(original.regions))
+    np.testing.assert_array_equal(store.get(9, verify=True).weights, stored["frame_weights"])
+
+    arrays = {name: stored[name] for name in ("regions", "frame_vectors", "timestamps")}
+    metadata = {"format": FORMAT_TAG, "video_id": "10", "crc32": _checksum(*arrays.values())}
+    store.path_for(10).parent.mkdir(parents=True, exist_ok=True)
+    store.path_for(10).write_bytes(save(arrays, metadata=metadata))
+    old = store.get(10, verify=True)
+    assert old.frame_weights is None
+    np.testing.assert_array_equal(old.weights, stored["frame_weights"])

@@ -1,4 +1,4 @@
-"""Search engine on synthetic features: candidates, exact re-rank, exclusions, segments."""
+"""Search engine on synthetic features: candidates, exact re-rank, alignment, exclusions, segments, tiers."""
 
 from __future__ import annotations
 
@@ -57,13 +57,14 @@ def test_an_edited_excerpt_finds_its_original_with_the_right_segment(library) ->
     result = _engine(library).search_detailed(query, k=5)
     hits = result.hits
     assert hits[0].video_id == source_id and hits[0].rank == 1
-    assert hits[0].score > 0.7 > hits[1].score
+    assert hits[0].score > 0.95 > hits[1].score
     assert [hit.rank for hit in hits] == list(range(1, len(hits) + 1))
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     segment = hits[0].segments[0]
     assert (segment.query_start, segment.query_end) == (0.0, 12.0)
     assert (segment.target_start, segment.target_end) == (5.0, 17.0)
-    assert set(result.timings) == {"candidates", "load", "rerank", "segments", "total"}
+    assert set(result.timings) == {"candidates", "load", "rerank", "align", "total"}
+    assert hits[0].tier == "duplicate" and all(hit.tier != "duplicate" for hit in hits[1:])
     assert not any(hit.segments for hit in hits[1:])  # unrelated videos have no matching frames
 
 
@@ -93,14 +94,14 @@ def test_k_min_score_and_candidate_count(library) -> None:
     assert len(engine.search(query, k=3)) == 3
     result = engine.search_detailed(query, k=10, candidates=5)
     assert len(result.candidates) == 10 and len(result.hits) == 10  # candidates is raised to k
-    strict = engine.search(query, k=10, min_score=0.7)
+    strict = engine.search(query, k=10, min_score=0.95)
     assert [hit.video_id for hit in strict] == [4]
     with pytest.raises(ValueError):
         engine.search(query, k=0)
 
 
 def test_rerank_scores_are_the_networks_own(library) -> None:
-    """Chunking, padding and tiling never change a score or a frame matrix."""
+    """Chunking, padding and tiling never change a score or a frame matrix; the raw score is the network's own."""
     store, _, videos = library
     torch.manual_seed(0)
     net = HapVRSimilarity(SimilarityConfig(dim=DIM)).eval()  # attention + comparator, untrained
@@ -110,10 +111,13 @@ def test_rerank_scores_are_the_networks_own(library) -> None:
     with torch.inference_mode():
         for hit in chunked:
             target = torch.from_numpy(store.get(hit.video_id).regions).float()
-            expected = net.one_to_many(torch.from_numpy(query.regions).float(), [target]).score[0]
-            assert hit.score == pytest.approx(float(expected), abs=1e-5)
+            source = torch.from_numpy(query.regions).float()
+            # The network's score both ways, averaged: the same whichever video is the query.
+            expected = (net.one_to_many(source, [target]).score[0] + net.one_to_many(target, [source]).score[0]) / 2
+            assert hit.raw_score == pytest.approx(float(expected), abs=1e-5)
     assert [h.video_id for h in tiled] == [h.video_id for h in chunked]
     for a, b in zip(tiled, chunked):
+        assert a.raw_score == pytest.approx(b.raw_score, abs=1e-5)
         assert a.score == pytest.approx(b.score, abs=1e-5)
 
 
@@ -124,7 +128,8 @@ def test_bfloat16_rerank_keeps_the_ranking(library) -> None:
     fast = _engine(library, SearchConfig(precision="bfloat16")).search(query, k=5)
     assert [hit.video_id for hit in fast] == [hit.video_id for hit in exact] and exact[0].video_id == 30
     for a, b in zip(fast, exact):
-        assert a.score == pytest.approx(b.score, abs=2e-3)
+        assert a.raw_score == pytest.approx(b.raw_score, abs=2e-3)
+        assert a.score == pytest.approx(b.score, abs=2e-2) and a.tier == b.tier
     assert _engine(library).reranker.dtype == (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
 
 
@@ -162,7 +167,7 @@ def test_variants_keep_each_videos_best_score(library) -> None:
     unrelated = synthetic_video(rng, 10, dim=DIM)
     copy = edited_copy(rng, videos[25], start=0, length=10)
     engine = _engine(library)
-    assert engine.search(unrelated, k=1)[0].score < 0.5
+    assert engine.search(unrelated, k=1)[0].score < 0.95
     both = engine.search(unrelated, k=3, variants=[copy])
     alone = engine.search(copy, k=3)
     assert both[0].video_id == alone[0].video_id == 25
@@ -225,3 +230,17 @@ def test_a_large_k_reaches_every_copy_of_a_much_copied_video(tmp_path: Path) -> 
     assert copies <= {hit.video_id for hit in engine.search(query, k=90)}
     narrow = SearchEngine(store, index, engine.similarity, SearchConfig(max_neighbours_per_frame=64))
     assert len(copies & {hit.video_id for hit in narrow.search(query, k=90)}) < len(copies)
+
+
+def test_tier_filter_keeps_only_the_asked_tiers(library) -> None:
+    _, _, videos = library
+    engine = _engine(library)
+    query = edited_copy(np.random.default_rng(8), videos[12])
+    everything = engine.search(query, k=60)
+    copies = engine.search(query, k=60, tiers={"duplicate", "partial"})
+    assert [hit.video_id for hit in copies] == [
+        hit.video_id for hit in everything if hit.tier in {"duplicate", "partial"}
+    ]
+    assert copies and copies[0].video_id == 12 and [hit.rank for hit in copies] == list(range(1, len(copies) + 1))
+    related = [hit.video_id for hit in everything if hit.tier == "related"]
+    assert [hit.video_id for hit in engine.search(query, k=60, tiers={"related"})] == related
