@@ -84,7 +84,10 @@ class GraphUpdater:
             return False  # deleted or being re-indexed: its next ready state brings it back
         edges = [
             match_graph.Edge(
-                target_id=m.video_id, score=m.score, segments=[match_graph.segment_dict(s) for s in m.segments]
+                target_id=m.video_id,
+                score=m.score,
+                segments=[match_graph.segment_dict(s) for s in m.segments],
+                tier=m.tier,
             )
             for m in matches.data
         ]

@@ -135,8 +135,10 @@ class Settings(ModelSettings):
     # Match graph (indexer/match_graph.py): each indexed video's best hits, read by /duplicates.
     graph_neighbours: int = Field(20, gt=0, description="hits of each video's search stored as match-graph edges")
     graph_min_score: float | None = Field(None, description="hits scoring lower are not stored; default: all")
-    # -0.2 keeps most true copies of the shipped model (README, API: search scores).
-    duplicates_min_score: float = Field(-0.2, description="score threshold of /duplicates when none is asked for")
+    # Copies by default: partial and duplicate matches (README, API: search scores and tiers).
+    duplicates_tier: Literal["duplicate", "partial", "related"] = Field(
+        "partial", description="tier (or a stronger one) of /duplicates when neither min_score nor tier is asked for"
+    )
 
     # Access control (app/auth.py): API keys, scopes, per-key rate limits, CORS.
     auth: Literal["off", "required"] | None = Field(

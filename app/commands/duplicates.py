@@ -22,9 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--api, or from the catalog of --data-dir / --database-url directly.",
     )
     threshold = parser.add_mutually_exclusive_group()
-    threshold.add_argument("--min-score", type=float, help="matches scoring at least this (HAPVR_DUPLICATES_MIN_SCORE)")
+    threshold.add_argument("--min-score", type=float, help="matches scoring at least this (0-1)")
     threshold.add_argument(
-        "--tier", choices=("duplicate", "partial", "related"), help="matches of this tier or stronger"
+        "--tier",
+        choices=("duplicate", "partial", "related"),
+        help="matches of this tier or stronger (default HAPVR_DUPLICATES_TIER, partial)",
     )
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (one row per video) or json")
     parser.add_argument("--out", type=Path, help="write here instead of standard output")
@@ -72,11 +74,11 @@ def from_catalog(args: argparse.Namespace) -> str:
     engine = make_engine(settings.catalog_url)
     try:
         migrate(engine)
-        min_score = args.min_score
-        if min_score is None and args.tier is None:
-            min_score = settings.duplicates_min_score
+        tier = args.tier
+        if args.min_score is None and tier is None:
+            tier = settings.duplicates_tier
         with session_scope(make_session_factory(engine)) as session:
-            result = find_groups(session, min_score, args.tier)
+            result = find_groups(session, args.min_score, tier)
     finally:
         engine.dispose()
     return as_csv(result) if args.format == "csv" else result.model_dump_json(indent=2) + "\n"

@@ -86,11 +86,12 @@ def list_duplicates(
 
     Read from the match graph written as videos are indexed (one search per video), not searched
     for per request: the cost is a scan of the edges above the threshold and a union-find.
-    With neither `min_score` nor `tier`, `min_score` is HAPVR_DUPLICATES_MIN_SCORE.
+    With neither `min_score` nor `tier`, `tier` is HAPVR_DUPLICATES_TIER (partial: copies).
     """
-    if min_score is None and tier is None:
-        min_score = settings.duplicates_min_score
-    result = find_groups(session, min_score, tier.value if tier is not None else None)
+    chosen_tier = tier.value if tier is not None else None
+    if min_score is None and chosen_tier is None:
+        chosen_tier = settings.duplicates_tier
+    result = find_groups(session, min_score, chosen_tier)
     if format is Format.csv:
         return Response(
             as_csv(result),

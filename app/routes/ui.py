@@ -266,7 +266,7 @@ async def _pair(backend: Backend, a: int, b: int) -> tuple[list[dict[str, Any]],
         return [], None, None
     for match in matches:
         if match["video_id"] == b:
-            return match["segments"], match["hit"].score, None
+            return match["segments"], match["hit"].score, match["hit"].tier
     return [], None, None
 
 
@@ -293,9 +293,9 @@ def duplicates_page(
     min_score: MinScore = None,
     tier: Annotated[Tier | None, Query()] = None,
 ) -> HTMLResponse:
-    if min_score is None and tier is None:
-        min_score = settings.duplicates_min_score
     chosen_tier = tier.value if tier is not None else None
+    if min_score is None and chosen_tier is None:
+        chosen_tier = settings.duplicates_tier
     result = find_groups(session, min_score, chosen_tier)
     query = "&".join(
         f"{name}={quote(str(value))}"

@@ -106,7 +106,8 @@ def test_duplicates_are_groups_of_the_match_graph(
     unrelated = service.ingest(other, title="unrelated")["id"]
     wait_until(graph_settled(service))
     hits = service.client.get("/search", params={"video_id": copy}).json()["data"]
-    copy_score = next(h["score"] for h in hits if h["video_id"] == original)
+    copy_hit = next(h for h in hits if h["video_id"] == original)
+    copy_score = copy_hit["score"]
     other_score = max((h["score"] for h in hits if h["video_id"] == unrelated), default=-1.0)
     assert copy_score > other_score
     threshold = (copy_score + other_score) / 2
@@ -115,8 +116,12 @@ def test_duplicates_are_groups_of_the_match_graph(
     assert body["count"] == 1 and body["videos"] == 2
     group = body["data"][0]
     assert [v["id"] for v in group["videos"]] == [original, copy]
-    assert group["max_score"] >= threshold and group["edges"][0]["tier"] is None
-    everything = service.client.get("/duplicates", params={"min_score": -1.0}).json()
+    assert group["max_score"] >= threshold and group["edges"][0]["tier"] == copy_hit["tier"]
+    # By default the groups are the copies: partial matches or stronger (HAPVR_DUPLICATES_TIER).
+    copies = service.client.get("/duplicates").json()
+    assert copies["tier"] == "partial"
+    assert copies["count"] == (1 if copy_hit["tier"] in ("duplicate", "partial") else 0)
+    everything = service.client.get("/duplicates", params={"min_score": 0.0}).json()
     assert everything["data"][0]["size"] == 3  # every pair is an edge at the lowest threshold
 
     exported = service.client.get("/duplicates", params={"min_score": threshold, "format": "csv"})
