@@ -164,7 +164,7 @@ def test_collection_through_the_browser(
         page.screenshot(path=shots / "compare.png", full_page=True)
 
         # Duplicate groups at a score between the copy's and the unrelated clip's, then export.
-        page.goto(server.url + "/ui/duplicates?min_score=-1")
+        page.goto(server.url + "/ui/duplicates?min_score=0")
         page.wait_for_selector("section.group")
         best, second = match_scores(page, server.url, original_title="Harbour, take 2")[:2]
         page.goto(f"{server.url}/ui/duplicates?min_score={(best + second) / 2:.4f}")
