@@ -260,7 +260,7 @@ def test_files_are_plain_safetensors_and_reads_are_views(store: FeatureStore) ->
     codes, steps = encode_regions(original.regions)
     np.testing.assert_array_equal(tensors["region_codes"], codes)
     np.testing.assert_array_equal(tensors["region_steps"], steps)
-    assert set(tensors) == {"region_codes", "region_steps", "timestamps"}
+    assert set(tensors) == {"region_codes", "region_steps", "timestamps", "frame_weights"}
     loaded = store.get(8)
     loaded.regions[0, 0, 0] = 7  # decoded into memory of its own: the file never changes
     np.testing.assert_array_equal(store.get(8).regions, _as_stored(original))
@@ -310,7 +310,7 @@ def test_frame_weights_are_stored_at_index_time_and_files_without_them_still_rea
     """Files of the previous release hold no weights: they read, and the weights come from the regions."""
     from safetensors.numpy import load_file, save
 
-    from indexer.feature_store import FORMAT_TAG, _checksum
+    from indexer.feature_store import FORMAT_V1, _checksum
     from model.similarity.informativeness import frame_weights
 
     original = _video()
@@ -319,8 +319,13 @@ def test_frame_weights_are_stored_at_index_time_and_files_without_them_still_rea
     np.testing.assert_array_equal(stored["frame_weights"], frame_weights(original.regions))
     np.testing.assert_array_equal(store.get(9, verify=True).weights, stored["frame_weights"])
 
-    arrays = {name: stored[name] for name in ("regions", "frame_vectors", "timestamps")}
-    metadata = {"format": FORMAT_TAG, "video_id": "10", "crc32": _checksum(*arrays.values())}
+    # A float16 file as the previous release wrote it: no weights.
+    arrays = {
+        "regions": original.regions,
+        "frame_vectors": original.frame_vectors,
+        "timestamps": original.timestamps,
+    }
+    metadata = {"format": FORMAT_V1, "video_id": "10", "crc32": _checksum(*arrays.values())}
     store.path_for(10).parent.mkdir(parents=True, exist_ok=True)
     store.path_for(10).write_bytes(save(arrays, metadata=metadata))
     old = store.get(10, verify=True)
