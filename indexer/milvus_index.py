@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from indexer.errors import IndexUnavailable
-from indexer.vector_index import FRAME_BITS, MAX_FRAMES_PER_VIDEO, IndexInfo, pack_ids, unpack_ids
+from indexer.vector_index import (
+    FRAME_BITS,
+    MAX_FRAMES_PER_VIDEO,
+    IndexInfo,
+    pack_ids,
+    reconcile_index,
+    unpack_ids,
+)
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -456,18 +463,7 @@ class MilvusIndex:
 
     def reconcile(self, store: FeatureStorage, video_ids: Iterable[int] | None = None) -> tuple[int, int]:
         """Make the collection hold exactly `video_ids` (default: the store's ids); (added, removed)."""
-        wanted = set(store.ids() if video_ids is None else (int(v) for v in video_ids))
-        present = self.video_ids()
-        removed = sum(1 for video_id in present - wanted if self.remove(video_id))
-        added = 0
-        for video_id in sorted(wanted - present):
-            try:
-                features = store.get(video_id)
-            except KeyError:
-                continue
-            self.add(video_id, features.frame_vectors)
-            added += 1
-        return added, removed
+        return reconcile_index(self, store, video_ids)
 
 
 __all__ = ["MilvusConfig", "MilvusIndex"]

@@ -517,18 +517,7 @@ class FaissIndex:
         The cheap start-up repair after a crash: videos missing from the index are added from the
         store, videos the index holds but should not are removed. Returns (added, removed).
         """
-        wanted = set(store.ids() if video_ids is None else (int(v) for v in video_ids))
-        present = self.video_ids()
-        removed = sum(1 for video_id in present - wanted if self.remove(video_id))
-        added = 0
-        for video_id in sorted(wanted - present):
-            try:
-                features = store.get(video_id)
-            except KeyError:
-                continue
-            self.add(video_id, features.frame_vectors)
-            added += 1
-        return added, removed
+        return reconcile_index(self, store, video_ids)
 
 
 def _sidecar_path(path: Path) -> Path:
@@ -564,3 +553,24 @@ __all__ = [
     "read_sidecar",
     "unpack_ids",
 ]
+
+
+def reconcile_index(
+    index: VectorIndex, store: FeatureStorage, video_ids: Iterable[int] | None = None
+) -> tuple[int, int]:
+    """Make `index` hold exactly `video_ids` (default: the store's ids); (added, removed).
+
+    Reads from the store only the videos the index lacks, so it is cheap after a crash.
+    """
+    wanted = set(store.ids() if video_ids is None else (int(v) for v in video_ids))
+    present = set(index.video_ids())
+    removed = sum(1 for video_id in present - wanted if index.remove(video_id))
+    added = 0
+    for video_id in sorted(wanted - present):
+        try:
+            features = store.get(video_id)
+        except KeyError:  # deleted meanwhile
+            continue
+        index.add(video_id, features.frame_vectors)
+        added += 1
+    return added, removed
