@@ -3,7 +3,8 @@
 The files go through the service's own path (model.embedding.VideoEmbedder) and the pair is
 scored, tiered and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr
 compare` and `GET /search` report the same score, tier and ranges for the same pair and model
-(and the same score whichever file comes first).
+(and the same score whichever file comes first). The features also take the feature store's
+round trip (`HAPVR_FEATURE_FORMAT`: 4-bit codes by default), as an indexed video's do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, Any]:
     """Score two files with the configured model; segments map the first video's time to the second's."""
     from indexer.components import build_embedder
+    from indexer.feature_store import FeatureStore
     from indexer.search import Reranker, SearchConfig
     from model.checkpoint import load_default
     from model.video import VideoDecodeError
@@ -69,14 +72,18 @@ def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, An
     bundle = load_default(settings.checkpoint)
     embedder = build_embedder(settings, bundle)
     videos = []
-    for path in (first, second):
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        try:
-            videos.append(embedder.embed(path))
-        except VideoDecodeError as error:
-            raise VideoDecodeError(f"{path.name}: {error}") from None
-    hit = Reranker(bundle.similarity, SearchConfig(candidates=settings.candidates)).compare(*videos)
+    with tempfile.TemporaryDirectory(prefix="hapvr-compare-") as scratch:
+        store = FeatureStore(scratch, compact=settings.feature_format == "int4")
+        for number, path in enumerate((first, second)):
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            try:
+                store.put(number, embedder.embed(path))
+            except VideoDecodeError as error:
+                raise VideoDecodeError(f"{path.name}: {error}") from None
+            videos.append(store.get(number))
+        # Inside the block: features read from a float16 store are views of its files.
+        hit = Reranker(bundle.similarity, SearchConfig(candidates=settings.candidates)).compare(*videos)
     return {
         "first": str(first),
         "second": str(second),
