@@ -75,7 +75,8 @@ class VideoCreate(BaseModel):
     @field_validator("title", "external_id", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        return value or None
+        # Only the empty string clears a field: any other falsy value ({}, [], 0) is not text.
+        return None if value == "" else value
 
     @field_validator("metadata", mode="before")
     @classmethod

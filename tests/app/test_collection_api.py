@@ -85,6 +85,8 @@ def test_patch_refuses_what_an_upload_refuses(service: AppClient, media: Media) 
         ({"metadata": [1, 2]}, "metadata"),
         ({"metadata": {"k": "a\u0000b"}}, "metadata"),
         ({"colour": "red"}, "colour"),
+        ({"external_id": {}}, "external_id"),  # not text, though falsy
+        ({"title": 0}, "title"),
     ):
         response = service.client.patch(url, json=payload)
         assert response.status_code == 422, (payload, response.text)
