@@ -45,13 +45,28 @@ def live_url(request: pytest.FixtureRequest, tmp_path: Path, model_cache: Path) 
             yield server.url
 
 
+# A multipart form is sent as text: a generated "negative" value for a form field (a JSON object
+# where the schema wants some other shape, a number for text, ...) often reaches the server as a
+# valid form, and schemathesis cannot re-read the form it sent to tell (its validator takes no
+# bytes). So negative-data rejection is judged on every operation but the two that take forms;
+# their refusals are tested directly (tests/app/test_inputs*.py, test_upload_bad_input.py).
+CONFIG = """
+[[operations]]
+include-path-regex = "^/(videos|search)$"
+include-method = "POST"
+checks.negative_data_rejection.enabled = false
+"""
+
+
 def test_schemathesis_finds_nothing(live_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(config),
         "run",
         f"{live_url}/openapi.json",
-        "--checks",
-        "all",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--max-time",
