@@ -34,8 +34,8 @@ import numpy as np
 from indexer.errors import IndexUnavailable
 from indexer.vector_index import (
     FRAME_BITS,
-    MAX_FRAMES_PER_VIDEO,
     IndexInfo,
+    checked_frame_vectors,
     pack_ids,
     reconcile_index,
     unpack_ids,
@@ -322,12 +322,7 @@ class MilvusIndex:
 
     # -- changes ---------------------------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.config.dim:
-            raise ValueError(f"vectors must be [N, {self.config.dim}], got {vectors.shape}")
-        if len(vectors) > MAX_FRAMES_PER_VIDEO:
-            raise ValueError(f"a video may index at most {MAX_FRAMES_PER_VIDEO} frames, got {len(vectors)}")
-        return vectors
+        return checked_frame_vectors(vectors, self.config.dim)
 
     def add(self, video_id: int, vectors: np.ndarray) -> None:
         """Index a video's frame vectors [T, D]; a video already present is replaced."""

@@ -350,12 +350,7 @@ class FaissIndex:
         self._updated_at = time.time()
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.config.dim:
-            raise ValueError(f"vectors must be [N, {self.config.dim}], got {vectors.shape}")
-        if len(vectors) > MAX_FRAMES_PER_VIDEO:
-            raise ValueError(f"a video may index at most {MAX_FRAMES_PER_VIDEO} frames, got {len(vectors)}")
-        return vectors
+        return checked_frame_vectors(vectors, self.config.dim)
 
     def _switch_to_approximate(
         self, ids: np.ndarray, vectors: np.ndarray, changes: list[tuple[str, int, np.ndarray | None]]
@@ -574,3 +569,13 @@ def reconcile_index(
         index.add(video_id, features.frame_vectors)
         added += 1
     return added, removed
+
+
+def checked_frame_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """One video's frame vectors as float32 [N, dim], or ValueError saying what is wrong."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"vectors must be [N, {dim}], got {vectors.shape}")
+    if len(vectors) > MAX_FRAMES_PER_VIDEO:
+        raise ValueError(f"a video may index at most {MAX_FRAMES_PER_VIDEO} frames, got {len(vectors)}")
+    return vectors
