@@ -7,7 +7,7 @@ their own. The service never touches FAISS, torch or the decoder except through 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,6 +43,7 @@ class Searcher(Protocol):
         exclude: set[int],
         is_allowed: Callable[[Iterable[int]], set[int]],
         tiers: Collection[str] | None = None,
+        variants: Sequence[VideoFeatures] = (),
     ) -> list[Any]: ...
 
 

@@ -19,6 +19,12 @@ carries the format tag, the video id, the decode info, the fingerprint of the ch
 made the features and a CRC-32 of the stored arrays, so a torn or bit-flipped file is reported
 instead of silently scoring garbage.
 
+Window variant: a video with an inner window (picture-in-picture, bars; model.inner_window)
+also has the features of the window's crop, same format, same times, in
+``<id>.window.safetensors`` beside its own file (metadata `variant: window`). It is written
+after the video's file and removed before it, so it never outlives it; `ids()` lists videos
+only, and a store from before windows simply has none.
+
 Layout: ``root/<id // 10**6 :06d>/<id // 1000 % 1000 :03d>/<id>.safetensors``. Sequential ids
 fill one leaf directory of at most 1,000 files at a time and a middle directory holds at most
 1,000 leaves, so no directory grows past a thousand entries up to a billion videos.
@@ -45,6 +51,7 @@ FORMAT_V1 = "hapvr-features/1"  # float16 regions; read, no longer written
 # Frame vectors whose cosine to the mean rule reaches this for every frame are not stored.
 DERIVED_COSINE = 0.999
 SUFFIX = ".safetensors"
+WINDOW_SUFFIX = ".window" + SUFFIX
 
 
 class FeatureStoreError(RuntimeError):
@@ -71,6 +78,12 @@ class FeatureStorage(Protocol):
     def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures: ...
 
     def delete(self, video_id: int) -> None: ...
+
+    def put_window(self, video_id: int, features: VideoFeatures) -> None: ...
+
+    def get_window(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures | None: ...
+
+    def delete_window(self, video_id: int) -> None: ...
 
     def __contains__(self, video_id: object) -> bool: ...
 
@@ -129,14 +142,47 @@ class FeatureStore:
         video_id = _check_id(video_id)
         return self.root / f"{video_id // 1_000_000:06d}" / f"{video_id // 1000 % 1000:03d}" / f"{video_id}{SUFFIX}"
 
+    def window_path_for(self, video_id: int) -> Path:
+        """Where the features of a video's inner-window crop live (beside its own file)."""
+        path = self.path_for(video_id)
+        return path.with_name(path.name[: -len(SUFFIX)] + WINDOW_SUFFIX)
+
     def put(self, video_id: int, features: VideoFeatures) -> None:
         """Store (or replace) a video's features durably and atomically (format 2, compact)."""
+        self._write(self.path_for(video_id), video_id, features, {})
+
+    def put_window(self, video_id: int, features: VideoFeatures) -> None:
+        """Store (or replace) the features of a video's inner-window crop, as `put` does its own."""
+        self._write(self.window_path_for(video_id), video_id, features, {"variant": "window"})
+
+    def get_window(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures | None:
+        """The features of a video's inner-window crop, None when it has none; errors as `get`."""
+        path = self.window_path_for(video_id)
+        try:
+            with open(path, "rb") as handle:
+                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        except FileNotFoundError:
+            return None
+        except ValueError:  # an empty file cannot be mapped
+            raise CorruptFeaturesError(f"window of video {video_id} at {path} is unreadable: empty file") from None
+        return self._decode(data, path, int(video_id), self.verify if verify is None else verify)
+
+    def delete_window(self, video_id: int) -> None:
+        """Remove a video's window features (absent is fine)."""
+        path = self.window_path_for(video_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+    def _write(self, path: Path, video_id: int, features: VideoFeatures, extra: dict[str, str]) -> None:
         from safetensors.numpy import save
 
         video_id = _check_id(video_id)
         features.check_finite()
         if not self.compact:
-            self._put_float16(video_id, features)
+            self._put_float16(path, video_id, features, extra)
             return
         codes, steps = encode_regions(features.regions)
         tensors = {
@@ -156,9 +202,10 @@ class FeatureStore:
             "crc32": _checksum(*(tensors[name] for name in sorted(tensors))),
         }
         metadata.update(_decode_info(features))
-        write_bytes_atomic(self.path_for(video_id), save(tensors, metadata=metadata))
+        metadata.update(extra)
+        write_bytes_atomic(path, save(tensors, metadata=metadata))
 
-    def _put_float16(self, video_id: int, features: VideoFeatures) -> None:
+    def _put_float16(self, path: Path, video_id: int, features: VideoFeatures, extra: dict[str, str]) -> None:
         """Format 1: float16 regions and float32 frame vectors, stored as they are."""
         from safetensors.numpy import save
 
@@ -170,7 +217,8 @@ class FeatureStore:
         }
         metadata = {"format": FORMAT_V1, "video_id": str(video_id), "crc32": _checksum(*tensors.values())}
         metadata.update(_decode_info(features))
-        write_bytes_atomic(self.path_for(video_id), save(tensors, metadata=metadata))
+        metadata.update(extra)
+        write_bytes_atomic(path, save(tensors, metadata=metadata))
 
     def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures:
         """Read a video's features; MissingFeaturesError if absent, CorruptFeaturesError if unreadable.
@@ -255,7 +303,8 @@ class FeatureStore:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
 
     def delete(self, video_id: int) -> None:
-        """Remove a video's features; deleting an absent video is not an error."""
+        """Remove a video's features and window; deleting an absent video is not an error."""
+        self.delete_window(video_id)  # first: a crash in between leaves no window without its video
         path = self.path_for(video_id)
         try:
             path.unlink()

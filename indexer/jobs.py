@@ -20,6 +20,7 @@ from indexer import catalog
 from indexer.db import session_scope
 from indexer.metrics import Metrics
 from indexer.upload_store import UploadStore
+from indexer.variants import embed_with_window
 
 if TYPE_CHECKING:
     from indexer.components import Embedder
@@ -33,8 +34,16 @@ class FeatureSink(Protocol):
     """Where a job's features go: the embedded library (store + index) or, for a deployed
     worker, the shared feature store alone (API replicas index what workers store)."""
 
-    def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
-        """Keep the features; False (and nothing kept) when `still_wanted()` says the video was deleted."""
+    def add(
+        self,
+        video_id: int,
+        features: VideoFeatures,
+        *,
+        still_wanted: Callable[[], bool],
+        window: VideoFeatures | None = None,
+    ) -> bool:
+        """Keep the features (and the inner window's, when there is one: indexer.variants); False
+        (and nothing kept) when `still_wanted()` says the video was deleted."""
         ...
 
     def remove(self, video_id: int) -> None: ...
@@ -50,8 +59,19 @@ class StoreSink:
     def __init__(self, store: FeatureStorage) -> None:
         self._store = store
 
-    def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
+    def add(
+        self,
+        video_id: int,
+        features: VideoFeatures,
+        *,
+        still_wanted: Callable[[], bool],
+        window: VideoFeatures | None = None,
+    ) -> bool:
         self._store.put(video_id, features)
+        if window is not None:
+            self._store.put_window(video_id, window)
+        else:
+            self._store.delete_window(video_id)
         if not still_wanted():
             self._store.delete(video_id)
             return False
@@ -103,8 +123,8 @@ def index_video(video_id: int, *, ctx: JobContext) -> str:
 
     decode_error = _decode_error_type()
     try:
-        features = ctx.embedder.embed(ctx.uploads.resolve(stored))
-        if not ctx.features.add(video_id, features, still_wanted=still_processing):
+        features, window = embed_with_window(ctx.embedder, ctx.uploads.resolve(stored))
+        if not ctx.features.add(video_id, features, still_wanted=still_processing, window=window):
             ctx.metrics.ingests.labels("deleted").inc()
             return "deleted"
         ctx.features.persist()

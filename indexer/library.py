@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from indexer.components import Components, Searcher
 from indexer.index_guard import GroupPersister, ReadWriteLock
+from indexer.variants import indexed_vectors
 
 if TYPE_CHECKING:
     from indexer.vector_index import VectorIndex
@@ -98,7 +99,7 @@ class Library:
                     self._index.remove(video_id)
                 report.index_added = sorted(wanted - indexed)
                 for video_id in report.index_added:
-                    self._index.add(video_id, self.store.get(video_id).frame_vectors)
+                    self._index.add(video_id, indexed_vectors(self.store, video_id))
         if report.changed_index:
             self._persister.mark_changed()
             self.persist()
@@ -125,22 +126,34 @@ class Library:
             for video_id in removed:
                 self._index.remove(video_id)
             for video_id in added:
-                self._index.add(video_id, self.store.get(video_id).frame_vectors)
+                self._index.add(video_id, indexed_vectors(self.store, video_id))
         if added or removed:
             self._persister.mark_changed()
         return added, removed
 
     # -- writes --
-    def add(self, video_id: int, features: VideoFeatures, *, still_wanted: Callable[[], bool]) -> bool:
-        """Store and index a video; False (and nothing kept) when `still_wanted()` says it was deleted.
+    def add(
+        self,
+        video_id: int,
+        features: VideoFeatures,
+        *,
+        still_wanted: Callable[[], bool],
+        window: VideoFeatures | None = None,
+    ) -> bool:
+        """Store and index a video (and its inner window's features, indexer.variants); False (and
+        nothing kept) when `still_wanted()` says it was deleted.
 
         `still_wanted` is asked while no removal can run, so a concurrent delete either happens
         before (and this add backs out) or after (and removes what this add wrote).
         """
         self.store.put(video_id, features)
+        if window is not None:
+            self.store.put_window(video_id, window)
+        else:
+            self.store.delete_window(video_id)  # an earlier version's window is not this one's
         # The vectors as the store gives them back (computed from compact regions), so the index
         # holds what a rebuild from the store would.
-        vectors = self.store.get(video_id).frame_vectors
+        vectors = indexed_vectors(self.store, video_id)
         with self._changes:
             if not still_wanted():
                 self.store.delete(video_id)
@@ -171,6 +184,10 @@ class Library:
         with self._lock.read():
             features = self.store.get(video_id) if video_id is not None else None
             return operation(self._searcher, features)
+
+    def window(self, video_id: int) -> VideoFeatures | None:
+        """A stored video's window features (None when it has none); call inside `read`."""
+        return self.store.get_window(video_id)
 
     def size(self) -> tuple[int, int]:
         """(videos, frame vectors) in the index."""

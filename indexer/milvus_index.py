@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from indexer.errors import IndexUnavailable
+from indexer.variants import indexed_vectors
 from indexer.vector_index import (
     FRAME_BITS,
     IndexInfo,
@@ -435,7 +436,7 @@ class MilvusIndex:
 
         for video_id in store.ids() if video_ids is None else video_ids:
             try:
-                vectors = self._check_vectors(store.get(video_id).frame_vectors)
+                vectors = self._check_vectors(indexed_vectors(store, video_id))
             except KeyError:
                 continue
             ids = pack_ids(int(video_id), np.arange(len(vectors)))

@@ -23,7 +23,10 @@
 
 A flipped copy of the query (see VideoEmbedder.embed(flip=True)) can be passed as a variant:
 each video keeps its best score over the variants, which restores recall on mirrored copies at
-twice the query cost (section 10).
+twice the query cost (section 10). The query's inner window (picture-in-picture, bars) is passed
+the same way. On the indexed side, a candidate with a stored window (indexer.variants) is
+re-ranked against both its own features and its window's, keeping the better: the window has
+the video's own frame times, so the ranges stay on the video's time axis.
 """
 
 from __future__ import annotations
@@ -195,18 +198,22 @@ class SearchEngine:
 
         mark = time.perf_counter()
         loaded, skipped = self._load(chosen)
+        windows = self._load_windows(loaded)
         timings["load"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        raw: list[dict[int, tuple[float, np.ndarray]]] = []  # per variant: video -> (network score, F)
+        # Per (query version, target versions): video -> (network score, F).
+        raw: list[tuple[VideoFeatures, dict[int, VideoFeatures], dict[int, tuple[float, np.ndarray]]]] = []
         for variant in queries:
-            raw.append({video_id: (score, sim) for video_id, score, sim in self.reranker.rerank(variant, loaded)})
+            for targets in (loaded, windows) if windows else (loaded,):
+                scores = {video_id: (score, sim) for video_id, score, sim in self.reranker.rerank(variant, targets)}
+                raw.append((variant, targets, scores))
         timings["rerank"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         best: dict[int, RankedHit] = {}
-        for variant, scores in zip(queries, raw):
-            for hit in self.reranker.judge(variant, loaded, scores):
+        for variant, targets, scores in raw:
+            for hit in self.reranker.judge(variant, targets, scores):
                 kept = best.get(hit.video_id)
                 if kept is None or (hit.score, hit.raw_score) > (kept.score, kept.raw_score):
                     best[hit.video_id] = hit
@@ -290,6 +297,19 @@ class SearchEngine:
                 log.error("search skips a candidate: %s", error)
                 skipped.append(video_id)
         return loaded, skipped
+
+    def _load_windows(self, loaded: dict[int, VideoFeatures]) -> dict[int, VideoFeatures]:
+        """The stored inner-window features of the loaded candidates that have them."""
+        windows: dict[int, VideoFeatures] = {}
+        for video_id in loaded:
+            try:
+                window = self.store.get_window(video_id, verify=self.config.verify_candidates)
+            except CorruptFeaturesError as error:
+                log.error("search compares a candidate without its window: %s", error)
+                continue
+            if window is not None:
+                windows[video_id] = window
+        return windows
 
 
 class Reranker:

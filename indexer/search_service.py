@@ -22,6 +22,7 @@ from indexer.db import session_scope
 from indexer.errors import Conflict, NotFound, Unprocessable
 from indexer.library import Library
 from indexer.metrics import Metrics
+from indexer.variants import embed_with_window
 from model.similarity.calibration import Tier
 from model.similarity.segments import Segment
 
@@ -117,10 +118,13 @@ class SearchService:
                 raise Conflict(f"video {video_id} is {video.status}, not ready; search once it is indexed")
         from indexer.feature_store import MissingFeaturesError
 
+        def search(searcher: Searcher, features: VideoFeatures | None) -> list[Any]:
+            # The video's inner window, when it has one, is another version of the query.
+            window = library.window(video_id)
+            return self._run(searcher, features, k, min_score, {video_id}, tiers, [] if window is None else [window])
+
         try:
-            raw = library.read(
-                lambda searcher, features: self._run(searcher, features, k, min_score, {video_id}, tiers), video_id
-            )
+            raw = library.read(search, video_id)
         except MissingFeaturesError:
             raise Conflict(f"video {video_id} was deleted or is being re-indexed") from None
         hits = self._present(raw, k=k, exclude={video_id})
@@ -145,10 +149,11 @@ class SearchService:
 
         started = time.perf_counter()
         try:
-            features = embedder.embed(path, max_frames=max_frames)
+            features, window = embed_with_window(embedder, path, max_frames=max_frames)
         except VideoDecodeError as error:
             raise Unprocessable(f"the uploaded clip cannot be used: {error}") from None
-        raw = library.read(lambda searcher, _: self._run(searcher, features, k, min_score, set(), tiers))
+        variants = [] if window is None else [window]
+        raw = library.read(lambda searcher, _: self._run(searcher, features, k, min_score, set(), tiers, variants))
         hits = self._present(raw, k=k, exclude=set())
         took = time.perf_counter() - started
         self._metrics.search_latency.labels("upload").observe(took)
@@ -162,6 +167,7 @@ class SearchService:
         min_score: float | None,
         exclude: set[int],
         tiers: Collection[str] | None,
+        variants: list[VideoFeatures],
     ) -> list[Any]:
         assert features is not None
         return searcher.search(
@@ -172,6 +178,7 @@ class SearchService:
             exclude=exclude,
             is_allowed=self.ready_among,
             tiers=tiers,
+            variants=variants,
         )
 
     def _present(self, raw: list[Any], *, k: int, exclude: set[int]) -> list[Match]:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import faiss
 import numpy as np
 
+from indexer.variants import indexed_vectors
 from model.fileio import write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -483,10 +484,9 @@ class FaissIndex:
         counts: dict[int, int] = {}
         for video_id in store.ids() if video_ids is None else video_ids:
             try:
-                features = store.get(video_id)
+                vectors = self._check_vectors(indexed_vectors(store, video_id))
             except KeyError:
                 continue
-            vectors = self._check_vectors(features.frame_vectors)
             ids_parts.append(pack_ids(int(video_id), np.arange(len(vectors))))
             vector_parts.append(vectors)
             counts[int(video_id)] = len(vectors)
@@ -563,10 +563,10 @@ def reconcile_index(
     added = 0
     for video_id in sorted(wanted - present):
         try:
-            features = store.get(video_id)
+            vectors = indexed_vectors(store, video_id)
         except KeyError:  # deleted meanwhile
             continue
-        index.add(video_id, features.frame_vectors)
+        index.add(video_id, vectors)
         added += 1
     return added, removed
 

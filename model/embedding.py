@@ -12,6 +12,13 @@ batches while the encoder works (PyAV and onnxruntime both release the GIL), so 
 encoding overlap inside one video. Before streaming, overlapping across whole files
 (four 60 s 640x360 H.264 clips at 1 fps on this 2-core box, load 6-8) took ingest from
 38-42x real time to 44-45x.
+
+Inner window. With `with_window`, the first batch of frames (the first `batch_size` seconds at
+1 fps) is searched for a picture inside the picture (model.inner_window: picture-in-picture,
+letterbox or pillarbox bars); when one is found, every batch is also encoded cropped to it, from
+the same decode, into a second VideoFeatures on the same time axis (a crop does not change
+time). The search compares both versions, so a clip shown small inside other footage is matched
+at full size.
 """
 
 from __future__ import annotations
@@ -28,12 +35,18 @@ import numpy as np
 import torch
 
 from model.features import VideoFeatures
+from model.inner_window import Window, find_window
 from model.similarity.network import frame_vectors
 from model.video import DecodeLimits, DecodeSummary, VideoDecodeError, VideoFrames
 
 if TYPE_CHECKING:
     from model.checkpoint import ModelBundle
     from model.encoders.frame_encoder import FrameEncoder
+
+
+# The window is looked for on frames of about this short side: the ridges it follows are lines
+# several pixels long, so half the decode size finds the same window at a quarter of the cost.
+WINDOW_SEARCH_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -44,19 +57,26 @@ class EmbedTimings:
     encode: float
     index: float
     frames: int
+    window: float = 0.0  # looking for the inner window (its crop's encoding counts in encode/index)
 
     @property
     def total(self) -> float:
-        return self.decode + self.encode + self.index
+        return self.decode + self.encode + self.index + self.window
 
 
 @dataclass
 class Embedded:
-    """One embedded file: its features (or flipped variant too) and where the time went."""
+    """One embedded file: its features (or flipped variant too) and where the time went.
+
+    `window` holds the features of the inner window's crop (same frames, same times) and
+    `window_box` its (x, y, width, height) in the decoded frames, when `with_window` found one.
+    """
 
     features: VideoFeatures
     timings: EmbedTimings
     flipped: VideoFeatures | None = None
+    window: VideoFeatures | None = None
+    window_box: tuple[int, int, int, int] | None = None
 
 
 class VideoEmbedder:
@@ -112,33 +132,68 @@ class VideoEmbedder:
         result = self.embed_detailed(path, flip=flip, max_frames=max_frames)
         return result.features
 
+    def embed_versions(
+        self, path: str | Path, *, max_frames: int | None = None
+    ) -> tuple[VideoFeatures, VideoFeatures | None]:
+        """Features of a file and of its inner window's crop (None when it has none), from one decode."""
+        result = self.embed_detailed(path, with_window=True, max_frames=max_frames)
+        return result.features, result.window
+
     def embed_detailed(
-        self, path: str | Path, *, flip: bool = False, with_flipped: bool = False, max_frames: int | None = None
+        self,
+        path: str | Path,
+        *,
+        flip: bool = False,
+        with_flipped: bool = False,
+        with_window: bool = False,
+        max_frames: int | None = None,
     ) -> Embedded:
-        """`embed` with stage timings; `with_flipped` also embeds the mirror image from the same decode.
+        """`embed` with stage timings; `with_flipped` also embeds the mirror image from the same
+        decode, `with_window` the inner window's crop (see the module docstring).
 
         Timings' `decode` is the decoding thread's own time (it overlaps the encoder's).
         """
         frames = self.frames(path, max_frames=max_frames)
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         mirror_parts: list[tuple[np.ndarray, np.ndarray]] = []
-        encode_s = index_s = 0.0
+        window_parts: list[tuple[np.ndarray, np.ndarray]] = []
+        window: Window | None = None
+        encode_s = index_s = window_s = 0.0
         decode_clock = _Clock()
-        for batch in _read_ahead(frames, self.read_ahead, decode_clock):
-            regions, vectors, encode, index = self._encode_and_index(batch[:, :, ::-1] if flip else batch)
+        for number, batch in enumerate(_read_ahead(frames, self.read_ahead, decode_clock)):
+            source = batch[:, :, ::-1] if flip else batch
+            if with_window and number == 0:
+                mark = time.perf_counter()
+                window = locate_window(source)
+                window_s = time.perf_counter() - mark
+            regions, vectors, encode, index = self._encode_and_index(source)
             parts.append((regions, vectors))
             encode_s, index_s = encode_s + encode, index_s + index
             if with_flipped:
                 regions, vectors, encode, index = self._encode_and_index(batch[:, :, ::-1])
                 mirror_parts.append((regions, vectors))
                 encode_s, index_s = encode_s + encode, index_s + index
+            if window is not None:
+                regions, vectors, encode, index = self._encode_and_index(window.crop(source))
+                window_parts.append((regions, vectors))
+                encode_s, index_s = encode_s + encode, index_s + index
         summary = frames.summary
         features = self._features(summary, parts)
         flipped = self._features(summary, mirror_parts) if with_flipped else None
         timings = EmbedTimings(
-            decode=decode_clock.seconds, encode=encode_s, index=index_s, frames=len(summary.timestamps)
+            decode=decode_clock.seconds,
+            encode=encode_s,
+            index=index_s,
+            frames=len(summary.timestamps),
+            window=window_s,
         )
-        return Embedded(features=features, timings=timings, flipped=flipped)
+        return Embedded(
+            features=features,
+            timings=timings,
+            flipped=flipped,
+            window=self._features(summary, window_parts) if window is not None else None,
+            window_box=window.box() if window is not None else None,
+        )
 
     def encode_file(self, path: str | Path) -> np.ndarray:
         """The frame encoder's region features [T, R, D] of a file, float16, before the network's
@@ -221,6 +276,23 @@ class VideoEmbedder:
             vectors = frame_vectors(indexed)
         regions = indexed.numpy().astype(np.float16)
         return regions, vectors.numpy().astype(np.float32, copy=False), encode_s, time.perf_counter() - mark
+
+
+def locate_window(frames: np.ndarray) -> Window | None:
+    """The inner window of uint8 frames [T, H, W, 3], in their own pixels, looked for on a
+    subsampled copy of about WINDOW_SEARCH_SIDE pixels' short side."""
+    height, width = frames.shape[1:3]
+    step = max(1, min(height, width) // WINDOW_SEARCH_SIDE)
+    found = find_window(frames[:, ::step, ::step])
+    if found is None or step == 1:
+        return found
+    return replace(
+        found,
+        top=found.top * step,
+        bottom=min(height, found.bottom * step),
+        left=found.left * step,
+        right=min(width, found.right * step),
+    )
 
 
 @dataclass

@@ -4,7 +4,9 @@ The files go through the service's own path (model.embedding.VideoEmbedder) and 
 scored, tiered and segmented by the search's re-ranker (indexer.search.Reranker), so `hapvr
 compare` and `GET /search` report the same score, tier and ranges for the same pair and model
 (and the same score whichever file comes first). The features also take the feature store's
-round trip (`HAPVR_FEATURE_FORMAT`: 4-bit codes by default), as an indexed video's do.
+round trip (`HAPVR_FEATURE_FORMAT`: 4-bit codes by default), as an indexed video's do. A file
+with an inner window (picture-in-picture, bars) is compared by its window's crop too, as the
+search does (indexer.variants): the better pairing is reported.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from indexer.commands.options import overrides
 
 if TYPE_CHECKING:
     from indexer.settings import Settings
+    from model.features import VideoFeatures
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,19 +74,24 @@ def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, An
 
     bundle = load_default(settings.checkpoint)
     embedder = build_embedder(settings, bundle)
-    videos = []
+    versions: list[list[VideoFeatures]] = []  # per file: its features, then its window's
     with tempfile.TemporaryDirectory(prefix="hapvr-compare-") as scratch:
         store = FeatureStore(scratch, compact=settings.feature_format == "int4")
         for number, path in enumerate((first, second)):
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
             try:
-                store.put(number, embedder.embed(path))
+                features, window = embedder.embed_versions(path)
             except VideoDecodeError as error:
                 raise VideoDecodeError(f"{path.name}: {error}") from None
-            videos.append(store.get(number))
+            store.put(number, features)
+            if window is not None:
+                store.put_window(number, window)
+            versions.append([store.get(number), *filter(None, [store.get_window(number)])])
         # Inside the block: features read from a float16 store are views of its files.
-        hit = Reranker(bundle.similarity, SearchConfig(candidates=settings.candidates)).compare(*videos)
+        reranker = Reranker(bundle.similarity, SearchConfig(candidates=settings.candidates))
+        hits = [reranker.compare(query, target) for query in versions[0] for target in versions[1]]
+        hit = max(hits, key=lambda found: (found.score, found.raw_score))
     return {
         "first": str(first),
         "second": str(second),

@@ -194,7 +194,28 @@ class LightSearcher:
     def __init__(self, store, index) -> None:  # type: ignore[no-untyped-def]
         self.store, self.index = store, index
 
-    def search(self, query, *, k, min_score, candidates, exclude, is_allowed, tiers=None):  # type: ignore[no-untyped-def]
+    def search(self, query, *, k, min_score, candidates, exclude, is_allowed, tiers=None, variants=()):  # type: ignore[no-untyped-def]
+        if variants:  # each video keeps its best score over the versions of the query
+            found = [
+                self.search(
+                    v,
+                    k=k,
+                    min_score=min_score,
+                    candidates=candidates,
+                    exclude=exclude,
+                    is_allowed=is_allowed,
+                    tiers=tiers,
+                )
+                for v in (query, *variants)
+            ]
+            best = {}
+            for hit in (hit for hits in found for hit in hits):
+                if hit.video_id not in best or hit.score > best[hit.video_id].score:
+                    best[hit.video_id] = hit
+            ranked = sorted(best.values(), key=lambda h: -h.score)[:k]
+            for rank, hit in enumerate(ranked, 1):
+                hit.rank = rank
+            return ranked
         _, videos, _ = self.index.search(query.frame_vectors, min(candidates, 64))
         found = [int(v) for v in dict.fromkeys(videos.ravel().tolist()) if v >= 0 and int(v) not in exclude]
         allowed = is_allowed(found)
