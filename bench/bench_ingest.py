@@ -7,6 +7,12 @@ Footage: held-out registry clips cut to 640x360-class segments (bench/footage.py
 row to bench/results/ingest.md.
 
     python -m bench.bench_ingest [--segments 12] [--seconds 20] [--label NOTE]
+    python -m bench.bench_ingest --window [--pip DATASET]   # without and with the inner window, one run
+
+`--window` embeds every file twice in the same run, without and with the inner-window search
+(and the window's crop where one is found), alternating the order file by file, and appends a
+row for each. `--pip DATASET` adds that benchmark's picture-in-picture copies to the files, so
+the crop's cost is measured too (unedited footage only pays for looking).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--label", default="")
+    parser.add_argument("--window", action="store_true", help="time without and with the inner window, one run")
+    parser.add_argument("--pip", default=None, help="with --window: also this benchmark's pip copies (e.g. full)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hapvr serve` runs
 
@@ -46,12 +54,17 @@ def main() -> None:
     from model.video import probe_video
 
     files = make_segments(heldout_videos(), args.seconds, args.segments, short_side=360)
+    if args.pip:
+        files += _pip_copies(args.pip)
     total = sum(probe_video(path).duration or 0.0 for path in files)
     load = os.getloadavg()[0]
 
     bundle = load_default()
     embedder = VideoEmbedder(bundle, encoder=bundle.frame_encoder(cache_dir=ModelSettings().model_cache_dir))
     embedder.embed(files[0])  # warm-up: ONNX session and thread pools
+    if args.window:
+        _window_rows(embedder, files, total, load, args.label)
+        return
     start = time.perf_counter()
     for path, result in embedder.embed_many(files):
         if isinstance(result, Exception):
@@ -81,6 +94,42 @@ def main() -> None:
         results.write(row)
     refresh_page(RESULTS.parent)
     print(HEADER.splitlines()[-2] + "\n" + row)
+
+
+def _pip_copies(dataset: str) -> list[Path]:
+    """The picture-in-picture copies of a benchmark (a preset name or a folder)."""
+    from bench.dataset import PRESETS, build_dataset, load_dataset
+
+    root = build_dataset(None, PRESETS[dataset]).parent if dataset in PRESETS else Path(dataset)
+    loaded = load_dataset(root)
+    return [path for path, kind in zip(loaded.paths, loaded.kinds) if kind == "pip"]
+
+
+def _window_rows(embedder, files: list[Path], total: float, load: float, label: str) -> None:  # type: ignore[no-untyped-def]
+    """Each file embedded without and with the inner window (order alternating); two rows."""
+    seconds = {False: 0.0, True: 0.0}
+    found = 0
+    for number, path in enumerate(files):
+        for with_window in (False, True) if number % 2 == 0 else (True, False):
+            start = time.perf_counter()
+            result = embedder.embed_detailed(path, with_window=with_window)
+            seconds[with_window] += time.perf_counter() - start
+            found += with_window and result.window is not None
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not RESULTS.exists():
+        RESULTS.write_text(HEADER)
+    rows = ""
+    for with_window, note in ((False, "without the inner window"), (True, f"with the inner window ({found} found)")):
+        took = seconds[with_window]
+        note = f"{note}; {60 * took / total:.2f} s per video-minute; with/without {seconds[True] / seconds[False]:.3f}"
+        rows += (
+            f"| {datetime.now():%Y-%m-%d %H:%M} | {platform.machine()} x{os.cpu_count()} | {len(files)} | {total:.0f} "
+            f"| {took:.1f} | {total / took:.0f}x | - | - | - | {load:.1f} | {note}{'; ' + label if label else ''} |\n"
+        )
+    with RESULTS.open("a") as results:
+        results.write(rows)
+    refresh_page(RESULTS.parent)
+    print(HEADER.splitlines()[-2] + "\n" + rows)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ Methods:
   shipped model is training-free) at its initial weights (seed 0), same PCA.
 - default: the shipped checkpoint, when it holds a trained network; and each --checkpoint
   FILE, named by its file name.
+- aligned-window: aligned with the inner-window variants on both sides (bench/window_method.py):
+  each video with a window (picture-in-picture, bars) is also scored by its window's crop, and a
+  pair keeps its best score over both videos' versions, as the service's search does.
 - frame-phash, vpdq, videohash: bench/baselines.py (skipped with the reason when missing).
 - api (opt-in: `--methods ...,api`): the service end to end, as a user meets it
   (bench/api_method.py): a fresh `hapvr serve` at its defaults, serving the first --checkpoint
@@ -63,6 +66,7 @@ from model.metrics import RetrievalMetrics, retrieval_metrics
 RESULTS_DIR = Path(__file__).with_name("results")
 OURS = ("training-free", "untrained")
 ALIGNED = "aligned"  # the shipped checkpoint, scored as the service publishes it (bench/alignment_method.py)
+WINDOWED = "aligned-window"  # aligned, with the inner-window variants of both videos (bench/window_method.py)
 API = "api"  # opt-in: not run when --methods is not given
 CACHE = ".quality-cache"
 # "<method>-int4": that method over its regions as the feature store keeps them (opt-in, by name).
@@ -372,6 +376,39 @@ def _stored_run(
     return run
 
 
+def run_windowed(dataset: Dataset, wanted: set[str] | None, log: Callable[[str], None]) -> list[MethodRun]:
+    """The published score with inner-window variants on both sides, as the service searches."""
+    from bench.alignment_method import indexed_features
+    from bench.window_method import encode_windows, window_scores
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+
+    if wanted is None or WINDOWED not in wanted:
+        return []
+    run = MethodRun(WINDOWED, "aligned, plus each video's inner-window crop as another version on both sides")
+    bundle = load_checkpoint(DEFAULT_CHECKPOINT)
+    started = time.monotonic()
+    key = _pca_key(bundle)
+    encoded, computed = cached(
+        dataset, dataset.root / CACHE / f"regions-{key}.npz", partial(encode_videos, bundle, log=log)
+    )
+    crops, computed_crops = cached(
+        dataset, dataset.root / CACHE / f"windows-{key}.npz", partial(encode_windows, bundle, log=log)
+    )
+    run.embed_s, run.embed_cached = time.monotonic() - started, computed + computed_crops == 0
+    features = indexed_features(bundle, encoded)
+    windows = [indexed_features(bundle, [crop])[0] if len(crop) else None for crop in crops]
+    kinds = [kind for kind, window in zip(dataset.kinds, windows) if window is not None]
+    run.notes.append(
+        f"windows found in {len(kinds)} of {len(windows)} videos: "
+        + ", ".join(f"{kind} {kinds.count(kind)}" for kind in sorted(set(kinds)))
+    )
+    started = time.monotonic()
+    run.scores = window_scores(bundle, features, windows, log)
+    run.score_s = time.monotonic() - started
+    log(f"{WINDOWED}: scored {len(features)}x{len(features)} pairs in {run.score_s:.0f} s")
+    return [run]
+
+
 def run_aligned(dataset: Dataset, wanted: set[str] | None, log: Callable[[str], None]) -> list[MethodRun]:
     """The shipped checkpoint's published score (alignment + calibration) and its ranges' localisation."""
     from bench.alignment_method import aligned_scores, indexed_features, localisation, tier_quality
@@ -672,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         default=None,
-        help=f"comma-separated subset of: {', '.join([*OURS, ALIGNED, *BASELINES, API])} "
+        help=f"comma-separated subset of: {', '.join([*OURS, ALIGNED, WINDOWED, *BASELINES, API])} "
         f"and the checkpoints' file stems, each also with the suffix {STORED_SUFFIX} (scored over the "
         f"feature store's 4-bit regions; by name only) (default: all but {API} and the {STORED_SUFFIX} ones)",
     )
@@ -709,6 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = (
         run_ours(dataset, args.checkpoint, wanted, log)
         + run_aligned(dataset, wanted, log)
+        + run_windowed(dataset, wanted, log)
         + run_service(dataset, args.checkpoint, wanted, log)
         + run_baselines(dataset, wanted, args.workers, log)
     )
