@@ -27,6 +27,12 @@ MAX_SIDE = 0.92
 # Each side's ridge must stand this many times above the frame's typical gradient. Natural
 # shots average to ridges of 1.5-3.5; pasted windows give 4.5 and more on the real test clips.
 MIN_CONTRAST = 4.0
+# A pasted border runs the whole length of each side, an edge in the scene (a box on a table,
+# a building in a fixed camera's view) only part of it: the weakest side's 20th percentile along
+# its length must also stand this far above the typical gradient. On 1 fps samples of real
+# footage, pictures pasted in score 3.1 and more, the edges of static scenes 2.3 at most.
+MIN_EVENNESS = 2.5
+EVENNESS_PERCENTILE = 20
 # Bars are flat: their mean time-averaged gradient stays under this many grey levels (coding
 # noise in black bars gives about 0.1; a textured band of a static scene several).
 MAX_BAR_GRADIENT = 1.0
@@ -71,7 +77,7 @@ def find_window(frames: np.ndarray, max_frames: int = 64) -> Window | None:
     col_sums = np.concatenate([np.zeros((1, across_cols.shape[1])), np.cumsum(across_cols, axis=0)], axis=0)
 
     last_row, last_col = across_rows.shape[0] - 1, across_cols.shape[1] - 1
-    best: Window | None = None
+    found: list[Window] = []
     for top, bottom in _line_pairs(across_rows.mean(axis=1), height):
         for left, right in _line_pairs(across_cols.mean(axis=0), width):
             if bottom - top > MAX_SIDE * height and right - left > MAX_SIDE * width:
@@ -96,11 +102,9 @@ def find_window(frames: np.ndarray, max_frames: int = 64) -> Window | None:
             ):
                 continue
             contrast = float(min(inner)) / typical
-            # More sides seen beats a higher contrast: bars are only taken when no window with
-            # all its sides inside the frame stands out.
-            if contrast >= MIN_CONTRAST and (best is None or (len(inner), contrast) > (best.sides, best.contrast)):
+            if contrast >= MIN_CONTRAST:
                 # A border between pixel rows r and r+1 is gradient row r: the window starts at r+1.
-                best = Window(
+                window = Window(
                     top + 1 if top > 0 else 0,
                     bottom + 1 if bottom < last_row else height,
                     left + 1 if left > 0 else 0,
@@ -108,7 +112,28 @@ def find_window(frames: np.ndarray, max_frames: int = 64) -> Window | None:
                     contrast,
                     len(inner),
                 )
-    return best
+                found.append(window)
+    # More sides seen beats a higher contrast: bars are only taken when no window with all its
+    # sides inside the frame stands out. The evenness check is costlier, so it runs in that order.
+    for window in sorted(found, key=lambda w: (w.sides, w.contrast), reverse=True):
+        if _evenness(across_rows, across_cols, window) >= MIN_EVENNESS * typical:
+            return window
+    return None
+
+
+def _evenness(across_rows: np.ndarray, across_cols: np.ndarray, window: Window) -> float:
+    """The weakest inner side's EVENNESS_PERCENTILE-th gradient along its length."""
+    top, bottom, left, right = window.top, window.bottom, window.left, window.right
+    sides = []
+    if top > 0:
+        sides.append(across_rows[top - 1, left:right])
+    if bottom < across_rows.shape[0] + 1:
+        sides.append(across_rows[bottom - 1, left:right])
+    if left > 0:
+        sides.append(across_cols[top:bottom, left - 1])
+    if right < across_cols.shape[1] + 1:
+        sides.append(across_cols[top:bottom, right - 1])
+    return min(float(np.percentile(side, EVENNESS_PERCENTILE)) for side in sides)
 
 
 def _flat_outside(gradient: np.ndarray, top: int, bottom: int, left: int, right: int) -> bool:
