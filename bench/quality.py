@@ -26,7 +26,8 @@ Methods:
   FILE, named by its file name.
 - aligned-window: aligned with the inner-window variants on both sides (bench/window_method.py):
   each video with a window (picture-in-picture, bars) is also scored by its window's crop, and a
-  pair keeps its best score over both videos' versions, as the service's search does.
+  pair keeps its best score over both videos' versions, as the service's search does. Opt-in
+  (`--methods ...,aligned-window`): the windows' crops are encoded once and cached.
 - frame-phash, vpdq, videohash: bench/baselines.py (skipped with the reason when missing).
 - api (opt-in: `--methods ...,api`): the service end to end, as a user meets it
   (bench/api_method.py): a fresh `hapvr serve` at its defaults, serving the first --checkpoint
@@ -711,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"comma-separated subset of: {', '.join([*OURS, ALIGNED, WINDOWED, *BASELINES, API])} "
         f"and the checkpoints' file stems, each also with the suffix {STORED_SUFFIX} (scored over the "
-        f"feature store's 4-bit regions; by name only) (default: all but {API} and the {STORED_SUFFIX} ones)",
+        f"feature store's 4-bit regions; by name only) (default: all but {API}, {WINDOWED} and the {STORED_SUFFIX} ones)",
     )
     parser.add_argument(
         "--results",
