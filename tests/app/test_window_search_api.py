@@ -7,11 +7,13 @@ copy finds its original first and the original finds the copy first, whichever s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from app.cli import main
 from indexer.components import build_components
 from tests.app.apptools import AppClient, assert_consistent
 
@@ -24,7 +26,13 @@ def _top(body: dict) -> int:
 
 
 def test_picture_in_picture_found_from_both_sides(
-    service_factory, source_clips: list[Path], edited_copy: Callable[..., Path]
+    service_factory,
+    source_clips: list[Path],
+    edited_copy: Callable[..., Path],
+    vector_index: str,
+    model_cache: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # type: ignore[no-untyped-def]
     original, background, other = source_clips[0], source_clips[1], source_clips[3]
     pip = edited_copy("pip", original)  # the original at 35-50 % over the background clip
@@ -48,6 +56,16 @@ def test_picture_in_picture_found_from_both_sides(
     # The ranges stay on the copy's own time axis (the crop keeps its times).
     segment = by_original["data"][0]["segments"][0]
     assert segment["target_end"] <= store.get(ids["pip"]).duration + 1.0
+
+    # `hapvr compare` looks at the window too, and reports what the search does.
+    if vector_index == "faiss":
+        monkeypatch.setenv("HAPVR_CACHE_DIR", str(model_cache))
+        capsys.readouterr()
+        assert main(["compare", str(pip), str(original), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        hit = by_copy["data"][0]
+        assert result["similarity"] == pytest.approx(hit["score"], abs=1e-3)
+        assert result["tier"] == hit["tier"]
 
     # Uploaded clips, both ways: the indexed twin of the uploaded file comes first, then the other side.
     for clip, same, wanted in ((pip, "pip", "original"), (original, "original", "pip")):
