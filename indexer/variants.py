@@ -10,7 +10,7 @@ delete by video removes both; the search re-ranks against both and keeps the bet
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,7 +34,10 @@ def embed_with_window(
     """(features, window features or None) of a file; embedders that do not look for windows give None."""
     if isinstance(embedder, WindowEmbedder):
         return embedder.embed_versions(path, max_frames=max_frames)
-    return embedder.embed(path, max_frames=max_frames), None  # type: ignore[attr-defined]
+    plain: Any = embedder
+    # The worker's call never limits frames (an embedder may take no `max_frames` then).
+    features = plain.embed(path) if max_frames is None else plain.embed(path, max_frames=max_frames)
+    return features, None
 
 
 def indexed_vectors(store: FeatureStorage, video_id: int) -> np.ndarray:
