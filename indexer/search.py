@@ -339,7 +339,7 @@ class Reranker:
         return [self._hit(video_id, reranked[video_id][0], alignment) for video_id, alignment in zip(ids, alignments)]
 
     def _hit(self, video_id: int, raw_score: float, alignment: PairAlignment) -> RankedHit:
-        score = self.calibration(alignment.score, raw_score)
+        score = self.calibration(alignment.score, raw_score, alignment.contrast)
         return RankedHit(
             video_id=video_id,
             score=score,
