@@ -6,9 +6,9 @@ aligns), which finds partial copies and locates them, and the similarity network
 `raw` (-1 to 1), which still ranks whole copies whose frames are too degraded to align, and
 the frame contrast `c` (model.similarity.alignment.frame_contrast, 0-1): how sharply each
 frame's best match stands out, which tells a copy from another stretch of the same fixed
-camera (a calibration stored before it existed has contrast_weight 0). A logistic model fitted by maximum likelihood on footage no model was trained on (the
-held-out benchmark, measured by cross-fitting over its recordings: bench/calibrate.py)
-combines them:
+camera (a calibration stored before it existed has contrast_weight 0). A logistic model
+fitted by maximum likelihood on footage no model was trained on (the held-out benchmark,
+measured by cross-fitting over its recordings: bench/calibrate.py) combines them:
 
     score = sigmoid(alignment_weight * a + raw_weight * raw + contrast_weight * c + bias)
 
