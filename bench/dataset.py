@@ -114,7 +114,7 @@ PRESETS: dict[str, DatasetParams] = {
     ),
     # The benchmark: every held-out recording as an original, two copies of every kind.
     "full": DatasetParams(),
-    # The training side, for fitting score calibration and tier thresholds (never for reporting):
+    # The training side (never for reporting; bench/calibrate.py --dataset training compares a fit there):
     # the same edits over footage of the training packages only.
     "training": DatasetParams(
         segments=16, variants=1, distractors=24, packages=TRAINING_PACKAGES, background_groups=("fish",)

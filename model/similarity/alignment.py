@@ -21,12 +21,19 @@ frame pair with F >= segment_threshold and both frames informative, and a path w
 reports no range. F is made symmetric by the caller and the moves are symmetric, so swapping
 the videos swaps the ranges and keeps the score; ranges end at the videos' durations.
 
+Contrast, a second measurement beside the score (`frame_contrast`): how sharply each
+frame's best match in the other video stands out from its typical match. A copy's frames
+each have one sharp counterpart; other stretches of the same fixed camera or talking head
+match every frame about equally, so they align as well as a copy but have little contrast
+(bench/calibrate.py measures what it adds).
+
 The programme runs row by row over a batch of pairs at once (numpy over pairs x columns),
 so a search aligns all of its re-ranked candidates together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,6 +73,7 @@ class PairAlignment:
     strength: float  # weighted mean match along the paths, 0-1
     query_coverage: float  # weighted fraction of the query's frames inside a segment
     target_coverage: float
+    contrast: float = 0.0  # `frame_contrast` of the pair's F
 
     @property
     def coverage(self) -> float:
@@ -82,6 +90,7 @@ class PairAlignment:
             self.strength,
             self.target_coverage,
             self.query_coverage,
+            self.contrast,
         )
 
 
@@ -138,9 +147,35 @@ def align_pairs(
             still.append(b)
         active = np.array(still, dtype=np.int64)
     return [
-        _summarise(pair_paths, np.asarray(sim, dtype=np.float32), match[b], query, target, config)
+        dataclasses.replace(
+            _summarise(pair_paths, np.asarray(sim, dtype=np.float32), match[b], query, target, config),
+            contrast=frame_contrast(sim, query.weights, target.weights),
+        )
         for b, (pair_paths, sim, target) in enumerate(zip(paths, frame_sims, targets))
     ]
+
+
+def frame_contrast(
+    frame_sim: np.ndarray, row_weights: np.ndarray | None = None, col_weights: np.ndarray | None = None
+) -> float:
+    """How sharply each frame's best match in the other video stands out, 0 to 1, both videos averaged.
+
+    Per frame, 1 - (1 - best) / (1 - median) over its row of F (cosine scale): the share of the
+    gap between its typical match and a perfect one that its best match closes. A frame with a
+    perfect counterpart scores 1 (a video against itself does, static or not); one that matches
+    everything equally well scores 0. Frames count by their informativeness weights, so a
+    shared black fade or title card, matched perfectly, does not make a pair look like a copy.
+    Symmetric: F and its transpose (weights swapped) give the same value.
+    """
+    sim = np.clip(np.asarray(frame_sim, dtype=np.float32), -1.0, 1.0)
+    rows = np.ones(sim.shape[0]) if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+    cols = np.ones(sim.shape[1]) if col_weights is None else np.asarray(col_weights, dtype=np.float64)
+    sides = []
+    for matrix, weights in ((sim, rows), (sim.T, cols)):
+        gap = np.maximum(1.0 - np.median(matrix, axis=1), 1e-3)
+        sharp = np.clip(1.0 - (1.0 - matrix.max(axis=1)) / gap, 0.0, 1.0)
+        sides.append(_weighted_mean(sharp, weights))
+    return (sides[0] + sides[1]) / 2
 
 
 def _best_paths(gain: np.ndarray, config: AlignmentConfig) -> list[list[tuple[int, int]] | None]:

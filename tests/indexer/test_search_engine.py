@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from indexer.feature_store import FeatureStore
-from indexer.search import SearchConfig, SearchEngine, aggregate_votes, cpu_has_bfloat16
+from indexer.search import SearchConfig, SearchEngine, aggregate_votes, canonical_transpose, cpu_has_bfloat16
 from indexer.synthetic import edited_copy, random_unit, synthetic_video
 from indexer.vector_index import FaissIndex, IndexConfig
 from model.features import VideoFeatures
@@ -112,8 +112,13 @@ def test_rerank_scores_are_the_networks_own(library) -> None:
         for hit in chunked:
             target = torch.from_numpy(store.get(hit.video_id).regions).float()
             source = torch.from_numpy(query.regions).float()
-            # The network's score both ways, averaged: the same whichever video is the query.
-            expected = (net.one_to_many(source, [target]).score[0] + net.one_to_many(target, [source]).score[0]) / 2
+            # The network's video-level step on F averaged over both directions, in the pair's
+            # canonical orientation: the same whichever video is the query.
+            forward = net.one_to_many(source, [target]).frame_sim[0]
+            symmetric = (forward + net.one_to_many(target, [source]).frame_sim[0].t()) / 2
+            if canonical_transpose(symmetric):
+                symmetric = symmetric.t()
+            expected = net.video_level(symmetric[None], torch.ones_like(symmetric[None], dtype=torch.bool)).score[0]
             assert hit.raw_score == pytest.approx(float(expected), abs=1e-5)
     assert [h.video_id for h in tiled] == [h.video_id for h in chunked]
     for a, b in zip(tiled, chunked):
@@ -244,3 +249,11 @@ def test_tier_filter_keeps_only_the_asked_tiers(library) -> None:
     assert copies and copies[0].video_id == 12 and [hit.rank for hit in copies] == list(range(1, len(copies) + 1))
     related = [hit.video_id for hit in everything if hit.tier == "related"]
     assert [hit.video_id for hit in engine.search(query, k=60, tiers={"related"})] == related
+
+
+def test_canonical_orientation_is_the_same_from_either_video() -> None:
+    rng = torch.Generator().manual_seed(3)
+    for rows, cols in [(5, 9), (9, 5), (7, 7)]:
+        matrix = torch.rand(rows, cols, generator=rng)
+        assert canonical_transpose(matrix) != canonical_transpose(matrix.t())
+    assert canonical_transpose(torch.ones(6, 6)) == canonical_transpose(torch.ones(6, 6).t())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.similarity.alignment import AlignmentConfig, Side, align_pairs
+from model.similarity.alignment import AlignmentConfig, Side, align_pairs, frame_contrast
 from model.similarity.calibration import Calibration, shipped_calibration
 
 CONFIG = AlignmentConfig()
@@ -96,10 +96,15 @@ def test_low_information_frames_cannot_make_a_match_alone() -> None:
 
 def test_shipped_calibration_rises_with_both_measurements_and_spans_0_to_1() -> None:
     calibration = shipped_calibration()
-    grid = np.array([[calibration(a, raw) for raw in np.linspace(-1, 1, 21)] for a in np.linspace(0, 1, 21)])
-    assert np.all(np.diff(grid, axis=0) >= 0) and np.all(np.diff(grid, axis=1) >= 0)
-    assert calibration(1.0, 0.5) >= 0.99  # a video against itself: everything aligned
-    assert calibration(0.0, -0.5) <= 0.05  # unrelated: nothing aligned, a low network score
+    steps = np.linspace(-1, 1, 11)
+    grid = np.array([[[calibration(a, raw, c) for c in steps[5:]] for raw in steps] for a in steps[5:]])
+    assert (
+        np.all(np.diff(grid, axis=0) >= 0) and np.all(np.diff(grid, axis=1) >= 0) and np.all(np.diff(grid, axis=2) >= 0)
+    )
+    # A video against itself: everything aligned, every frame's best match perfect (contrast 1),
+    # even where the network scores it as low as on the worst real self pair (bench/calibrate.py).
+    assert calibration(1.0, 0.3, 1.0) >= 0.99
+    assert calibration(0.0, -0.5, 0.0) <= 0.05  # unrelated: nothing aligned, a low network score
     assert calibration.tier(1.0, 1.0) == "duplicate"
     assert calibration.tier(1.0, 0.3) == "partial"
     assert calibration.tier(0.0, 0.0) == "none"
@@ -107,3 +112,26 @@ def test_shipped_calibration_rises_with_both_measurements_and_spans_0_to_1() -> 
         Calibration(alignment_weight=1.0, raw_weight=1.0, bias=0.0, partial=0.2, related=0.4, duplicate_coverage=0.8)
     with pytest.raises(ValueError):
         Calibration(alignment_weight=-1.0, raw_weight=1.0, bias=0.0, partial=0.5, related=0.4, duplicate_coverage=0.8)
+
+
+def test_frame_contrast_tells_a_sharp_counterpart_from_a_uniformly_similar_scene() -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.normal(size=(12, 16))
+    frames /= np.linalg.norm(frames, axis=1, keepdims=True)
+    own = frames @ frames.T
+    assert frame_contrast(own) == pytest.approx(1.0)  # a video against itself
+    assert frame_contrast(np.full((6, 6), 0.99)) == pytest.approx(0.0, abs=1e-6)  # all alike, none perfect
+    assert frame_contrast(np.full((6, 6), 1.0)) == pytest.approx(1.0)  # a still video against itself
+    other = 0.6 + 0.05 * rng.uniform(size=(12, 12))  # every frame matched about equally, none perfectly
+    assert frame_contrast(other) < 0.3
+    weights_a, weights_b = rng.uniform(0.05, 1, 12), rng.uniform(0.05, 1, 9)
+    matrix = rng.uniform(-0.2, 1, (12, 9))
+    assert frame_contrast(matrix, weights_a, weights_b) == pytest.approx(frame_contrast(matrix.T, weights_b, weights_a))
+    # Frames of weight near zero (black, title cards) cannot lift it.
+    shared_card = np.full((6, 6), 0.2)
+    shared_card[0, 0] = 1.0
+    low = np.array([0.0, 1, 1, 1, 1, 1])
+    assert (
+        frame_contrast(shared_card, low, low) < frame_contrast(shared_card)
+        and frame_contrast(shared_card, low, low) < 0.05
+    )
