@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from bench.alignment_method import indexed_features
 from bench.dataset import PRESETS, build_dataset, load_dataset
@@ -140,7 +141,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, selves: np.ndarray) -
 
 def calibrated_matrix(measurements: np.ndarray, weights: np.ndarray) -> np.ndarray:
     z = measurements @ weights[:3] + weights[3]
-    return 1.0 / (1.0 + np.exp(-z))
+    return expit(z)  # the logistic without overflow for very negative z
 
 
 def threshold_for(scores: np.ndarray, labels: np.ndarray, precision: float) -> float:
