@@ -72,26 +72,33 @@ def decode_into(destination: torch.Tensor, codes: np.ndarray, steps: np.ndarray)
     """Decode codes [T, R, ceil(D / 2)] and steps [T, R] straight into `destination` [T, R, D]
     (the re-rank's workspace, in its dtype), with no float32 copy of the regions in between.
 
-    Nibbles are split with integer ops, widened once into the destination, then shifted and
-    scaled in place: five vectorised passes where the table gather and float32 product of
-    `decode_regions_float32` cost several times more (bench/bench_feature_store.py). In float32
-    the result is exact (the same levels); in bfloat16 the step is rounded to bfloat16 first,
-    which scales a whole region vector by at most 2**-9 (its cosine to others is unchanged).
+    Each byte is widened to 16 bits and its nibbles spread into the two bytes (low first), which
+    become the odd half-step counts 2 * code - 15 in int8: integer passes over the small codes.
+    Then one widening copy into the destination and one multiply by half the step, where the
+    table gather and float32 product of `decode_regions_float32` cost 3x the time
+    (bench/bench_feature_store.py). Exact in float32; in bfloat16 the step is rounded to
+    bfloat16 first, which scales a whole region vector by at most 2**-9.
     """
     frames, regions, dim = destination.shape
     if codes.shape != (frames, regions, (dim + 1) // 2) or steps.shape != (frames, regions):
         raise ValueError(f"codes {codes.shape} and steps {steps.shape} do not fill {tuple(destination.shape)}")
-    packed = torch.from_numpy(np.ascontiguousarray(codes))
-    nibbles = torch.empty((*packed.shape, 2), dtype=torch.uint8)
-    torch.bitwise_and(packed, 0x0F, out=nibbles[..., 0])
-    torch.bitwise_right_shift(packed, 4, out=nibbles[..., 1])
-    destination.copy_(nibbles.view(frames, regions, -1)[..., :dim])
-    scale = torch.from_numpy(np.ascontiguousarray(steps)).to(destination.dtype)[..., None]
-    return destination.sub_(_HALF - 0.5).mul_(scale)
+    nibbles = codes.astype(np.int16)
+    spread = nibbles << 4
+    spread |= nibbles
+    spread &= 0x0F0F
+    half_steps = spread.view(np.int8)
+    half_steps *= 2
+    half_steps -= LEVELS - 1
+    destination.copy_(torch.from_numpy(half_steps.reshape(frames, regions, -1)[..., :dim]))
+    scale = torch.from_numpy(np.ascontiguousarray(steps)).to(destination.dtype)[..., None] * 0.5
+    return destination.mul_(scale)
 
 
-# Byte -> the sum of its two levels squared, in quarter units ((2 code - 15) ** 2 per nibble).
+# Byte -> the sum of its two levels squared, in quarter units ((2 code - 15) ** 2 per nibble);
+# and the same for the two bytes of a uint16 (a gather of half as many elements).
 _QUARTER_SQUARES_OF_BYTE = ((2 * _LOW - (LEVELS - 1)) ** 2 + (2 * _HIGH - (LEVELS - 1)) ** 2).astype(np.uint16)
+_PAIRS = np.arange(1 << 16)
+_QUARTER_SQUARES_OF_PAIR = _QUARTER_SQUARES_OF_BYTE[_PAIRS & 0xFF] + _QUARTER_SQUARES_OF_BYTE[_PAIRS >> 8]
 
 
 def region_energy(codes: np.ndarray, steps: np.ndarray, dim: int) -> np.ndarray:
@@ -100,9 +107,12 @@ def region_energy(codes: np.ndarray, steps: np.ndarray, dim: int) -> np.ndarray:
     A padded odd dimension decodes to a level (-0.5 or +0.5 steps) that is cut off, so its
     square is taken out again.
     """
-    quarters = _QUARTER_SQUARES_OF_BYTE[codes].sum(axis=-1, dtype=np.int64)
+    if codes.shape[-1] % 2 == 0:
+        quarters = _QUARTER_SQUARES_OF_PAIR[np.ascontiguousarray(codes).view(np.uint16)].sum(axis=-1, dtype=np.int64)
+    else:
+        quarters = _QUARTER_SQUARES_OF_BYTE[codes].sum(axis=-1, dtype=np.int64)
     if dim % 2:
-        quarters -= ((2 * (codes[..., -1] >> 4).astype(np.int64) - (LEVELS - 1)) ** 2).astype(np.int64)
+        quarters -= (2 * (codes[..., -1] >> 4).astype(np.int64) - (LEVELS - 1)) ** 2
     step = steps.astype(np.float32)
     return (quarters.astype(np.float32) * np.float32(0.25) * step * step).astype(np.float32)
 
