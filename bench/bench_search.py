@@ -277,7 +277,7 @@ def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimila
         "video_minutes": minutes,
         "index": index.kind,
         "ivf_cells": index.ivf_cells if args.index == "faiss" else None,
-        "nprobe": library.spec.index_config().nprobe,
+        "nprobe": index.nprobe if args.index == "faiss" else None,
         "candidates": count,
         "precision": "bfloat16" if engine.reranker.dtype == torch.bfloat16 else "float32",
         "threads": torch.get_num_threads(),
@@ -397,7 +397,10 @@ def results_row(summary: dict) -> str:
     per_minute = summary["bytes_per_video_minute"]
     recall = summary["candidate_recall"]
     recall_cell = "-" if recall is None else f"{recall:.3f} ({summary['candidate_recall_min']:.2f})"
-    index = summary["index"] if summary["ivf_cells"] is None else f"{summary['index']} ({summary['ivf_cells']} cells)"
+    index = summary["index"]
+    if summary["ivf_cells"] is not None:
+        probes = f", nprobe {summary['nprobe']}" if summary.get("nprobe") else ""
+        index = f"{index} ({summary['ivf_cells']} cells{probes})"
     retrain_s = summary["build"].get("retrain_s", 0.0)
     retrained = f"retrained for its size at load ({retrain_s:.0f} s)" if retrain_s >= 1 else ""
     note = ", ".join(p for p in (summary["label"], retrained, f"OMP_WAIT_POLICY={summary['omp_wait_policy']}") if p)

@@ -30,7 +30,9 @@ videos only). Once the index holds `retrain_growth` times the frames it was trai
 twice the cells), it is retrained in a background thread from the full-precision vectors of the
 feature store it was given (or, for IVF-Flat without a store, its own exact vectors), checked
 on every add and when a saved index is loaded. IVF-PQ codes cannot give the vectors back, so
-without a store it keeps its cells.
+without a store it keeps its cells. A retrained index visits the same share of its cells as the
+first one did (`nprobe_for`): more cells at the same nprobe would scan less of the collection,
+and candidate recall fell with it (bench/results/search.md).
 
 Threading. One lock around every FAISS call: searches from request threads and adds or removes
 from worker threads never overlap inside FAISS. The switch to IVF and every retraining train
@@ -110,7 +112,9 @@ class IndexConfig:
     approximate_kind: Literal["ivfpq", "ivfflat"] = "ivfpq"
     nlist: int | None = None  # IVF cells; None: about 4 * sqrt(frames) at training time
     pq_bytes: int = 64  # PQ code bytes per vector (at most): up to 2 * pq_bytes sub-quantisers of 4 bits
-    nprobe: int = 32  # IVF cells visited per query vector
+    # IVF cells visited per query vector, for the cells of the first training (at the threshold);
+    # a retrained index with more cells visits as large a share of them (`nprobe_for`).
+    nprobe: int = 32
     max_training_vectors: int = 262_144
     # Retrain an IVF index once it holds this many times the frames it was trained on (None: never).
     retrain_growth: float | None = 4.0
@@ -176,6 +180,14 @@ def _choose_nlist(config: IndexConfig, frames: int) -> int:
     return int(max(16, min(4 * math.sqrt(frames), frames // 39, 65536)))
 
 
+def nprobe_for(config: IndexConfig, nlist: int) -> int:
+    """Cells to visit in an IVF index of `nlist` cells: `config.nprobe` of the cells trained at the
+    threshold, and the same share of a retrained index's cells, so retraining keeps the share of
+    the collection a search scans (and its recall and cost) instead of shrinking it."""
+    first = _choose_nlist(config, config.approximate_threshold)
+    return int(min(nlist, max(config.nprobe, round(config.nprobe * nlist / first))))
+
+
 def pq_layout(dim: int, pq_bytes: int) -> tuple[int, int]:
     """(dimension PQ sees, 4-bit sub-quantisers) for `dim`-d vectors in at most `pq_bytes` a vector.
 
@@ -208,7 +220,7 @@ def _train_approximate(config: IndexConfig, vectors: np.ndarray):
         sample = vectors[np.sort(picks)]
     started = time.perf_counter()
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    faiss.extract_index_ivf(index).nprobe = config.nprobe
+    faiss.extract_index_ivf(index).nprobe = nprobe_for(config, nlist)
     log.info("trained %s on %d vectors in %.1f s", description, len(sample), time.perf_counter() - started)
     return index
 
@@ -293,6 +305,12 @@ class FaissIndex:
         """Cells of the IVF index searched now; None while flat."""
         with self._lock:
             return None if _kind_of(self._index) == "flat" else int(faiss.extract_index_ivf(self._index).nlist)
+
+    @property
+    def nprobe(self) -> int | None:
+        """Cells a search visits now; None while flat."""
+        with self._lock:
+            return None if _kind_of(self._index) == "flat" else int(faiss.extract_index_ivf(self._index).nprobe)
 
     def wait_for_training(self, timeout: float | None = None) -> bool:
         """Wait for a background retraining to finish; True when none is running any more."""
@@ -580,7 +598,8 @@ class FaissIndex:
                 f"expected {sidecar['frames']} of dim {config.dim}"
             )
         if _kind_of(index) != "flat":
-            faiss.extract_index_ivf(index).nprobe = config.nprobe
+            ivf = faiss.extract_index_ivf(index)
+            ivf.nprobe = nprobe_for(config, int(ivf.nlist))
         self = cls(config, store)
         self._index = index
         self._videos = _counts(_all_ids(index))

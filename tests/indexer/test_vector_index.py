@@ -393,7 +393,7 @@ def test_an_ivf_index_retrains_in_the_background_once_it_outgrows_its_training(m
     index = FaissIndex(_config(approximate_threshold=2000, retrain_growth=4.0), store)
     for video_id in range(1, 51):
         index.add(video_id, store.get(video_id).frame_vectors)
-    assert index.kind == "ivfpq" and index.ivf_cells == 51  # trained at 2,000 frames
+    assert index.kind == "ivfpq" and (index.ivf_cells, index.nprobe) == (51, 16)  # trained at 2,000 frames
     train = module._train_approximate
     started, release = threading.Event(), threading.Event()
 
@@ -417,6 +417,7 @@ def test_an_ivf_index_retrains_in_the_background_once_it_outgrows_its_training(m
     release.set()
     assert index.wait_for_training(60)
     assert index.ivf_cells == 205  # min(4 sqrt(8,000), 8,000 / 39)
+    assert index.nprobe == 64  # the same share of the cells as before: 16 of 51
     assert index.video_ids() == set(range(1, 202)) - {7} and index.num_frames == 200 * 40
     _finds_itself(index, store, [3, 120, 200, 201])
     _, found, _ = index.search(store.get(202).frame_vectors, k=1)
