@@ -240,7 +240,8 @@ def milvus_index(library: SyntheticLibrary, videos: int, uri: str) -> tuple[Any,
     from bench.search_library import IndexBuild
     from indexer.milvus_index import MilvusConfig, MilvusIndex
 
-    index = MilvusIndex(MilvusConfig(uri=uri, collection=f"bench_{videos}", dim=512))
+    # A bulk fill of 100k+ rows keeps milvus-lite busy indexing: calls get minutes, not the service's 10 s.
+    index = MilvusIndex(MilvusConfig(uri=uri, collection=f"bench_{videos}", dim=512, timeout_s=600.0))
     build = IndexBuild(generated=0, reused=0, build_s=0.0, file_bytes=0, resident_bytes=None)
     if index.num_videos != videos:
         started = time.perf_counter()
