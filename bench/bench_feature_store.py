@@ -1,10 +1,14 @@
 """Feature store formats: bytes per video-minute and the re-rank's read time, float16 (format 1)
 against 4-bit codes (format 2, indexer.feature_codec).
 
-The re-rank reads the region features of its candidates on every search; this measures that
-read (warm page cache: open, map, check the header, decode) for --candidates videos of
+The re-rank reads the region features of its candidates on every search; this measures what
+a search does with them (warm page cache: open, map, check the header; fill the re-rank's
+workspace in its dtype; the frame energies the alignment reads) for --candidates videos of
 --frames frames of the shipped model's shape (9 regions of 512 dims), and the error of the
-4-bit codes. Writes bench/results/feature_store.md.
+4-bit codes. Three ways: float16 (format 1), 4-bit decoded to float32 regions and frame vectors
+first (what format 2 reads did before), and 4-bit decoded straight into the workspace with
+energies from the codes (indexer.search._regions_into, _frame_energy). Writes
+bench/results/feature_store.md.
 
     python -m bench.bench_feature_store [--candidates 100] [--frames 20] [--repeats 5]
 """
@@ -12,15 +16,18 @@ read (warm page cache: open, map, check the header, decode) for --candidates vid
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import save
 
+from bench.bench_search import cpu_model
 from indexer.feature_store import FORMAT_V1, FeatureStore, _checksum
+from indexer.search import _frame_energy, _regions_into, _workspace, cpu_has_bfloat16
 from indexer.synthetic import synthetic_video
 from model.features import VideoFeatures
 
@@ -37,13 +44,23 @@ def write_v1(store: FeatureStore, video_id: int, features: VideoFeatures) -> Non
     path.write_bytes(save(arrays, metadata=metadata))
 
 
-def read_ms(store: FeatureStore, ids: list[int], repeats: int) -> float:
-    """Median time to read every candidate once (what one search's load stage does)."""
+def read_ms(store: FeatureStore, ids: list[int], repeats: int, dtype: torch.dtype, *, decode_first: bool) -> float:
+    """Median time to read every candidate once into the re-rank workspace, with its frame energies
+    (what one search's load stage, workspace fill and alignment do with the features)."""
+    frames = sum(store.get(video_id).num_frames for video_id in ids)
+    workspace = _workspace("bench", frames * REGIONS * DIM, dtype).view(-1, REGIONS, DIM)
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
+        offset = 0
         for video_id in ids:
-            store.get(video_id, verify=False).regions.sum(dtype=np.float32)  # touch the data as the re-rank does
+            features = store.get(video_id, verify=False)
+            if decode_first:  # float32 regions and frame vectors made on reading
+                features.frame_vectors  # noqa: B018
+            rows = list(range(features.num_frames))
+            _regions_into(workspace[offset : offset + len(rows)], features, rows)
+            _frame_energy(features)
+            offset += len(rows)
         times.append(time.perf_counter() - started)
     return float(np.median(times[1:]) * 1000)
 
@@ -68,7 +85,12 @@ def main() -> None:
             name: sum(store.path_for(v).stat().st_size for v in ids) / (args.candidates * args.frames) * 60 / 1000
             for name, store in (("float16", old), ("int4", new))
         }
-        timings = {"float16": read_ms(old, ids, args.repeats), "int4": read_ms(new, ids, args.repeats)}
+        dtype = torch.bfloat16 if cpu_has_bfloat16() else torch.float32  # the re-rank's (precision auto)
+        timings = {
+            "float16": read_ms(old, ids, args.repeats, dtype, decode_first=False),
+            "int4, via float32": read_ms(new, ids, args.repeats, dtype, decode_first=True),
+            "int4, into the workspace": read_ms(new, ids, args.repeats, dtype, decode_first=False),
+        }
         decoded = [new.get(v).regions.astype(np.float32) for v in ids[:10]]
     original = [v.regions.astype(np.float32) for v in videos[:10]]
     cosines = np.concatenate(
@@ -83,11 +105,17 @@ def main() -> None:
         "Regenerate: `python -m bench.bench_feature_store`",
         "",
         f"{args.candidates} candidates of {args.frames} frames ({REGIONS} regions x {DIM} dims, synthetic), "
-        f"warm page cache, median of {args.repeats} reads of all of them; {platform.processor() or platform.machine()}.",
+        f"warm page cache, median of {args.repeats} reads of all of them into a {str(dtype).split('.')[-1]} "
+        f"re-rank workspace with their frame energies; {cpu_model()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} after the run; {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
-        "| format | KB per video-minute | read + decode of all candidates (ms) |",
+        "| format | KB per video-minute | read, fill the workspace, frame energies of all candidates (ms) |",
         "|---|---|---|",
-        *(f"| {name} | {per_minute[name]:.0f} | {timings[name]:.1f} |" for name in ("float16", "int4")),
+        *(f"| {name} | {per_minute[name.split(',')[0]]:.0f} | {timings[name]:.1f} |" for name in timings),
+        "",
+        '"int4, via float32" is what format-2 reads did before: float32 regions and frame vectors made',
+        'on reading, then converted into the workspace; "into the workspace" decodes the codes there',
+        "and takes the energies from the codes (indexer.feature_codec.decode_into, region_energy).",
         "",
         f"4-bit codes against float16, cosine of each region vector: mean {cosines.mean():.4f}, "
         f"min {cosines.min():.4f}. The ranking change on the benchmark is bench/quality.py's "

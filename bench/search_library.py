@@ -7,7 +7,9 @@ build regenerates nothing it already stored. The frame index is saved at each me
 it and adds the rest, reading stored features instead of generating them again.
 
 The index is then loaded back from its file and searched, as the service does at start-up;
-the resident memory that load adds is the index's cost in RAM.
+the resident memory that load adds is the index's cost in RAM. As in the service, the index is
+given the store, so an IVF index that has outgrown its training retrains (in the background,
+waited for before a save or a measurement) unless `retrain=False` keeps the saved cells.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class IndexBuild:
     build_s: float  # growing the index to this size (0 when a saved one was complete)
     file_bytes: int  # the saved index (FAISS serialisation and ids)
     resident_bytes: int | None  # RSS growth of this process when loading it; None off Linux
+    retrain_s: float = 0.0  # retraining the loaded index for its size (0 when it needed none)
 
 
 class SyntheticLibrary:
@@ -115,8 +118,9 @@ class SyntheticLibrary:
         # As the service indexes them: the vectors the store gives back (from its compact regions).
         return self.store.get(video_id), True
 
-    def open_index(self, size: int) -> tuple[FaissIndex, IndexBuild]:
-        """The index of videos 1..size, saved and loaded back (built or grown first if needed)."""
+    def open_index(self, size: int, *, retrain: bool = True) -> tuple[FaissIndex, IndexBuild]:
+        """The index of videos 1..size, saved and loaded back (built or grown first if needed);
+        with `retrain`, retrained for its size if it has outgrown its training (`retrain_s`)."""
         path, config = self.index_path(size), self.spec.index_config()
         build = IndexBuild(generated=0, reused=0, build_s=0.0, file_bytes=0, resident_bytes=None)
         try:
@@ -126,10 +130,13 @@ class SyntheticLibrary:
             FaissIndex.load(path, config)
         build.file_bytes = path.stat().st_size
         before = resident_bytes()
-        index = FaissIndex.load(path, config)
+        index = FaissIndex.load(path, config, self.store if retrain else None)
         after = resident_bytes()
         if before is not None and after is not None:
             build.resident_bytes = after - before
+        started = time.perf_counter()
+        index.wait_for_training()
+        build.retrain_s = time.perf_counter() - started
         return index, build
 
     def _grow(self, size: int, build: IndexBuild) -> None:
@@ -149,6 +156,7 @@ class SyntheticLibrary:
                 build.generated += 1
             else:
                 build.reused += 1
+        index.wait_for_training()
         index.save(self.index_path(size))
         build.build_s = time.perf_counter() - started
 
@@ -157,19 +165,12 @@ class SyntheticLibrary:
         saved = sorted((int(p.stem.split("-", 1)[1]) for p in self.root.glob("index-*.faiss")), reverse=True)
         for count in (n for n in saved if n < size):
             try:
-                index = FaissIndex.load(self.index_path(count), self.spec.index_config())
+                index = FaissIndex.load(self.index_path(count), self.spec.index_config(), self.store)
             except IndexLoadError:
                 continue  # an interrupted save: try a smaller one
             if index.video_ids() == set(range(1, count + 1)):
                 return count, index
-        return 0, FaissIndex(self.spec.index_config())
-
-    def ivf_cells(self, size: int) -> int | None:
-        """IVF cells of the saved index of `size` videos; None for a flat one."""
-        import faiss
-
-        index = faiss.read_index(str(self.index_path(size)))
-        return None if isinstance(index, faiss.IndexIDMap2) else int(faiss.extract_index_ivf(index).nlist)
+        return 0, FaissIndex(self.spec.index_config(), self.store)
 
     def disk_bytes(self, size: int) -> int:
         """Bytes the store's files of videos 1..size take on disk (allocated blocks)."""

@@ -153,12 +153,12 @@ def build_components(settings: Settings) -> Components:
         if not path.exists():
             return None  # a first start: nothing saved yet
         try:
-            return FaissIndex.load(path, index_config)
+            return FaissIndex.load(path, index_config, store)  # the store: to retrain from as it grows
         except IndexLoadError as error:
             log.warning("%s; rebuilding the index from the feature store", error)
             return None
 
-    new_index: Callable[[], VectorIndex] = lambda: FaissIndex(index_config)  # noqa: E731
+    new_index: Callable[[], VectorIndex] = lambda: FaissIndex(index_config, store)  # noqa: E731
     load_index: Callable[[Path], VectorIndex | None] = load_faiss
     if settings.vector_index == "milvus":
         new_index, load_index = milvus_factories(settings, dim)

@@ -14,7 +14,12 @@ size). The ranking change it causes is measured by bench/quality.py (method `<mo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
+
+from model.features import VideoFeatures, mean_frame_vectors
 
 # Half the code range covers this many RMS of a vector (see the module docstring).
 CLIP_RMS = 2.75
@@ -63,4 +68,164 @@ def decode_regions_float32(codes: np.ndarray, steps: np.ndarray, dim: int) -> np
     return np.multiply(half_steps, scale, dtype=np.float32)
 
 
-__all__ = ["CLIP_RMS", "decode_regions", "decode_regions_float32", "encode_regions"]
+def decode_into(destination: torch.Tensor, codes: np.ndarray, steps: np.ndarray) -> torch.Tensor:
+    """Decode codes [T, R, ceil(D / 2)] and steps [T, R] straight into `destination` [T, R, D]
+    (the re-rank's workspace, in its dtype), with no float32 copy of the regions in between.
+
+    Each byte is widened to 16 bits and its nibbles spread into the two bytes (low first), which
+    become the odd half-step counts 2 * code - 15 in int8: integer passes over the small codes.
+    Then one widening copy into the destination and one multiply by half the step, where the
+    table gather and float32 product of `decode_regions_float32` cost 3x the time
+    (bench/bench_feature_store.py). Exact in float32; in bfloat16 the step is rounded to
+    bfloat16 first, which scales a whole region vector by at most 2**-9.
+    """
+    frames, regions, dim = destination.shape
+    if codes.shape != (frames, regions, (dim + 1) // 2) or steps.shape != (frames, regions):
+        raise ValueError(f"codes {codes.shape} and steps {steps.shape} do not fill {tuple(destination.shape)}")
+    nibbles = codes.astype(np.int16)
+    spread = nibbles << 4
+    spread |= nibbles
+    spread &= 0x0F0F
+    half_steps = spread.view(np.int8)
+    half_steps *= 2
+    half_steps -= LEVELS - 1
+    destination.copy_(torch.from_numpy(half_steps.reshape(frames, regions, -1)[..., :dim]))
+    scale = torch.from_numpy(np.ascontiguousarray(steps)).to(destination.dtype)[..., None] * 0.5
+    return destination.mul_(scale)
+
+
+# Byte -> the sum of its two levels squared, in quarter units ((2 code - 15) ** 2 per nibble);
+# and the same for the two bytes of a uint16 (a gather of half as many elements).
+_QUARTER_SQUARES_OF_BYTE = ((2 * _LOW - (LEVELS - 1)) ** 2 + (2 * _HIGH - (LEVELS - 1)) ** 2).astype(np.uint16)
+_PAIRS = np.arange(1 << 16)
+_QUARTER_SQUARES_OF_PAIR = _QUARTER_SQUARES_OF_BYTE[_PAIRS & 0xFF] + _QUARTER_SQUARES_OF_BYTE[_PAIRS >> 8]
+
+
+def region_energy(codes: np.ndarray, steps: np.ndarray, dim: int) -> np.ndarray:
+    """Squared norm of each decoded region vector, [T, R] float32, from the codes alone.
+
+    A padded odd dimension decodes to a level (-0.5 or +0.5 steps) that is cut off, so its
+    square is taken out again.
+    """
+    if codes.shape[-1] % 2 == 0:
+        quarters = _QUARTER_SQUARES_OF_PAIR[np.ascontiguousarray(codes).view(np.uint16)].sum(axis=-1, dtype=np.int64)
+    else:
+        quarters = _QUARTER_SQUARES_OF_BYTE[codes].sum(axis=-1, dtype=np.int64)
+    if dim % 2:
+        quarters -= (2 * (codes[..., -1] >> 4).astype(np.int64) - (LEVELS - 1)) ** 2
+    step = steps.astype(np.float32)
+    return (quarters.astype(np.float32) * np.float32(0.25) * step * step).astype(np.float32)
+
+
+class CompactVideoFeatures(VideoFeatures):
+    """Features read from 4-bit codes, decoded only when something needs the float values.
+
+    The re-rank decodes a candidate's codes straight into its workspace (`decode_into`) and
+    takes the frame energies from the codes (`region_energy`), so a search never makes the
+    float32 regions or the frame vectors of its candidates: that was most of the old 1 ms per
+    candidate. Anything that reads `regions` gets the exact float32 levels (decoded once and
+    kept), and `frame_vectors` the stored ones or the mean rule over those levels.
+    """
+
+    codes: np.ndarray  # uint8 [T, R, ceil(D / 2)]
+    steps: np.ndarray  # float16 [T, R]
+    _dim: int
+    _stored_vectors: np.ndarray | None  # stored frame vectors, or the mean rule's once computed
+
+    @classmethod
+    def from_codes(
+        cls,
+        codes: np.ndarray,
+        steps: np.ndarray,
+        dim: int,
+        timestamps: np.ndarray,
+        frame_vectors: np.ndarray | None = None,
+        **details: Any,
+    ) -> CompactVideoFeatures:
+        """Features over codes; ValueError when the codes, steps, timestamps and vectors disagree."""
+        if codes.ndim != 3 or steps.shape != codes.shape[:2] or codes.shape[2] != (dim + 1) // 2:
+            raise ValueError(f"codes {codes.shape} and steps {steps.shape} disagree with dim {dim}")
+        features = cls.__new__(cls)
+        features.codes, features.steps, features._dim = codes, steps, dim
+        features._stored_vectors = frame_vectors
+        # The dataclass's __init__ sets every field; the two lazy ones go through their setters,
+        # where None means "not decoded yet".
+        VideoFeatures.__init__(
+            features,
+            regions=None,  # type: ignore[arg-type]
+            frame_vectors=None,  # type: ignore[arg-type]
+            timestamps=timestamps,
+            float32_regions=True,
+            **details,
+        )
+        return features
+
+    def __post_init__(self) -> None:
+        if self.__dict__.get("_regions") is not None:  # made from arrays (dataclasses.replace)
+            super().__post_init__()
+            return
+        frames = self.codes.shape[0]
+        if frames == 0:
+            raise ValueError("a video needs at least one frame")
+        self.timestamps = np.ascontiguousarray(self.timestamps, dtype=np.float64)
+        if self.timestamps.shape != (frames,):
+            raise ValueError(f"timestamps must be [{frames}], got {self.timestamps.shape}")
+        if self._stored_vectors is not None:
+            self._stored_vectors = np.ascontiguousarray(self._stored_vectors, dtype=np.float32)
+            if self._stored_vectors.shape != (frames, self._dim):
+                raise ValueError(f"frame_vectors must be [{frames}, {self._dim}], got {self._stored_vectors.shape}")
+        if self.frame_weights is not None:
+            self.frame_weights = np.ascontiguousarray(self.frame_weights, dtype=np.float32)
+            if self.frame_weights.shape != (frames,):
+                raise ValueError(f"frame_weights must be [{frames}], got {self.frame_weights.shape}")
+
+    @property
+    def regions(self) -> np.ndarray:
+        regions = self.__dict__.get("_regions")
+        if regions is None:
+            regions = decode_regions_float32(self.codes, self.steps, self._dim)
+            self.__dict__["_regions"] = regions
+        return regions
+
+    @regions.setter
+    def regions(self, value: np.ndarray | None) -> None:
+        self.__dict__["_regions"] = value
+
+    @property
+    def frame_vectors(self) -> np.ndarray:
+        if self._stored_vectors is None:
+            self._stored_vectors = mean_frame_vectors(self.regions)
+        return self._stored_vectors
+
+    @frame_vectors.setter
+    def frame_vectors(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            self._stored_vectors = value
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the float32 regions have been made (then they are what every reader uses)."""
+        return self.__dict__.get("_regions") is not None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.codes.shape[0]) if not self.decoded else super().num_frames
+
+    @property
+    def num_regions(self) -> int:
+        return int(self.codes.shape[1]) if not self.decoded else super().num_regions
+
+    @property
+    def dim(self) -> int:
+        return self._dim if not self.decoded else super().dim
+
+
+__all__ = [
+    "CompactVideoFeatures",
+    "CLIP_RMS",
+    "decode_into",
+    "decode_regions",
+    "decode_regions_float32",
+    "encode_regions",
+    "region_energy",
+]

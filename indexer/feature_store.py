@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from indexer.feature_codec import decode_regions_float32, encode_regions
+from indexer.feature_codec import CompactVideoFeatures, encode_regions
 from model.features import VideoFeatures, mean_frame_vectors
 from model.fileio import TEMP_PREFIX, fsync_dir, write_bytes_atomic
 
@@ -273,33 +273,31 @@ class FeatureStore:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} lack tensor {error}") from None
         if verify and _checksum(*stored) != metadata.get("crc32"):
             raise CorruptFeaturesError(f"features of video {video_id} at {path} fail their checksum")
-        timestamps = arrays["timestamps"]
-        if metadata["format"] == FORMAT_V1:
-            regions, vectors = arrays["regions"], arrays["frame_vectors"]
-        else:
-            codes, steps = arrays["region_codes"], arrays["region_steps"]
-            try:
-                dim = int(metadata["dim"])
-                if codes.ndim != 3 or steps.shape != codes.shape[:2] or codes.shape[2] != (dim + 1) // 2:
-                    raise ValueError(f"codes {codes.shape} and steps {steps.shape} disagree with dim {dim}")
-            except (KeyError, ValueError) as error:
-                raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
-            # float32: the levels are exact there, and a float16 cast would cost 4x the decode.
-            regions = decode_regions_float32(codes, steps, dim)
-            vectors = arrays["frame_vectors"] if "frame_vectors" in arrays else mean_frame_vectors(regions)
+        details: dict[str, Any] = {
+            "duration": _optional_float(metadata.get("duration")),
+            "fps": _optional_float(metadata.get("fps")),
+            "source_fps": _optional_float(metadata.get("source_fps")),
+            "checkpoint": metadata.get("checkpoint"),
+            "frame_weights": arrays.get("frame_weights"),
+        }
         try:
-            return VideoFeatures(
-                regions=regions,
-                frame_vectors=vectors,
-                timestamps=timestamps,
-                duration=_optional_float(metadata.get("duration")),
-                fps=_optional_float(metadata.get("fps")),
-                source_fps=_optional_float(metadata.get("source_fps")),
-                checkpoint=metadata.get("checkpoint"),
-                float32_regions=regions.dtype == np.float32,
-                frame_weights=arrays.get("frame_weights"),
+            if metadata["format"] == FORMAT_V1:
+                return VideoFeatures(
+                    regions=arrays["regions"],
+                    frame_vectors=arrays["frame_vectors"],
+                    timestamps=arrays["timestamps"],
+                    **details,
+                )
+            # Decoded lazily: the re-rank decodes the codes straight into its workspace.
+            return CompactVideoFeatures.from_codes(
+                arrays["region_codes"],
+                arrays["region_steps"],
+                int(metadata["dim"]),
+                arrays["timestamps"],
+                arrays.get("frame_vectors"),
+                **details,
             )
-        except ValueError as error:
+        except (KeyError, ValueError) as error:
             raise CorruptFeaturesError(f"features of video {video_id} at {path} are invalid: {error}") from None
 
     def delete(self, video_id: int) -> None:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from indexer.feature_codec import CompactVideoFeatures, decode_into, region_energy
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from model.features import VideoFeatures
 from model.similarity.alignment import AlignmentConfig, PairAlignment, Side, align_pairs
@@ -348,10 +349,9 @@ class Reranker:
         ids = list(reranked)
         if not ids:
             return []
-        query_energy = frame_energy(query.regions)
+        query_energy = _frame_energy(query)
         sims = [
-            cosine_scaled(reranked[video_id][1], query_energy, frame_energy(targets[video_id].regions))
-            for video_id in ids
+            cosine_scaled(reranked[video_id][1], query_energy, _frame_energy(targets[video_id])) for video_id in ids
         ]
         alignments = align_pairs(
             sims, _side(query), [_side(targets[video_id]) for video_id in ids], self.config.alignment
@@ -399,10 +399,7 @@ class Reranker:
                 stacked = _workspace("targets", sum(lengths) * regions * dim, dtype).view(-1, regions, dim)
                 offset = 0
                 for video_id, cols in zip(chunk, columns):
-                    source = torch.from_numpy(targets[video_id].regions)
-                    if len(cols) != len(source):
-                        source = source[cols]
-                    _convert_into(stacked[offset : offset + len(cols)], source)
+                    _regions_into(stacked[offset : offset + len(cols)], targets[video_id], cols)
                     offset += len(cols)
                 frame_sim, reverse = self._frame_similarity(q, stacked)
                 symmetric = (frame_sim + reverse) / 2
@@ -557,6 +554,28 @@ def aggregate_votes(scores: np.ndarray, video_ids: np.ndarray, exclude: Collecti
     gains = np.bincount(first_pair % len(unique_videos), weights=excess, minlength=len(unique_videos))
     base = floor.sum()
     return {int(video): float((base + gain) / count) for video, gain in zip(unique_videos, gains)}
+
+
+def _regions_into(destination: torch.Tensor, features: VideoFeatures, rows: list[int]) -> None:
+    """Write the regions of frames `rows` into the workspace `destination`, in its dtype: 4-bit
+    codes not yet decoded are decoded straight into it (no float32 copy, no second conversion)."""
+    if isinstance(features, CompactVideoFeatures) and not features.decoded:
+        every = len(rows) == features.num_frames and rows == list(range(len(rows)))
+        codes, steps = (features.codes, features.steps) if every else (features.codes[rows], features.steps[rows])
+        decode_into(destination, codes, steps)
+        return
+    source = torch.from_numpy(features.regions)
+    if len(rows) != len(source):
+        source = source[rows]
+    _convert_into(destination, source)
+
+
+def _frame_energy(features: VideoFeatures) -> np.ndarray:
+    """Mean squared norm of each frame's regions; from the 4-bit codes when not decoded (the same
+    value, without making the float32 regions)."""
+    if isinstance(features, CompactVideoFeatures) and not features.decoded:
+        return region_energy(features.codes, features.steps, features.dim).mean(axis=1)
+    return frame_energy(features.regions)
 
 
 def _convert_into(destination: torch.Tensor, source: torch.Tensor) -> None:

@@ -24,9 +24,20 @@ PQ splits a vector into equal parts, so a dimension without a fitting divisor (a
 of the sub-quantiser count ("RR384,IVFn,PQ128x4fs"): inner products are unchanged, the extra
 dimensions are zero.
 
+Growth. An IVF index keeps the cells it was trained with, so one trained at 20k frames still
+has about 500 cells at 2M frames (4,000 vectors a cell, and centroids fitted to the first
+videos only). Once the index holds `retrain_growth` times the frames it was trained on (4x:
+twice the cells), it is retrained in a background thread from the full-precision vectors of the
+feature store it was given (or, for IVF-Flat without a store, its own exact vectors), checked
+on every add and when a saved index is loaded. IVF-PQ codes cannot give the vectors back, so
+without a store it keeps its cells. A retrained index visits the same share of its cells as the
+first one did (`nprobe_for`): more cells at the same nprobe would scan less of the collection,
+and candidate recall fell with it (bench/results/search.md).
+
 Threading. One lock around every FAISS call: searches from request threads and adds or removes
-from worker threads never overlap inside FAISS. The switch to IVF trains on a snapshot without
-holding the lock; changes made meanwhile are logged and replayed before the swap.
+from worker threads never overlap inside FAISS. The switch to IVF and every retraining train
+on a snapshot without holding the lock; changes made meanwhile are logged and replayed before
+the swap, and searches use the old index until then.
 """
 
 from __future__ import annotations
@@ -102,12 +113,18 @@ class IndexConfig:
     approximate_kind: Literal["ivfpq", "ivfflat"] = "ivfpq"
     nlist: int | None = None  # IVF cells; None: about 4 * sqrt(frames) at training time
     pq_bytes: int = 64  # PQ code bytes per vector (at most): up to 2 * pq_bytes sub-quantisers of 4 bits
-    nprobe: int = 32  # IVF cells visited per query vector
+    # IVF cells visited per query vector, for the cells of the first training (at the threshold);
+    # a retrained index with more cells visits as large a share of them (`nprobe_for`).
+    nprobe: int = 32
     max_training_vectors: int = 262_144
+    # Retrain an IVF index once it holds this many times the frames it was trained on (None: never).
+    retrain_growth: float | None = 4.0
 
     def __post_init__(self) -> None:
         if min(self.dim, self.approximate_threshold, self.nprobe, self.pq_bytes) <= 0:
             raise ValueError("dim, approximate_threshold, nprobe and pq_bytes must be positive")
+        if self.retrain_growth is not None and self.retrain_growth <= 1:
+            raise ValueError("retrain_growth must exceed 1 (or be None)")
 
 
 @runtime_checkable
@@ -164,6 +181,14 @@ def _choose_nlist(config: IndexConfig, frames: int) -> int:
     return int(max(16, min(4 * math.sqrt(frames), frames // 39, 65536)))
 
 
+def nprobe_for(config: IndexConfig, nlist: int) -> int:
+    """Cells to visit in an IVF index of `nlist` cells: `config.nprobe` of the cells trained at the
+    threshold, and the same share of a retrained index's cells, so retraining keeps the share of
+    the collection a search scans (and its recall and cost) instead of shrinking it."""
+    first = _choose_nlist(config, config.approximate_threshold)
+    return int(min(nlist, max(config.nprobe, round(config.nprobe * nlist / first))))
+
+
 def pq_layout(dim: int, pq_bytes: int) -> tuple[int, int]:
     """(dimension PQ sees, 4-bit sub-quantisers) for `dim`-d vectors in at most `pq_bytes` a vector.
 
@@ -196,9 +221,16 @@ def _train_approximate(config: IndexConfig, vectors: np.ndarray):
         sample = vectors[np.sort(picks)]
     started = time.perf_counter()
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    faiss.extract_index_ivf(index).nprobe = config.nprobe
+    faiss.extract_index_ivf(index).nprobe = nprobe_for(config, nlist)
     log.info("trained %s on %d vectors in %.1f s", description, len(sample), time.perf_counter() - started)
     return index
+
+
+def _trained_size_of(index) -> int:
+    """Frames an IVF index of a saved file without that record was trained on, from its cells:
+    the smallest count `_choose_nlist` gives that many cells for."""
+    nlist = int(faiss.extract_index_ivf(index).nlist)
+    return max((nlist // 4) ** 2, 39 * nlist)
 
 
 def _kind_of(index) -> IndexKind:
@@ -236,10 +268,18 @@ def _counts(ids: np.ndarray) -> dict[int, int]:
 
 
 class FaissIndex:
-    """FAISS frame index; see the module docstring. Thread-safe."""
+    """FAISS frame index; see the module docstring. Thread-safe.
 
-    def __init__(self, config: IndexConfig | None = None) -> None:
+    `store`, when given, is where a retraining reads the full-precision frame vectors of the
+    videos indexed (see Growth in the module docstring).
+    """
+
+    def __init__(self, config: IndexConfig | None = None, store: FeatureStorage | None = None) -> None:
         self.config = config or IndexConfig()
+        self.store = store
+        self._trained_frames = 0  # frames the current IVF index was trained on (0: flat)
+        self._training: threading.Thread | None = None
+        self._warned_no_store = False
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
         self._index = _new_flat(self.config.dim)
@@ -260,6 +300,26 @@ class FaissIndex:
     def num_frames(self) -> int:
         with self._lock:
             return int(self._index.ntotal)
+
+    @property
+    def ivf_cells(self) -> int | None:
+        """Cells of the IVF index searched now; None while flat."""
+        with self._lock:
+            return None if _kind_of(self._index) == "flat" else int(faiss.extract_index_ivf(self._index).nlist)
+
+    @property
+    def nprobe(self) -> int | None:
+        """Cells a search visits now; None while flat."""
+        with self._lock:
+            return None if _kind_of(self._index) == "flat" else int(faiss.extract_index_ivf(self._index).nprobe)
+
+    def wait_for_training(self, timeout: float | None = None) -> bool:
+        """Wait for a background retraining to finish; True when none is running any more."""
+        thread = self._training
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     @property
     def num_videos(self) -> int:
@@ -324,6 +384,8 @@ class FaissIndex:
                 changes: list[tuple[str, int, np.ndarray | None]] = []
                 self._pending = changes
                 ids_snapshot, vectors_snapshot = _flat_contents(self._index)
+            else:
+                self._retrain_if_grown_locked()
         if switch:
             self._switch_to_approximate(ids_snapshot, vectors_snapshot, changes)
 
@@ -364,25 +426,91 @@ class FaissIndex:
         try:
             index = _train_approximate(self.config, vectors)
             index.add_with_ids(vectors, ids)
+            trained = len(vectors)
             del vectors
-            with self._lock:
-                if self._pending is not changes:
-                    log.info("frame index switch superseded by a rebuild")
-                    return
-                self._pending = None
-                for _op, video_id, new_vectors in changes:
-                    start = video_id << FRAME_BITS
-                    index.remove_ids(faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO))
-                    if new_vectors is not None:  # an "add"
-                        index.add_with_ids(new_vectors, pack_ids(video_id, np.arange(len(new_vectors))))
-                self._index = index
-                self._touch()
-            log.info("frame index switched to %s at %d frames", _kind_of(index), index.ntotal)
+            if self._swap_in(index, changes, trained):
+                log.info("frame index switched to %s at %d frames", _kind_of(index), index.ntotal)
         except BaseException:
             with self._lock:
                 if self._pending is changes:
                     self._pending = None
             raise
+
+    def _swap_in(self, index: Any, changes: list[tuple[str, int, np.ndarray | None]], trained: int) -> bool:
+        """Replay the changes logged while `index` was built off-lock, then make it the live index.
+
+        False (and nothing swapped) when a `rebuild` replaced the log meanwhile: its index is newer.
+        """
+        with self._lock:
+            if self._pending is not changes:
+                log.info("frame index training superseded by a rebuild")
+                return False
+            self._pending = None
+            for _op, video_id, new_vectors in changes:
+                start = video_id << FRAME_BITS
+                index.remove_ids(faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO))
+                if new_vectors is not None:  # an "add"
+                    index.add_with_ids(new_vectors, pack_ids(video_id, np.arange(len(new_vectors))))
+            self._index = index
+            self._trained_frames = trained
+            self._touch()
+        return True
+
+    def _retrain_if_grown_locked(self) -> None:
+        """Start a background retraining when the IVF index has outgrown its training (lock held)."""
+        growth = self.config.retrain_growth
+        if (
+            growth is None
+            or self._pending is not None
+            or self._trained_frames == 0
+            or self._index.ntotal < growth * self._trained_frames
+        ):
+            return
+        kind = _kind_of(self._index)
+        if self.store is None and kind != "ivfflat":
+            if not self._warned_no_store:
+                log.warning("frame index outgrew its training but has no feature store to retrain from")
+                self._warned_no_store = True
+            return
+        changes: list[tuple[str, int, np.ndarray | None]] = []
+        self._pending = changes
+        videos = dict(self._videos)
+        exact = None if self.store is not None else _ivf_flat_contents(self._index)
+        self._training = threading.Thread(
+            target=self._retrain, args=(videos, exact, changes), name="faiss-retrain", daemon=True
+        )
+        self._training.start()
+
+    def _retrain(
+        self,
+        videos: dict[int, int],
+        exact: tuple[np.ndarray, np.ndarray] | None,
+        changes: list[tuple[str, int, np.ndarray | None]],
+    ) -> None:
+        """Train a new IVF index for the current size off-lock and swap it in (a background thread)."""
+        try:
+            started = time.perf_counter()
+            if exact is not None:
+                ids, vectors = exact
+            else:
+                assert self.store is not None
+                ids, vectors, _ = _store_vectors(self.store, videos, self.config.dim)
+            index = _train_approximate(self.config, vectors)
+            index.add_with_ids(vectors, ids)
+            trained = len(vectors)
+            del vectors
+            if self._swap_in(index, changes, trained):
+                log.info(
+                    "frame index retrained: %d cells at %d frames in %.0f s",
+                    faiss.extract_index_ivf(index).nlist,
+                    trained,
+                    time.perf_counter() - started,
+                )
+        except BaseException:
+            log.exception("frame index retraining failed; the index keeps its cells")
+            with self._lock:
+                if self._pending is changes:
+                    self._pending = None
 
     # -- queries -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -419,6 +547,7 @@ class FaissIndex:
             with self._lock:
                 data = faiss.serialize_index(self._index)
                 info = self.info()
+                trained = self._trained_frames
             write_bytes_atomic(path, data.data)
             sidecar = {
                 "format": FORMAT_TAG,
@@ -430,6 +559,7 @@ class FaissIndex:
                 "updated_at": info.updated_at,
                 "saved_at": time.time(),
                 "frame_bits": FRAME_BITS,
+                "trained_frames": trained,
                 "crc32": f"{zlib.crc32(data.data):08x}",
             }
             write_bytes_atomic(_sidecar_path(path), json.dumps(sidecar, indent=1).encode())
@@ -438,8 +568,13 @@ class FaissIndex:
         return info
 
     @classmethod
-    def load(cls, path: str | Path, config: IndexConfig | None = None) -> FaissIndex:
-        """Read an index saved by `save`; IndexLoadError when it is missing, torn or inconsistent."""
+    def load(
+        cls, path: str | Path, config: IndexConfig | None = None, store: FeatureStorage | None = None
+    ) -> FaissIndex:
+        """Read an index saved by `save`; IndexLoadError when it is missing, torn or inconsistent.
+
+        An IVF index that has outgrown its training starts retraining in the background (from
+        `store`; see Growth in the module docstring)."""
         path = Path(path)
         sidecar_path = _sidecar_path(path)
         try:
@@ -464,12 +599,17 @@ class FaissIndex:
                 f"expected {sidecar['frames']} of dim {config.dim}"
             )
         if _kind_of(index) != "flat":
-            faiss.extract_index_ivf(index).nprobe = config.nprobe
-        self = cls(config)
+            ivf = faiss.extract_index_ivf(index)
+            ivf.nprobe = nprobe_for(config, int(ivf.nlist))
+        self = cls(config, store)
         self._index = index
         self._videos = _counts(_all_ids(index))
         self._generation = self._saved_generation = int(sidecar.get("generation", 0))
         self._updated_at = float(sidecar.get("updated_at", time.time()))
+        if _kind_of(index) != "flat":
+            self._trained_frames = int(sidecar.get("trained_frames") or _trained_size_of(index))
+            with self._lock:
+                self._retrain_if_grown_locked()
         return self
 
     # -- derived from the feature store --------------------------------------------------------
@@ -479,30 +619,16 @@ class FaissIndex:
         Builds off-lock, then swaps; an IVF index is retrained for the current size. Videos
         whose features are missing are skipped. Returns the number of videos indexed.
         """
-        ids_parts: list[np.ndarray] = []
-        vector_parts: list[np.ndarray] = []
-        counts: dict[int, int] = {}
-        for video_id in store.ids() if video_ids is None else video_ids:
-            try:
-                vectors = self._check_vectors(indexed_vectors(store, video_id))
-            except KeyError:
-                continue
-            ids_parts.append(pack_ids(int(video_id), np.arange(len(vectors))))
-            vector_parts.append(vectors)
-            counts[int(video_id)] = len(vectors)
-        ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, np.int64)
-        vectors = np.concatenate(vector_parts) if vector_parts else np.empty((0, self.config.dim), np.float32)
-        del vector_parts
-        if len(vectors) >= self.config.approximate_threshold:
-            index = _train_approximate(self.config, vectors)
-        else:
-            index = _new_flat(self.config.dim)
+        ids, vectors, counts = _store_vectors(store, store.ids() if video_ids is None else video_ids, self.config.dim)
+        approximate = len(vectors) >= self.config.approximate_threshold
+        index = _train_approximate(self.config, vectors) if approximate else _new_flat(self.config.dim)
         if len(vectors):
             index.add_with_ids(vectors, ids)
         with self._lock:
             self._index = index
             self._videos = counts
-            self._pending = None
+            self._pending = None  # a retraining under way is superseded
+            self._trained_frames = len(vectors) if approximate else 0
             self._touch()
         return len(counts)
 
@@ -513,6 +639,41 @@ class FaissIndex:
         store, videos the index holds but should not are removed. Returns (added, removed).
         """
         return reconcile_index(self, store, video_ids)
+
+
+def _store_vectors(
+    store: FeatureStorage, video_ids: Iterable[int], dim: int
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """(packed ids, frame vectors, video -> frames) of the videos' stored features; missing ones skipped."""
+    ids_parts: list[np.ndarray] = []
+    vector_parts: list[np.ndarray] = []
+    counts: dict[int, int] = {}
+    for video_id in video_ids:
+        try:
+            vectors = checked_frame_vectors(indexed_vectors(store, video_id), dim)
+        except KeyError:
+            continue
+        ids_parts.append(pack_ids(int(video_id), np.arange(len(vectors))))
+        vector_parts.append(vectors)
+        counts[int(video_id)] = len(vectors)
+    ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, np.int64)
+    vectors = np.concatenate(vector_parts) if vector_parts else np.empty((0, dim), np.float32)
+    return ids, vectors, counts
+
+
+def _ivf_flat_contents(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, exact vectors) held by an IVF-Flat index, copied (its cells store the raw float32 vectors)."""
+    ivf = faiss.extract_index_ivf(index)
+    invlists = ivf.invlists
+    assert invlists is not None
+    id_parts, vector_parts = [np.empty(0, np.int64)], [np.empty((0, ivf.d), np.float32)]
+    for cell in range(invlists.nlist):
+        size = invlists.list_size(cell)
+        if size:
+            id_parts.append(faiss.rev_swig_ptr(invlists.get_ids(cell), size).astype(np.int64))
+            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * invlists.code_size).copy()
+            vector_parts.append(codes.view(np.float32).reshape(size, ivf.d))
+    return np.concatenate(id_parts), np.concatenate(vector_parts)
 
 
 def _sidecar_path(path: Path) -> Path:

@@ -331,3 +331,31 @@ def test_frame_weights_are_stored_at_index_time_and_files_without_them_still_rea
     old = store.get(10, verify=True)
     assert old.frame_weights is None
     np.testing.assert_array_equal(old.weights, stored["frame_weights"])
+
+
+@pytest.mark.parametrize("dim", [32, 33])
+def test_compact_features_are_decoded_only_when_their_values_are_read(store: FeatureStore, dim: int) -> None:
+    """The re-rank decodes the codes into its own workspace and takes frame energies from the codes;
+    both agree with the float32 regions that any other reader gets."""
+    import torch
+
+    from indexer.feature_codec import CompactVideoFeatures, decode_into, region_energy
+    from model.similarity.segments import frame_energy
+
+    store.put(3, _video(dim=dim))
+    loaded = store.get(3)
+    assert isinstance(loaded, CompactVideoFeatures) and not loaded.decoded
+    assert (loaded.num_frames, loaded.num_regions, loaded.dim) == (7, 9, dim) and not loaded.decoded
+    energy = region_energy(loaded.codes, loaded.steps, dim).mean(axis=1)
+    into32 = decode_into(torch.empty(7, 9, dim), loaded.codes, loaded.steps)
+    into16 = decode_into(torch.empty(7, 9, dim, dtype=torch.bfloat16), loaded.codes, loaded.steps)
+    assert not loaded.decoded
+    exact = _as_stored(_video(dim=dim))
+    np.testing.assert_array_equal(loaded.regions, exact)
+    assert loaded.decoded
+    np.testing.assert_array_equal(into32.numpy(), exact)
+    np.testing.assert_allclose(into16.float().numpy(), exact, rtol=2**-7, atol=0)
+    np.testing.assert_allclose(energy, frame_energy(exact), rtol=1e-5)
+    np.testing.assert_array_equal(loaded.frame_vectors, mean_frame_vectors(exact))
+    with pytest.raises(ValueError, match="do not fill"):
+        decode_into(torch.empty(6, 9, dim), loaded.codes, loaded.steps)

@@ -257,3 +257,37 @@ def test_canonical_orientation_is_the_same_from_either_video() -> None:
         matrix = torch.rand(rows, cols, generator=rng)
         assert canonical_transpose(matrix) != canonical_transpose(matrix.t())
     assert canonical_transpose(torch.ones(6, 6)) == canonical_transpose(torch.ones(6, 6).t())
+
+
+class _DecodingStore:
+    """The library's store, handing out features whose float32 regions are already decoded."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def get(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures:
+        features = self.store.get(video_id, verify=verify)
+        features.regions  # noqa: B018 - decodes them
+        return features
+
+    def get_window(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures | None:
+        return self.store.get_window(video_id, verify=verify)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_codes_decoded_into_the_workspace_score_as_decoded_regions(library, precision: str) -> None:
+    store, index, videos = library
+    net = HapVRSimilarity(SimilarityConfig.training_free(dim=DIM))
+    config = SearchConfig(precision=precision)  # type: ignore[arg-type]
+    query = edited_copy(np.random.default_rng(8), videos[12], start=1, length=12)
+    lazy = SearchEngine(store, index, net, config).search(query, k=10)
+    decoded = SearchEngine(_DecodingStore(store), index, net, config).search(query, k=10)  # type: ignore[arg-type]
+    assert lazy[0].video_id == decoded[0].video_id == 12
+    tolerance = 1e-6 if precision == "float32" else 5e-3
+    for a, b in zip(lazy, decoded):
+        assert a.video_id == b.video_id
+        assert a.raw_score == pytest.approx(b.raw_score, abs=tolerance)
+        assert a.score == pytest.approx(b.score, abs=tolerance)
+        assert [(s.query_start, s.target_start) for s in a.segments] == [
+            (s.query_start, s.target_start) for s in b.segments
+        ]

@@ -370,6 +370,91 @@ def test_a_rebuild_during_training_wins(monkeypatch, tmp_path: Path) -> None:
     assert index.video_ids() == {500, 501} and index.kind == "flat"
 
 
+def _stored_library(root: Path, count: int, frames: int, seed: int) -> FeatureStore:
+    rng = np.random.default_rng(seed)
+    store = FeatureStore(root)
+    for video_id in range(1, count + 1):
+        store.put(video_id, synthetic_video(rng, frames, dim=DIM, regions=4))
+    return store
+
+
+def _finds_itself(index: FaissIndex, store: FeatureStore, video_ids: list[int]) -> None:
+    for video_id in video_ids:
+        _, found, _ = index.search(store.get(video_id).frame_vectors, k=1)
+        assert (found[:, 0] == video_id).mean() >= 0.9, video_id
+
+
+def test_an_ivf_index_retrains_in_the_background_once_it_outgrows_its_training(monkeypatch, tmp_path: Path) -> None:
+    """Past 4x its training size the index retrains from the store off-lock: searches keep working
+    on the old cells meanwhile, changes made meanwhile are kept, and then the cells are more."""
+    import indexer.vector_index as module
+
+    store = _stored_library(tmp_path / "features", 230, frames=40, seed=21)
+    index = FaissIndex(_config(approximate_threshold=2000, retrain_growth=4.0), store)
+    for video_id in range(1, 51):
+        index.add(video_id, store.get(video_id).frame_vectors)
+    assert index.kind == "ivfpq" and (index.ivf_cells, index.nprobe) == (51, 16)  # trained at 2,000 frames
+    train = module._train_approximate
+    started, release = threading.Event(), threading.Event()
+
+    def slow_train(config, vectors):
+        started.set()
+        release.wait(30)
+        return train(config, vectors)
+
+    monkeypatch.setattr(module, "_train_approximate", slow_train)
+    for video_id in range(51, 200):  # 7,960 frames: not yet 4x
+        index.add(video_id, store.get(video_id).frame_vectors)
+    assert not started.is_set() and index.wait_for_training(0)
+    index.add(200, store.get(200).frame_vectors)  # 8,000 frames: retraining starts
+    assert started.wait(30)
+    assert index.ivf_cells == 51 and not index.wait_for_training(0)
+    _finds_itself(index, store, [3, 120, 200])  # the old cells answer meanwhile
+    index.add(201, store.get(201).frame_vectors)
+    index.remove(7)
+    index.add(8, store.get(202).frame_vectors)
+    _finds_itself(index, store, [201])
+    release.set()
+    assert index.wait_for_training(60)
+    assert index.ivf_cells == 205  # min(4 sqrt(8,000), 8,000 / 39)
+    assert index.nprobe == 64  # the same share of the cells as before: 16 of 51
+    assert index.video_ids() == set(range(1, 202)) - {7} and index.num_frames == 200 * 40
+    _finds_itself(index, store, [3, 120, 200, 201])
+    _, found, _ = index.search(store.get(202).frame_vectors, k=1)
+    assert (found[:, 0] == 8).mean() >= 0.9
+
+
+def test_a_loaded_index_that_outgrew_its_training_retrains(tmp_path: Path) -> None:
+    store = _stored_library(tmp_path / "features", 120, frames=40, seed=22)
+    grown = FaissIndex(_config(approximate_threshold=1000, retrain_growth=None))
+    for video_id in store.ids():
+        grown.add(video_id, store.get(video_id).frame_vectors)
+    grown.save(tmp_path / "index.faiss")
+    assert grown.ivf_cells == 25 and read_sidecar(tmp_path / "index.faiss") is not None
+
+    config = _config(approximate_threshold=1000, retrain_growth=4.0)
+    without_store = FaissIndex.load(tmp_path / "index.faiss", config)  # PQ codes cannot be retrained from
+    assert without_store.wait_for_training(0) and without_store.ivf_cells == 25
+    loaded = FaissIndex.load(tmp_path / "index.faiss", config, store)
+    assert loaded.wait_for_training(60)
+    assert loaded.ivf_cells == 123 and loaded.num_frames == 4800 and loaded.dirty  # min(4 sqrt(4,800), 4,800 / 39)
+    _finds_itself(loaded, store, [1, 60, 120])
+    loaded.save(tmp_path / "index.faiss")
+    again = FaissIndex.load(tmp_path / "index.faiss", config, store)  # trained for its size now
+    assert again.wait_for_training(0) and again.ivf_cells == 123
+
+
+def test_ivf_flat_retrains_from_its_own_vectors() -> None:
+    videos = _videos(120, frames=40, seed=23)
+    index = FaissIndex(_config(approximate_threshold=1000, approximate_kind="ivfflat", retrain_growth=4.0))
+    for video_id, vectors in videos.items():
+        index.add(video_id, vectors)
+    assert index.wait_for_training(60)
+    assert index.kind == "ivfflat" and index.ivf_cells == 102  # retrained at 4,000 frames
+    _, found, _ = index.search(videos[77], k=1)
+    assert (found[:, 0] == 77).all()
+
+
 @pytest.mark.parametrize(
     ("dim", "pq_bytes", "layout"),
     [
