@@ -35,6 +35,10 @@ def test_benchmark_inside_distractors_scores_both_ways(tiny: Path, source_clips:
         metrics = outcome.metrics[name]
         assert metrics["queries"] == len(dataset.queries) == 6 and len(dataset.names) == 7
         assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["uAP"] <= 1.0
+        assert 0.0 < metrics["positives returned"] <= 1.0
+    # Without distractors none can be returned; the index with them returns some (k = 20 > 7 videos).
+    assert outcome.metrics["without"]["distractors returned per query"] == 0.0
+    assert outcome.metrics["with"]["distractors returned per query"] > 0.0
     # Crops and flips of an original are found among a dozen distractors.
     assert outcome.metrics["with"]["mAP"] > 0.5
     assert outcome.pool_entries == 4 and outcome.build.stored_now == 12
