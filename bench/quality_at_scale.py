@@ -213,12 +213,13 @@ def fill_store(
     return ids
 
 
-def fill_index(store: Any, video_ids: Sequence[int]) -> Any:
-    """A FaissIndex (the service's defaults) of these videos, in order, as the service indexes them."""
+def fill_index(store: Any, video_ids: Sequence[int], threshold: int | None = None) -> Any:
+    """A FaissIndex of these videos, in order, as the service indexes them; `threshold`: frames
+    before it turns IVF-PQ (None: the service's default)."""
     from indexer.variants import indexed_vectors
-    from indexer.vector_index import FaissIndex
+    from indexer.vector_index import FaissIndex, IndexConfig
 
-    index = FaissIndex()
+    index = FaissIndex(IndexConfig() if threshold is None else IndexConfig(approximate_threshold=threshold))
     for video_id in video_ids:
         index.add(video_id, indexed_vectors(store, video_id))
     return index
@@ -300,6 +301,7 @@ def run(
     spec: PoolSpec = PoolSpec(),
     k: int = 100,
     seed: int = 2026,
+    threshold: int | None = None,
     log: Callable[[str], None] = print,
 ) -> Outcome:
     """Index the benchmark with and without `distractors` distractor videos and score every query both ways."""
@@ -327,10 +329,10 @@ def run(
     log(f"store: {build.stored_now} distractors written in {build.store_s:.0f} s")
     bench_ids = list(range(1, len(benchmark) + 1))
     started = time.monotonic()
-    alone = fill_index(store, bench_ids)
+    alone = fill_index(store, bench_ids, threshold)
     build.index_empty_s = time.monotonic() - started
     started = time.monotonic()
-    full = fill_index(store, [*distractor_ids, *bench_ids])
+    full = fill_index(store, [*distractor_ids, *bench_ids], threshold)
     build.index_full_s = time.monotonic() - started
     build.index_kind, build.index_frames = full.kind, full.num_frames
     log(f"index: {full.num_frames} frames ({full.kind}) in {build.index_full_s:.0f} s")
@@ -435,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=PoolSpec.versions, help="edited versions per source")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--threshold", type=int, default=None, help="frames before an index turns IVF-PQ (default: the service's)"
+    )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -451,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec=PoolSpec(versions=args.versions),
         k=args.k,
         seed=args.seed,
+        threshold=args.threshold,
     )
     load_after = _load_average()
     command = "python -m bench.quality_at_scale " + " ".join(sys.argv[1:] if argv is None else argv)
