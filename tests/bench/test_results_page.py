@@ -13,7 +13,7 @@ import pytest
 from bench import results_page
 from bench.results_page import MET, NOT_MET, NOT_RUN, PAGE, RESULTS_DIR, build_page, refresh
 
-TARGETS = 6
+TARGETS = 9
 
 
 def target_rows(page: str) -> dict[str, str]:
@@ -44,6 +44,26 @@ def write_quality(results: Path, ours: tuple[float, float], vpdq: tuple[float, f
         "overall": overall,
     }
     (results / "quality.json").write_text(json.dumps(numbers))
+
+
+def write_scores(results: Path, published: tuple[float, float]) -> None:
+    numbers = {
+        "command": "python -m bench.quality --dataset small --methods default,aligned-window",
+        "methods": {"default": {"skipped": None}, "aligned-window": {"skipped": None}},
+        "overall": {
+            "default": {"mAP": 0.5, "uAP": 0.4, "R@1": 0.6, "queries": 10.0},
+            "aligned-window": {"mAP": published[0], "uAP": published[1], "R@1": 0.9, "queries": 10.0},
+        },
+    }
+    (results / "scores.json").write_text(json.dumps(numbers))
+
+
+def write_scale(results: Path, distractors: int, without: float, with_: float) -> None:
+    metrics = {
+        name: {"mAP": value, "uAP": value - 0.05, "R@1": 0.9, "queries": 10.0}
+        for name, value in (("without", without), ("with", with_))
+    }
+    (results / "quality_scale.json").write_text(json.dumps({"distractors": distractors, "metrics": metrics}))
 
 
 def write_ingest(results: Path, ours_s: str, vpdq_s: str) -> None:
@@ -97,6 +117,8 @@ def test_checked_in_page_is_current_with_the_checked_in_results() -> None:
     assert set(statuses(page)) <= {MET, NOT_MET, NOT_RUN}
     for title in (
         "Retrieval quality",
+        "Published score",
+        "Quality among distractors",
         "Frame encoder",
         "Exact similarity",
         "Ingest",
@@ -111,7 +133,7 @@ def test_checked_in_page_is_current_with_the_checked_in_results() -> None:
 def test_missing_results_show_as_not_run(tmp_path: Path, shipped_training_free: None) -> None:
     page = refresh(tmp_path).read_text()
     assert statuses(page) == [NOT_RUN] * TARGETS
-    assert page.count("Not run: no `") == 7
+    assert page.count("Not run: no `") == 9
     assert "![" not in page  # no links to plots that are not there
 
 
@@ -119,13 +141,17 @@ def test_damaged_results_are_reported_not_raised(tmp_path: Path, shipped_trainin
     (tmp_path / "quality.json").write_text("{not json")
     (tmp_path / "search.json").write_text(json.dumps({"sizes": {}}))
     (tmp_path / "encoder.md").write_text("# Frame encoder\n\nno table yet\n")
+    (tmp_path / "scores.json").write_text(json.dumps({"overall": {}}))
+    (tmp_path / "quality_scale.json").write_text("[]")
     page = build_page(tmp_path, tmp_path / "RESULTS.md")
-    assert page.count("Unreadable: `") == 3
+    assert page.count("Unreadable: `") == 5
     assert statuses(page) == [NOT_RUN] * TARGETS
 
 
 def test_targets_met_from_the_numbers(tmp_path: Path, shipped_training_free: None) -> None:
     write_quality(tmp_path, ours=(0.96, 0.91), vpdq=(0.6, 0.5))
+    write_scores(tmp_path, published=(0.91, 0.86))
+    write_scale(tmp_path, 100_000, without=0.91, with_=0.895)
     write_ingest(tmp_path, ours_s="1.5", vpdq_s="2.0")
     write_search(tmp_path, search_run(1000, 60.0), search_run(100_000, 149.0))
     write_memory(tmp_path, peak_mb="1500")
@@ -136,19 +162,22 @@ def test_targets_met_from_the_numbers(tmp_path: Path, shipped_training_free: Non
 
 def test_targets_not_met_from_the_numbers(tmp_path: Path, shipped_training_free: None) -> None:
     write_quality(tmp_path, ours=(0.94, 0.95), vpdq=(0.95, 0.5))  # µAP met; mAP low and behind vPDQ
+    write_scores(tmp_path, published=(0.89, 0.86))  # µAP met, mAP short
+    write_scale(tmp_path, 100_000, without=0.9, with_=0.879)  # a drop of 0.021
     write_ingest(tmp_path, ours_s="2.5", vpdq_s="2.0")
     write_search(tmp_path, search_run(100_000, 150.0))
     write_memory(tmp_path, peak_mb="2100")
     page = build_page(tmp_path, tmp_path / "RESULTS.md")
-    assert statuses(page) == [NOT_MET, MET, NOT_MET, NOT_MET, NOT_MET, NOT_MET]
+    assert statuses(page) == [NOT_MET, MET, NOT_MET, NOT_MET, MET, NOT_MET, NOT_MET, NOT_MET, NOT_MET]
 
 
 def test_targets_that_lack_a_measurement_are_not_run(tmp_path: Path, shipped_training_free: None) -> None:
     write_quality(tmp_path, ours=(0.96, 0.91), vpdq=None)
+    write_scale(tmp_path, 10_000, without=0.9, with_=0.9)  # fewer distractors than the target asks
     write_ingest(tmp_path, ours_s="1.5", vpdq_s="-")
     write_search(tmp_path, search_run(10_000, 90.0))
     rows = target_rows(build_page(tmp_path, tmp_path / "RESULTS.md"))
-    assert list(rows.values()) == [MET, MET, NOT_RUN, NOT_RUN, NOT_RUN, NOT_RUN]
+    assert list(rows.values()) == [MET, MET, NOT_RUN, NOT_RUN, NOT_RUN, NOT_RUN, NOT_RUN, NOT_RUN, NOT_RUN]
     assert "skipped: vpdq not installed" in build_page(tmp_path, tmp_path / "RESULTS.md")
 
 
