@@ -214,14 +214,17 @@ def fill_store(
 
 
 def fill_index(store: Any, video_ids: Sequence[int], threshold: int | None = None) -> Any:
-    """A FaissIndex of these videos, in order, as the service indexes them; `threshold`: frames
+    """A FaissIndex of these videos, in order, as the service indexes them (with the store to retrain
+    from as it grows, and any retraining finished before it is searched); `threshold`: frames
     before it turns IVF-PQ (None: the service's default)."""
     from indexer.variants import indexed_vectors
     from indexer.vector_index import FaissIndex, IndexConfig
 
-    index = FaissIndex(IndexConfig() if threshold is None else IndexConfig(approximate_threshold=threshold))
+    config = IndexConfig() if threshold is None else IndexConfig(approximate_threshold=threshold)
+    index = FaissIndex(config, store)
     for video_id in video_ids:
         index.add(video_id, indexed_vectors(store, video_id))
+    index.wait_for_training()
     return index
 
 
@@ -334,7 +337,8 @@ def run(
     started = time.monotonic()
     full = fill_index(store, [*distractor_ids, *bench_ids], threshold)
     build.index_full_s = time.monotonic() - started
-    build.index_kind, build.index_frames = full.kind, full.num_frames
+    probed = "" if full.nprobe is None else f", nprobe {full.nprobe}"
+    build.index_kind, build.index_frames = f"{full.kind}{probed}", full.num_frames
     log(f"index: {full.num_frames} frames ({full.kind}) in {build.index_full_s:.0f} s")
 
     queries = [q + 1 for q in dataset.queries]
