@@ -7,7 +7,7 @@ real Milvus engine in this process, on a directory under the test's tmp_path).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,20 +66,6 @@ class Backend:
         loaded = MilvusIndex.load(index.config)
         assert loaded is not None
         return loaded
-
-
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of a real Milvus standalone server (tests/milvus_server.py), for the slow runs."""
-    from tests.milvus_server import EmbeddedMilvus, MilvusUnavailable
-
-    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-server"))
-    try:
-        server.start()
-    except MilvusUnavailable as error:
-        pytest.fail(str(error))
-    yield server.uri
-    server.stop()
 
 
 # milvus: milvus-lite in this process; milvus-server: the standalone server (slow: it starts in ~40 s).

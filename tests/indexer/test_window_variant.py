@@ -19,7 +19,7 @@ from indexer.vector_index import reconcile_index
 from model.features import VideoFeatures
 from model.similarity.config import SimilarityConfig
 from model.similarity.network import HapVRSimilarity
-from tests.indexer.test_vector_index import DIM, Backend, backend, milvus_server  # noqa: F401
+from tests.indexer.test_vector_index import DIM, Backend, backend  # noqa: F401
 
 
 def _video(seed: int, frames: int = 12) -> VideoFeatures:
