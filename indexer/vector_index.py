@@ -243,6 +243,9 @@ def _train_approximate(config: IndexConfig, vectors: np.ndarray):
 # file): adds and removes go to both parts, and the re-scoring is `_search` below.
 
 
+REFINE_GATHER_FLOATS = 1 << 22  # 16 MB of shortlisted vectors gathered at a time
+
+
 def _add(index: Any, vectors: np.ndarray, ids: np.ndarray) -> None:
     if isinstance(index, faiss.IndexRefine):
         index.base_index.add_with_ids(vectors, ids)
@@ -274,8 +277,14 @@ def _search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     if len(unique) == 0:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
     vectors = index.refine_index.reconstruct_batch(unique)
-    every = queries @ vectors.T  # [N, unique]: one GEMM instead of a gather of [N, k', D]
-    scores = np.take_along_axis(every, np.searchsorted(unique, np.where(found, labels, unique[0])), axis=1)
+    rows = np.searchsorted(unique, np.where(found, labels, unique[0]))
+    # Each query against its own shortlist only (a product of all queries with every shortlisted
+    # vector costs N times more); a few queries at a time bound the gathered [n, k', D] block.
+    scores = np.empty(labels.shape, np.float32)
+    step = max(1, REFINE_GATHER_FLOATS // (labels.shape[1] * queries.shape[1]))
+    for first in range(0, len(queries), step):
+        block = slice(first, first + step)
+        scores[block] = np.matmul(vectors[rows[block]], queries[block, :, None])[..., 0]
     scores = np.where(found, scores, -np.inf).astype(np.float32)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(labels, order, axis=1)
