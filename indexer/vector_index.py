@@ -19,6 +19,12 @@ remove_ids support (HNSW has none, and deletes are part of the API). Its scores 
 which is fine: every candidate is re-scored exactly from the feature store. On 100k synthetic
 frames it found the exact nearest frame of every noisy query in its top 10 at nprobe 16.
 IVF-Flat (exact scores, 2 KB a vector) is the alternative for collections that fit in RAM.
+Refine (`refine_factor`, off by default): an IVF-PQ index can also keep an 8-bit scalar-quantised
+copy of every vector (1 byte a dimension) under the same packed ids; a search then asks the PQ
+cells for refine_factor x k neighbours and keeps the k best by their 8-bit scores. On the 10k
+benchmark library (bench/results/search.md) recall@C rose from 0.255 to 0.358 (x2) and 0.374
+(x4), for 520 bytes a frame (about 31 KB per video-minute at 1 fps) and a candidate stage
+about 3x slower at x2; off until its effect on mAP at scale is measured.
 PQ splits a vector into equal parts, so a dimension without a fitting divisor (a PCA fitted to
 287 dims on a small folder) is first turned by a random orthonormal map into the next multiple
 of the sub-quantiser count ("RR384,IVFn,PQ128x4fs"): inner products are unchanged, the extra
