@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="search the saved index with the IVF cells it was trained with (no retraining for its size)",
     )
     library.add_argument(
+        "--refine-factor",
+        type=int,
+        default=None,
+        help="re-score refine_factor x k' IVF-PQ neighbours from 8-bit vectors (0: off; default: IndexConfig's)",
+    )
+    library.add_argument(
         "--data-dir", type=Path, default=None, help="library to grow and keep (default: a temp dir, removed after)"
     )
     library.add_argument(
@@ -279,6 +285,7 @@ def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimila
         "index": index.kind,
         "ivf_cells": index.ivf_cells if args.index == "faiss" else None,
         "nprobe": index.nprobe if args.index == "faiss" else None,
+        "refine_factor": index.refine_factor if args.index == "faiss" else None,
         "candidates": count,
         "precision": "bfloat16" if engine.reranker.dtype == torch.bfloat16 else "float32",
         "threads": torch.get_num_threads(),
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.search_library import LibraryMismatch, LibrarySpec, SyntheticLibrary
+    from indexer.vector_index import IndexConfig
     from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     if args.threads is not None:
@@ -321,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"re-rank: {bundle.mode} network of {args.checkpoint or DEFAULT_CHECKPOINT.name}", flush=True)
     try:
         try:
-            library = SyntheticLibrary(root, spec)
+            refine = IndexConfig().refine_factor if args.refine_factor is None else args.refine_factor
+            library = SyntheticLibrary(root, spec, refine)
         except LibraryMismatch as error:
             print(f"error: {error}; pass the same library options or another --data-dir", file=sys.stderr)
             return 2
@@ -401,6 +410,7 @@ def results_row(summary: dict) -> str:
     index = summary["index"]
     if summary["ivf_cells"] is not None:
         probes = f", nprobe {summary['nprobe']}" if summary.get("nprobe") else ""
+        probes += f", SQ8 refine x{summary['refine_factor']}" if summary.get("refine_factor") else ""
         index = f"{index} ({summary['ivf_cells']} cells{probes})"
     retrain_s = summary["build"].get("retrain_s", 0.0)
     retrained = f"retrained for its size at load ({retrain_s:.0f} s)" if retrain_s >= 1 else ""

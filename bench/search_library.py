@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +89,12 @@ class IndexBuild:
 class SyntheticLibrary:
     """The store and the saved indexes under `root`; see the module docstring."""
 
-    def __init__(self, root: Path, spec: LibrarySpec) -> None:
+    def __init__(self, root: Path, spec: LibrarySpec, refine_factor: int = 0) -> None:
         self.root = Path(root)
         self.spec = spec
+        # How the index is searched, not how the library is drawn: not in the manifest. An index
+        # saved without a refine part gets one when it is retrained (at load, past 4x its training).
+        self.config = replace(spec.index_config(), refine_factor=refine_factor)
         self.root.mkdir(parents=True, exist_ok=True)
         self._check_manifest()
         self.store = FeatureStore(self.root / "features", verify=False)
@@ -121,7 +124,7 @@ class SyntheticLibrary:
     def open_index(self, size: int, *, retrain: bool = True) -> tuple[FaissIndex, IndexBuild]:
         """The index of videos 1..size, saved and loaded back (built or grown first if needed);
         with `retrain`, retrained for its size if it has outgrown its training (`retrain_s`)."""
-        path, config = self.index_path(size), self.spec.index_config()
+        path, config = self.index_path(size), self.config
         build = IndexBuild(generated=0, reused=0, build_s=0.0, file_bytes=0, resident_bytes=None)
         try:
             FaissIndex.load(path, config)  # also a warm-up: the first load in a process maps code, starts threads
@@ -165,7 +168,7 @@ class SyntheticLibrary:
         saved = sorted((int(p.stem.split("-", 1)[1]) for p in self.root.glob("index-*.faiss")), reverse=True)
         for count in (n for n in saved if n < size):
             try:
-                index = FaissIndex.load(self.index_path(count), self.spec.index_config(), self.store)
+                index = FaissIndex.load(self.index_path(count), self.config, self.store)
             except IndexLoadError:
                 continue  # an interrupted save: try a smaller one
             if index.video_ids() == set(range(1, count + 1)):

@@ -19,6 +19,12 @@ remove_ids support (HNSW has none, and deletes are part of the API). Its scores 
 which is fine: every candidate is re-scored exactly from the feature store. On 100k synthetic
 frames it found the exact nearest frame of every noisy query in its top 10 at nprobe 16.
 IVF-Flat (exact scores, 2 KB a vector) is the alternative for collections that fit in RAM.
+Refine (`refine_factor`, off by default): an IVF-PQ index can also keep an 8-bit scalar-quantised
+copy of every vector (1 byte a dimension) under the same packed ids; a search then asks the PQ
+cells for refine_factor x k neighbours and keeps the k best by their 8-bit scores. On the 10k
+benchmark library (bench/results/search.md) recall@C rose from 0.255 to 0.358 (x2) and 0.374
+(x4), for 520 bytes a frame (about 31 KB per video-minute at 1 fps) and a candidate stage
+about 3x slower at x2; off until its effect on mAP at scale is measured.
 PQ splits a vector into equal parts, so a dimension without a fitting divisor (a PCA fitted to
 287 dims on a small folder) is first turned by a random orthonormal map into the next multiple
 of the sub-quantiser count ("RR384,IVFn,PQ128x4fs"): inner products are unchanged, the extra
@@ -119,10 +125,15 @@ class IndexConfig:
     max_training_vectors: int = 262_144
     # Retrain an IVF index once it holds this many times the frames it was trained on (None: never).
     retrain_growth: float | None = 4.0
+    # IVF-PQ only: keep an 8-bit scalar-quantised copy of every vector (1 byte a dimension) and
+    # re-score a shortlist of refine_factor * k PQ neighbours with it (see Refine); 0: off.
+    refine_factor: int = 0
 
     def __post_init__(self) -> None:
         if min(self.dim, self.approximate_threshold, self.nprobe, self.pq_bytes) <= 0:
             raise ValueError("dim, approximate_threshold, nprobe and pq_bytes must be positive")
+        if self.refine_factor < 0:
+            raise ValueError("refine_factor must be 0 (off) or positive")
         if self.retrain_growth is not None and self.retrain_growth <= 1:
             raise ValueError("retrain_growth must exceed 1 (or be None)")
 
@@ -220,10 +231,69 @@ def _train_approximate(config: IndexConfig, vectors: np.ndarray):
         picks = np.random.default_rng(0).choice(len(vectors), config.max_training_vectors, replace=False)
         sample = vectors[np.sort(picks)]
     started = time.perf_counter()
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    index.train(sample)
     faiss.extract_index_ivf(index).nprobe = nprobe_for(config, nlist)
+    if config.approximate_kind == "ivfpq" and config.refine_factor:
+        exact = faiss.IndexScalarQuantizer(config.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        exact.train(sample)
+        index = faiss.IndexRefine(index, faiss.IndexIDMap2(exact))
+        index.k_factor = config.refine_factor
+        description += f" + SQ8 refine x{config.refine_factor}"
     log.info("trained %s on %d vectors in %.1f s", description, len(sample), time.perf_counter() - started)
     return index
+
+
+# Refine. faiss.IndexRefine itself needs sequential ids (it checks labels < ntotal), and ours are
+# packed video/frame ids; so the IndexRefine only holds the two parts (and saves them as one
+# file): adds and removes go to both parts, and the re-scoring is `_search` below.
+
+
+REFINE_GATHER_FLOATS = 1 << 22  # 16 MB of shortlisted vectors gathered at a time
+
+
+def _add(index: Any, vectors: np.ndarray, ids: np.ndarray) -> None:
+    if isinstance(index, faiss.IndexRefine):
+        index.base_index.add_with_ids(vectors, ids)
+        index.refine_index.add_with_ids(vectors, ids)
+        index.ntotal = index.base_index.ntotal
+    else:
+        index.add_with_ids(vectors, ids)
+
+
+def _remove(index: Any, video_id: int) -> int:
+    start = video_id << FRAME_BITS
+    selector = faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO)
+    if not isinstance(index, faiss.IndexRefine):
+        return int(index.remove_ids(selector))
+    removed = int(index.base_index.remove_ids(selector))
+    index.refine_index.remove_ids(selector)
+    index.ntotal = index.base_index.ntotal
+    return removed
+
+
+def _search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the k best frames per query; with a refine part, the k_factor * k PQ
+    neighbours are re-scored from their 8-bit vectors and the best k kept."""
+    if not isinstance(index, faiss.IndexRefine):
+        return index.search(queries, k)
+    _, labels = index.base_index.search(queries, int(k * index.k_factor))
+    found = labels >= 0
+    unique = np.unique(labels[found])
+    if len(unique) == 0:
+        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+    vectors = index.refine_index.reconstruct_batch(unique)
+    rows = np.searchsorted(unique, np.where(found, labels, unique[0]))
+    # Each query against its own shortlist only (a product of all queries with every shortlisted
+    # vector costs N times more); a few queries at a time bound the gathered [n, k', D] block.
+    scores = np.empty(labels.shape, np.float32)
+    step = max(1, REFINE_GATHER_FLOATS // (labels.shape[1] * queries.shape[1]))
+    for first in range(0, len(queries), step):
+        block = slice(first, first + step)
+        scores[block] = np.matmul(vectors[rows[block]], queries[block, :, None])[..., 0]
+    scores = np.where(found, scores, -np.inf).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(labels, order, axis=1)
 
 
 def _trained_size_of(index) -> int:
@@ -308,6 +378,12 @@ class FaissIndex:
             return None if _kind_of(self._index) == "flat" else int(faiss.extract_index_ivf(self._index).nlist)
 
     @property
+    def refine_factor(self) -> int | None:
+        """Shortlist factor of the 8-bit re-scoring (None: the index has no refine part)."""
+        with self._lock:
+            return int(self._index.k_factor) if isinstance(self._index, faiss.IndexRefine) else None
+
+    @property
     def nprobe(self) -> int | None:
         """Cells a search visits now; None while flat."""
         with self._lock:
@@ -370,7 +446,7 @@ class FaissIndex:
         ids = pack_ids(int(video_id), np.arange(len(vectors)))
         with self._lock:
             self._remove_locked(int(video_id))
-            self._index.add_with_ids(vectors, ids)
+            _add(self._index, vectors, ids)
             self._videos[int(video_id)] = len(vectors)
             self._touch()
             if self._pending is not None:
@@ -402,9 +478,7 @@ class FaissIndex:
     def _remove_locked(self, video_id: int) -> int:
         if video_id not in self._videos:
             return 0
-        start = video_id << FRAME_BITS
-        selector = faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO)
-        removed = int(self._index.remove_ids(selector))
+        removed = _remove(self._index, video_id)
         del self._videos[video_id]
         return removed
 
@@ -425,7 +499,7 @@ class FaissIndex:
         """
         try:
             index = _train_approximate(self.config, vectors)
-            index.add_with_ids(vectors, ids)
+            _add(index, vectors, ids)
             trained = len(vectors)
             del vectors
             if self._swap_in(index, changes, trained):
@@ -447,10 +521,9 @@ class FaissIndex:
                 return False
             self._pending = None
             for _op, video_id, new_vectors in changes:
-                start = video_id << FRAME_BITS
-                index.remove_ids(faiss.IDSelectorRange(start, start + MAX_FRAMES_PER_VIDEO))
+                _remove(index, video_id)
                 if new_vectors is not None:  # an "add"
-                    index.add_with_ids(new_vectors, pack_ids(video_id, np.arange(len(new_vectors))))
+                    _add(index, new_vectors, pack_ids(video_id, np.arange(len(new_vectors))))
             self._index = index
             self._trained_frames = trained
             self._touch()
@@ -496,7 +569,7 @@ class FaissIndex:
                 assert self.store is not None
                 ids, vectors, _ = _store_vectors(self.store, videos, self.config.dim)
             index = _train_approximate(self.config, vectors)
-            index.add_with_ids(vectors, ids)
+            _add(index, vectors, ids)
             trained = len(vectors)
             del vectors
             if self._swap_in(index, changes, trained):
@@ -529,7 +602,7 @@ class FaissIndex:
                 scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
                 labels = np.full((len(queries), k), -1, dtype=np.int64)
             else:
-                scores, labels = self._index.search(queries, k)
+                scores, labels = _search(self._index, queries, k)
         scores = np.where(labels < 0, -np.inf, scores).astype(np.float32)
         videos, frames = unpack_ids(labels)
         return scores, videos, frames
@@ -601,6 +674,8 @@ class FaissIndex:
         if _kind_of(index) != "flat":
             ivf = faiss.extract_index_ivf(index)
             ivf.nprobe = nprobe_for(config, int(ivf.nlist))
+        if isinstance(index, faiss.IndexRefine):  # saved with a refine part: the config sets its shortlist
+            index.k_factor = max(1, config.refine_factor)
         self = cls(config, store)
         self._index = index
         self._videos = _counts(_all_ids(index))
@@ -623,7 +698,7 @@ class FaissIndex:
         approximate = len(vectors) >= self.config.approximate_threshold
         index = _train_approximate(self.config, vectors) if approximate else _new_flat(self.config.dim)
         if len(vectors):
-            index.add_with_ids(vectors, ids)
+            _add(index, vectors, ids)
         with self._lock:
             self._index = index
             self._videos = counts

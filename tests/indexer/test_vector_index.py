@@ -528,3 +528,75 @@ def test_concurrent_searches_and_changes(backend: Backend) -> None:
         thread.join()
     assert not errors
     assert index.video_ids() == set(range(21, 41)) and index.num_frames == 400
+
+
+def _refine_library(seed: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {video_id: synthetic_video(rng, 30, dim=DIM, regions=4).frame_vectors for video_id in range(1, 101)}
+
+
+def pack_ids_rows(videos: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    return (videos.astype(np.int64) << FRAME_BITS) | frames
+
+
+def _top_overlap(found: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, expected)]))
+
+
+def test_refined_ivfpq_gives_the_exact_top_hits() -> None:
+    """With an 8-bit refine part, clean queries get the exact index's top frames and near-exact scores;
+    without it the coarse 4-bit PQ order misses some of them."""
+    videos = _refine_library(31)
+    exact = FaissIndex(_config())
+    refined = FaissIndex(_config(approximate_threshold=2000, refine_factor=8))
+    coarse = FaissIndex(_config(approximate_threshold=2000))
+    for video_id, vectors in videos.items():
+        for index in (exact, refined, coarse):
+            index.add(video_id, vectors)
+    assert refined.kind == coarse.kind == "ivfpq" and refined.num_frames == 3000
+    assert refined.refine_factor == 8 and coarse.refine_factor is None
+    queries = np.concatenate([videos[v][::6] for v in range(1, 101, 7)])
+    exact_scores, exact_videos, exact_frames = exact.search(queries, k=5)
+    scores, found_videos, found_frames = refined.search(queries, k=5)
+    np.testing.assert_array_equal(found_videos[:, 0], exact_videos[:, 0])
+    np.testing.assert_array_equal(found_frames[:, 0], exact_frames[:, 0])
+    expected = pack_ids_rows(exact_videos, exact_frames)
+    # Neighbouring frames score almost alike: 8-bit scores may swap them, so compare the top 5 as sets.
+    overlap = _top_overlap(pack_ids_rows(found_videos, found_frames), expected)
+    assert overlap >= 0.95
+    np.testing.assert_allclose(scores[:, :3], exact_scores[:, :3], atol=0.02)
+    _, coarse_videos, coarse_frames = coarse.search(queries, k=5)
+    assert _top_overlap(pack_ids_rows(coarse_videos, coarse_frames), expected) < overlap
+
+
+def test_refined_index_removes_saves_loads_and_retrains(tmp_path: Path) -> None:
+    store = _stored_library(tmp_path / "features", 230, frames=40, seed=32)
+    config = _config(approximate_threshold=2000, retrain_growth=4.0, refine_factor=4)
+    index = FaissIndex(config, store)
+    for video_id in range(1, 101):
+        index.add(video_id, store.get(video_id).frame_vectors)
+    assert index.refine_factor == 4 and index.wait_for_training(60)
+    assert index.remove(7) == 40 and 7 not in index
+    _, found, _ = index.search(store.get(7).frame_vectors, k=20)
+    assert 7 not in found
+    _finds_itself(index, store, [3, 50, 100])
+
+    path = tmp_path / "frames.faiss"
+    index.save(path)
+    loaded = FaissIndex.load(path, config, store)
+    assert loaded.refine_factor == 4 and loaded.video_ids() == index.video_ids()
+    first_cells = loaded.ivf_cells
+    query = store.get(42).frame_vectors
+    for got, expected in zip(loaded.search(query, 5), index.search(query, 5)):
+        np.testing.assert_array_equal(got, expected)
+    assert FaissIndex.load(path, _config(refine_factor=2)).refine_factor == 2  # the config sets the shortlist
+
+    for video_id in range(101, 231):  # past 4x its training: retrains in the background
+        loaded.add(video_id, store.get(video_id).frame_vectors)
+    loaded.remove(120)  # logged during the retraining, replayed before the swap
+    assert loaded.wait_for_training(120)
+    assert loaded.ivf_cells > first_cells and loaded.refine_factor == 4 and loaded.num_frames == 228 * 40
+    assert 120 not in loaded
+    _finds_itself(loaded, store, [3, 150, 230])
+    _, found, _ = loaded.search(store.get(120).frame_vectors, k=20)
+    assert 120 not in found
