@@ -26,8 +26,9 @@ from tests.app.live_server import LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_UPLOAD = 2 * 1024 * 1024
-# Room for a video to be uploaded, indexed and searched on a loaded 2-core machine.
-WAIT_MS = 60_000
+# Room for a video to be uploaded, indexed and searched on a 2-core machine under heavy load
+# (15 s for the whole test on a quiet one; over 60 s seen while a benchmark retrained an index).
+WAIT_MS = 180_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium package (apt-get install chromium)"
