@@ -193,13 +193,11 @@ def fill_store(
     log: Callable[[str], None],
 ) -> list[int]:
     """Benchmark videos as ids 1..B (with their windows), distractors after; returns the distractor ids."""
+    from indexer.variants import store_versions
+
     started = time.monotonic()
     for video_id, (features, window) in enumerate(benchmark, 1):
-        store.put(video_id, features)
-        if window is not None:
-            store.put_window(video_id, window)
-        elif store.get_window(video_id) is not None:
-            store.delete_window(video_id)
+        store_versions(store, video_id, features, window)
     first = len(benchmark) + 1
     ids = list(range(first, first + distractors))
     for number, video_id in enumerate(ids):

@@ -88,7 +88,7 @@ def search_timings(dataset_arg: str, queries: int, log: Callable[[str], None]) -
     from bench.quality import CACHE, _load_cache, _pca_key
     from indexer.feature_store import FeatureStore
     from indexer.search import SearchEngine
-    from indexer.variants import indexed_vectors
+    from indexer.variants import indexed_vectors, store_versions
     from indexer.vector_index import FaissIndex, IndexConfig
     from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
@@ -107,9 +107,7 @@ def search_timings(dataset_arg: str, queries: int, log: Callable[[str], None]) -
             store = FeatureStore(Path(scratch) / str(with_windows))
             index = FaissIndex(IndexConfig(dim=bundle.pca.dim))
             for video_id, (video, window) in enumerate(zip(features, windows)):
-                store.put(video_id, video)
-                if with_windows and window is not None:
-                    store.put_window(video_id, window)
+                store_versions(store, video_id, video, window if with_windows else None)
                 index.add(video_id, indexed_vectors(store, video_id))
             engines[with_windows] = SearchEngine(store, index, bundle.similarity)
         boxed = [q for q in dataset.queries if windows[q] is not None]

@@ -158,23 +158,14 @@ class FeatureStore:
     def get_window(self, video_id: int, *, verify: bool | None = None) -> VideoFeatures | None:
         """The features of a video's inner-window crop, None when it has none; errors as `get`."""
         path = self.window_path_for(video_id)
-        try:
-            with open(path, "rb") as handle:
-                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-        except FileNotFoundError:
+        data = _map(path, f"window of video {video_id} at {path} is unreadable: empty file")
+        if data is None:
             return None
-        except ValueError:  # an empty file cannot be mapped
-            raise CorruptFeaturesError(f"window of video {video_id} at {path} is unreadable: empty file") from None
         return self._decode(data, path, int(video_id), self.verify if verify is None else verify)
 
     def delete_window(self, video_id: int) -> None:
         """Remove a video's window features (absent is fine)."""
-        path = self.window_path_for(video_id)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(path.parent)
+        _remove(self.window_path_for(video_id))
 
     def _write(self, path: Path, video_id: int, features: VideoFeatures, extra: dict[str, str]) -> None:
         from safetensors.numpy import save
@@ -229,13 +220,9 @@ class FeatureStore:
         Files are only ever replaced whole (never truncated in place), so a mapping stays valid.
         """
         path = self.path_for(video_id)
-        try:
-            with open(path, "rb") as handle:
-                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-        except FileNotFoundError:
-            raise MissingFeaturesError(f"no features stored for video {video_id}") from None
-        except ValueError:  # an empty file cannot be mapped
-            raise CorruptFeaturesError(f"features of video {video_id} at {path} are unreadable: empty file") from None
+        data = _map(path, f"features of video {video_id} at {path} are unreadable: empty file")
+        if data is None:
+            raise MissingFeaturesError(f"no features stored for video {video_id}")
         return self._decode(data, path, int(video_id), self.verify if verify is None else verify)
 
     def scrub(self) -> list[int]:
@@ -303,12 +290,7 @@ class FeatureStore:
     def delete(self, video_id: int) -> None:
         """Remove a video's features and window; deleting an absent video is not an error."""
         self.delete_window(video_id)  # first: a crash in between leaves no window without its video
-        path = self.path_for(video_id)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(path.parent)
+        _remove(self.path_for(video_id))
 
     def __contains__(self, video_id: object) -> bool:
         try:
@@ -346,6 +328,26 @@ class FeatureStore:
                     stale.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _map(path: Path, empty_message: str) -> mmap.mmap | None:
+    """A private copy-on-write map of a stored file; None when there is none."""
+    try:
+        with open(path, "rb") as handle:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    except FileNotFoundError:
+        return None
+    except ValueError:  # an empty file cannot be mapped
+        raise CorruptFeaturesError(empty_message) from None
+
+
+def _remove(path: Path) -> None:
+    """Unlink a stored file durably (absent is fine)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
 
 
 def _numeric_dirs(parent: Path) -> list[Path]:

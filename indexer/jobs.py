@@ -20,7 +20,7 @@ from indexer import catalog
 from indexer.db import session_scope
 from indexer.metrics import Metrics
 from indexer.upload_store import UploadStore
-from indexer.variants import embed_with_window
+from indexer.variants import embed_with_window, store_versions
 
 if TYPE_CHECKING:
     from indexer.components import Embedder
@@ -67,11 +67,7 @@ class StoreSink:
         still_wanted: Callable[[], bool],
         window: VideoFeatures | None = None,
     ) -> bool:
-        self._store.put(video_id, features)
-        if window is not None:
-            self._store.put_window(video_id, window)
-        else:
-            self._store.delete_window(video_id)
+        store_versions(self._store, video_id, features, window)
         if not still_wanted():
             self._store.delete(video_id)
             return False

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from indexer.components import Components, Searcher
 from indexer.index_guard import GroupPersister, ReadWriteLock
-from indexer.variants import indexed_vectors
+from indexer.variants import indexed_vectors, store_versions
 
 if TYPE_CHECKING:
     from indexer.vector_index import VectorIndex
@@ -146,11 +146,7 @@ class Library:
         `still_wanted` is asked while no removal can run, so a concurrent delete either happens
         before (and this add backs out) or after (and removes what this add wrote).
         """
-        self.store.put(video_id, features)
-        if window is not None:
-            self.store.put_window(video_id, window)
-        else:
-            self.store.delete_window(video_id)  # an earlier version's window is not this one's
+        store_versions(self.store, video_id, features, window)
         # The vectors as the store gives them back (computed from compact regions), so the index
         # holds what a rebuild from the store would.
         vectors = indexed_vectors(self.store, video_id)

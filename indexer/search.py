@@ -451,29 +451,20 @@ class Reranker:
         `canonical_transpose` says so; blocks of each orientation are padded to their longest
         with masks and scored as one batch.
         """
-        tq = frame_sim.shape[0]
-        blocks, offset = [], 0
-        for length in lengths:
-            blocks.append(frame_sim[:, offset : offset + length])
-            offset += length
+        blocks = list(frame_sim.split(lengths, dim=1))
         flips = [canonical_transpose(block) for block in blocks]
         scores = frame_sim.new_zeros(len(blocks))
         for flip in (False, True):
             rows = [row for row, flipped in enumerate(flips) if flipped == flip]
             if not rows:
                 continue
-            longest = max(lengths[row] for row in rows)
-            shape = (len(rows), longest, tq) if flip else (len(rows), tq, longest)
+            group = [blocks[row].t() if flip else blocks[row] for row in rows]
+            shape = (len(group), max(block.shape[0] for block in group), max(block.shape[1] for block in group))
             batch = frame_sim.new_zeros(shape)
             mask = torch.zeros(shape, dtype=torch.bool)
-            for slot, row in enumerate(rows):
-                length = lengths[row]
-                if flip:
-                    batch[slot, :length, :] = blocks[row].t()
-                    mask[slot, :length, :] = True
-                else:
-                    batch[slot, :, :length] = blocks[row]
-                    mask[slot, :, :length] = True
+            for slot, block in enumerate(group):
+                batch[slot, : block.shape[0], : block.shape[1]] = block
+                mask[slot, : block.shape[0], : block.shape[1]] = True
             scores[rows] = self.similarity.video_level(batch, mask).score
         return scores
 

@@ -40,6 +40,15 @@ def embed_with_window(
     return features, None
 
 
+def store_versions(store: FeatureStorage, video_id: int, features: VideoFeatures, window: VideoFeatures | None) -> None:
+    """Store a video's features and its window's; without a window, an earlier version's is removed."""
+    store.put(video_id, features)
+    if window is not None:
+        store.put_window(video_id, window)
+    else:
+        store.delete_window(video_id)
+
+
 def indexed_vectors(store: FeatureStorage, video_id: int) -> np.ndarray:
     """The frame vectors the index holds for a video: its own, then its window's when it has one.
 

@@ -69,6 +69,7 @@ def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, An
     from indexer.components import build_embedder
     from indexer.feature_store import FeatureStore
     from indexer.search import Reranker, SearchConfig
+    from indexer.variants import store_versions
     from model.checkpoint import load_default
     from model.video import VideoDecodeError
 
@@ -84,9 +85,7 @@ def compare_files(settings: Settings, first: Path, second: Path) -> dict[str, An
                 features, window = embedder.embed_versions(path)
             except VideoDecodeError as error:
                 raise VideoDecodeError(f"{path.name}: {error}") from None
-            store.put(number, features)
-            if window is not None:
-                store.put_window(number, window)
+            store_versions(store, number, features, window)
             versions.append([store.get(number), *filter(None, [store.get_window(number)])])
         # Inside the block: features read from a float16 store are views of its files.
         reranker = Reranker(bundle.similarity, SearchConfig(candidates=settings.candidates))
