@@ -20,9 +20,12 @@ Manifest (DIR/manifest.json) is the trainer's evaluation format (model/train/dat
 `read_eval_manifest`: "videos" and "positives") extended with per-video "kind" ("original",
 an edit kind, or "distractor"), "source" (a copy's original; for a segment, the footage file
 and span it was cut from), "group" (the recording) and "edit" (the parameters each edit
-drew). Queries: every copy (positives: its original and the other copies of that original)
-and every original (positives: its copies). Every video is in the database; a query is left
-out of its own ranking.
+drew), "footage" (the stretches of database and background segments each video shows) and
+"labels" (LABELS_VERSION). Queries: every copy and every original; positives: the videos that
+share at least a second of footage with it (bench/shared_footage.py): an original's copies, a
+copy's original and the copies whose spans overlap its own, and copies of other originals that
+reuse the same background stretch. Every video is in the database; a query is left out of its
+own ranking.
 
 Cache: DIR/manifest.json records the parameters' key; a build with the same key returns at
 once, a build interrupted half way reuses the files it wrote (they are written atomically).
@@ -57,13 +60,17 @@ from bench.footage import (
     heldout_videos,
     make_segments,
     plan_segments,
+    probe,
     source_videos,
 )
+from bench.shared_footage import Span, copy_pairs, copy_spans
 from model.fileio import write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "hapvr-near-duplicate-benchmark"
 BUILDER_VERSION = 2  # bump when the same parameters would build different files
+# Bump when the same files would be labelled differently: the manifest is rewritten, no file remade.
+LABELS_VERSION = 2  # 2: positives are the pairs that share footage (bench/shared_footage.py)
 # Edits that draw no random parameter: a second variant would be the same file again.
 DETERMINISTIC_KINDS = frozenset({"hflip"})
 ORIGINAL, DISTRACTOR = "original", "distractor"
@@ -191,14 +198,18 @@ def build_dataset(
     out = Path(out) if out is not None else default_dir(params)
     manifest_path = out / MANIFEST
     key = params.key()
+    stamp = out / ".building.json"
     if manifest_path.is_file():
         try:
-            if json.loads(manifest_path.read_text()).get("key") == key:
-                return manifest_path
+            built = json.loads(manifest_path.read_text())
         except ValueError:
-            pass
+            built = {}
+        if built.get("key") == key:
+            if built.get("labels") == LABELS_VERSION:
+                return manifest_path
+            # The same files under older labels: keep them and write the manifest again.
+            stamp.write_text(json.dumps({"key": key, "params": params.to_dict()}, indent=1))
     out.mkdir(parents=True, exist_ok=True)
-    stamp = out / ".building.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()).get("key") == key):
         # Files left by other parameters would be taken for this build's: start clean.
         manifest_path.unlink(missing_ok=True)
@@ -285,11 +296,14 @@ def build_dataset(
     for _, _, target, _, _ in jobs:
         edits[target.stem] = {k: v for k, v in edit_params(target).items() if k not in ("source",)}
 
-    positives: dict[str, list[str]] = {}
+    seconds_of = {s.stem.rsplit("-", 2)[0]: plan_of[s.name].length for s in segments + backgrounds}
+    footage = {name: [Span(name, 0.0, seconds_of[name])] for name in seconds_of if name in videos}
     for original, copies in copies_of.items():
-        positives[original] = list(copies)
         for c in copies:
-            positives[c] = [original] + [x for x in copies if x != c]
+            copy_seconds = probe(out / videos[c])[0] if kind[c] == "splice" else seconds_of[original]
+            footage[c] = copy_spans(original, seconds_of[original], edits[c], copy_seconds, seconds_of)
+    queries = [name for original, copies in copies_of.items() for name in (original, *copies)]
+    positives = copy_pairs(footage, queries)
     manifest = {
         "format": FORMAT,
         "builder": BUILDER_VERSION,
@@ -301,6 +315,10 @@ def build_dataset(
         "source": source,
         "group": group,
         "edit": edits,
+        "labels": LABELS_VERSION,
+        "footage": {
+            name: [[x.segment, round(x.start, 3), round(x.end, 3)] for x in spans] for name, spans in footage.items()
+        },
         "backgrounds": {n: f"backgrounds/{n}.mp4" for n in background_names},
     }
     write_text_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=False), mode=0o644)

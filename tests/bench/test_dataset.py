@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.dataset import DETERMINISTIC_KINDS, DISTRACTOR, ORIGINAL, PRESETS, build_dataset, load_dataset
+from bench.dataset import (
+    DETERMINISTIC_KINDS,
+    DISTRACTOR,
+    LABELS_VERSION,
+    ORIGINAL,
+    PRESETS,
+    build_dataset,
+    load_dataset,
+)
 from bench.edits import EDITS
 from bench.footage import (
     FOOTAGE,
@@ -74,6 +82,10 @@ def test_small_preset_manifest_is_consistent(small: Path) -> None:
         original = manifest["source"][c]
         assert kinds[original] == ORIGINAL and original in positives[c]
         assert c in positives[original]
+        assert manifest["footage"][c][0][0] == original
+    # Copy pairs are the pairs that share footage, so relevance is symmetric.
+    for query, targets in positives.items():
+        assert all(query in positives[t] for t in targets)
         assert manifest["group"][c] == manifest["group"][original]
         assert manifest["edit"][c]["edit"] == kinds[c]
     # pip and splice backgrounds are footage kept out of the database.
@@ -90,6 +102,16 @@ def test_build_is_cached_by_parameters(small: Path) -> None:
     assert build_dataset(small.parent, PRESETS["small"], fetch=False, log=lambda _: None) == small
     assert small.stat().st_mtime_ns == before
     assert dataclasses.replace(PRESETS["small"], seed=1).key() != PRESETS["small"].key()
+
+
+def test_older_labels_are_rewritten_without_remaking_files(small: Path) -> None:
+    manifest = json.loads(small.read_text())
+    made = {name: (small.parent / path).stat().st_mtime_ns for name, path in manifest["videos"].items()}
+    small.write_text(json.dumps({**manifest, "labels": 1, "positives": {}}))
+    assert build_dataset(small.parent, PRESETS["small"], fetch=False, log=lambda _: None) == small
+    rewritten = json.loads(small.read_text())
+    assert rewritten["labels"] == LABELS_VERSION and rewritten["positives"] == manifest["positives"]
+    assert {name: (small.parent / path).stat().st_mtime_ns for name, path in rewritten["videos"].items()} == made
 
 
 def test_metrics_plumbing(small: Path) -> None:
