@@ -22,10 +22,10 @@ an edit kind, or "distractor"), "source" (a copy's original; for a segment, the 
 and span it was cut from), "group" (the recording) and "edit" (the parameters each edit
 drew), "footage" (the stretches of database and background segments each video shows) and
 "labels" (LABELS_VERSION). Queries: every copy and every original; positives: the videos that
-share at least a second of footage with it (bench/shared_footage.py): an original's copies, a
-copy's original and the copies whose spans overlap its own, and copies of other originals that
-reuse the same background stretch. Every video is in the database; a query is left out of its
-own ranking.
+share at least a second of database footage with it (bench/shared_footage.py): an original's
+copies, a copy's original and the copies whose spans overlap its own. "unjudged": copies of other
+originals that share only background footage with the query (the same background stretch),
+left out of its ranking. Every video is in the database; a query is left out of its own ranking.
 
 Cache: DIR/manifest.json records the parameters' key; a build with the same key returns at
 once, a build interrupted half way reuses the files it wrote (they are written atomically).
@@ -70,7 +70,7 @@ MANIFEST = "manifest.json"
 FORMAT = "hapvr-near-duplicate-benchmark"
 BUILDER_VERSION = 2  # bump when the same parameters would build different files
 # Bump when the same files would be labelled differently: the manifest is rewritten, no file remade.
-LABELS_VERSION = 2  # 2: positives are the pairs that share footage (bench/shared_footage.py)
+LABELS_VERSION = 2  # 2: relevance from shared footage (bench/shared_footage.py)
 # Edits that draw no random parameter: a second variant would be the same file again.
 DETERMINISTIC_KINDS = frozenset({"hflip"})
 ORIGINAL, DISTRACTOR = "original", "distractor"
@@ -142,6 +142,7 @@ class Dataset:
     queries: list[int]  # indices into names
     positives: np.ndarray  # bool [queries, videos]
     params: dict = field(default_factory=dict)
+    unjudged: np.ndarray | None = None  # bool [queries, videos]: left out of the query's ranking
 
     @property
     def edit_kinds(self) -> list[str]:
@@ -150,8 +151,8 @@ class Dataset:
         return [k for k in EDITS if k in present]
 
     def exclude(self) -> np.ndarray:
-        """bool [queries, videos]: each query's own column, left out of its ranking."""
-        out = np.zeros(self.positives.shape, dtype=bool)
+        """bool [queries, videos]: each query's own column and its unjudged ones, left out of its ranking."""
+        out = np.zeros(self.positives.shape, dtype=bool) if self.unjudged is None else self.unjudged.copy()
         out[np.arange(len(self.queries)), self.queries] = True
         return out
 
@@ -167,6 +168,10 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
     kinds = [values["kind"][n] for n in evaluation.names]
     sources = [values["source"][n] for n in evaluation.names]
     groups = [values["group"][n] for n in evaluation.names]
+    column = {name: i for i, name in enumerate(evaluation.names)}
+    unjudged = np.zeros(evaluation.positives.shape, dtype=bool)
+    for row, query in enumerate(evaluation.queries):
+        unjudged[row, [column[n] for n in values.get("unjudged", {}).get(evaluation.names[query], [])]] = True
     return Dataset(
         manifest_path.parent,
         evaluation.names,
@@ -177,6 +182,7 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
         evaluation.queries,
         evaluation.positives,
         values.get("params", {}),
+        unjudged,
     )
 
 
@@ -303,7 +309,9 @@ def build_dataset(
             copy_seconds = probe(out / videos[c])[0] if kind[c] == "splice" else seconds_of[original]
             footage[c] = copy_spans(original, seconds_of[original], edits[c], copy_seconds, seconds_of)
     queries = [name for original, copies in copies_of.items() for name in (original, *copies)]
-    positives = copy_pairs(footage, queries)
+    positives = copy_pairs(footage, queries, segments=[n for n in seconds_of if n in videos])
+    through_backgrounds = copy_pairs(footage, queries, segments=background_names)
+    unjudged = {q: [v for v in through_backgrounds[q] if v not in positives[q]] for q in queries}
     manifest = {
         "format": FORMAT,
         "builder": BUILDER_VERSION,
@@ -316,6 +324,7 @@ def build_dataset(
         "group": group,
         "edit": edits,
         "labels": LABELS_VERSION,
+        "unjudged": {q: names for q, names in unjudged.items() if names},
         "footage": {
             name: [[x.segment, round(x.start, 3), round(x.end, 3)] for x in spans] for name, spans in footage.items()
         },

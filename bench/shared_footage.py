@@ -1,12 +1,15 @@
 """Which stretches of footage each benchmark video shows, and the relevance that follows from them.
 
-Two videos are a copy pair when they show the same footage for at least MIN_SHARED_SECONDS,
-whoever made them: an original and its full-length copies; two partial copies of one original
+Two videos are a copy pair when they show the same stretch of a database segment for at least
+MIN_SHARED_SECONDS: an original and its full-length copies; two partial copies of one original
 only where their spans overlap (a subclip of seconds 0-3 and one of seconds 5-8 share a
-recording, not a frame, so they rank like other stretches of one recording); and two copies of
-different originals that reuse the same background stretch (splices opening on the same
-seconds of a background recording, picture-in-picture copies over the same background), which
-share more of their picture than many labelled copies do.
+recording, not a frame, so they rank like other stretches of one recording).
+
+Copies that reuse the same stretch of a background (splices opening on the same seconds of a
+background recording, picture-in-picture copies over the same background) share footage too,
+often more of their picture than labelled copies do, but footage the benchmark keeps out of its
+database: such pairs are left unjudged (out of each other's ranking), neither rewarded nor
+counted against a method.
 
 Spans are on the timeline of a database segment or a background segment, in seconds, from the
 parameters each edit recorded (bench/edits.py): subclip and splice keep `source_span`, a splice
@@ -17,7 +20,7 @@ copy needs more than they hold (bench/edits.py `fit`), so their spans wrap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 MIN_SHARED_SECONDS = 1.0  # one frame at the service's 1 fps sampling
@@ -71,10 +74,10 @@ def shared_seconds(a: Iterable[Span], b: Iterable[Span]) -> float:
     return sum(max(0.0, min(x.end, y.end) - max(x.start, y.start)) for x in a for y in b if x.segment == y.segment)
 
 
-def is_copy_pair(a: list[Span], b: list[Span]) -> bool:
-    """True when, on some segment both show, they share MIN_SHARED_SECONDS of it, or half of
+def is_copy_pair(a: list[Span], b: list[Span], segments: Collection[str]) -> bool:
+    """True when, on one of `segments` both show, they share MIN_SHARED_SECONDS of it, or half of
     what the one showing less of it shows (a sub-second excerpt is still a copy of its source)."""
-    for segment in {x.segment for x in a} & {y.segment for y in b}:
+    for segment in {x.segment for x in a} & {y.segment for y in b} & set(segments):
         on_a = [x for x in a if x.segment == segment]
         on_b = [y for y in b if y.segment == segment]
         shown = min(sum(x.end - x.start for x in on_a), sum(y.end - y.start for y in on_b))
@@ -83,6 +86,8 @@ def is_copy_pair(a: list[Span], b: list[Span]) -> bool:
     return False
 
 
-def copy_pairs(footage: Mapping[str, list[Span]], queries: Iterable[str]) -> dict[str, list[str]]:
-    """Each query's positives: every other video it makes a copy pair with."""
-    return {q: [v for v in footage if v != q and is_copy_pair(footage[q], footage[v])] for q in queries}
+def copy_pairs(
+    footage: Mapping[str, list[Span]], queries: Iterable[str], segments: Collection[str]
+) -> dict[str, list[str]]:
+    """Each query's partners: every other video it makes a copy pair with on one of `segments`."""
+    return {q: [v for v in footage if v != q and is_copy_pair(footage[q], footage[v], segments)] for q in queries}

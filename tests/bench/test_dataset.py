@@ -83,9 +83,13 @@ def test_small_preset_manifest_is_consistent(small: Path) -> None:
         assert kinds[original] == ORIGINAL and original in positives[c]
         assert c in positives[original]
         assert manifest["footage"][c][0][0] == original
-    # Copy pairs are the pairs that share footage, so relevance is symmetric.
+    # Copy pairs are the pairs that share footage, so relevance is symmetric; pairs that share
+    # only a background stretch are unjudged, never positives.
     for query, targets in positives.items():
         assert all(query in positives[t] for t in targets)
+    for query, others in manifest["unjudged"].items():
+        assert others and not set(others) & set(positives[query])
+        assert all(kinds[v] in ("pip", "splice") and manifest["source"][v] != manifest["source"][query] for v in others)
         assert manifest["group"][c] == manifest["group"][original]
         assert manifest["edit"][c]["edit"] == kinds[c]
     # pip and splice backgrounds are footage kept out of the database.

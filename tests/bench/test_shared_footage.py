@@ -24,7 +24,8 @@ def test_partial_copies_pair_only_where_their_spans_overlap() -> None:
     assert shared_seconds(early, late) == 0.0
     assert shared_seconds(early, middle) == pytest.approx(1.0)
     assert shared_seconds(late, middle) == pytest.approx(1.0)
-    pairs = copy_pairs({"orig": [Span("orig", 0, 8)], "a": early, "b": late, "c": middle}, ["a", "b", "c", "orig"])
+    footage = {"orig": [Span("orig", 0, 8)], "a": early, "b": late, "c": middle}
+    pairs = copy_pairs(footage, ["a", "b", "c", "orig"], segments=["orig"])
     assert pairs["a"] == ["orig", "c"] and pairs["b"] == ["orig", "c"]
     assert sorted(pairs["orig"]) == ["a", "b", "c"]
 
@@ -60,5 +61,16 @@ def test_picture_in_picture_shows_its_background_throughout() -> None:
 def test_an_excerpt_shorter_than_a_second_is_still_a_copy_of_its_source() -> None:
     short = spans({"edit": "subclip", "source_span": [0.5, 1.2]})
     neighbour = spans({"edit": "subclip", "source_span": [1.1, 3.0]})
-    pairs = copy_pairs({"orig": [Span("orig", 0, 8)], "short": short, "n": neighbour}, ["short", "n"])
+    pairs = copy_pairs({"orig": [Span("orig", 0, 8)], "short": short, "n": neighbour}, ["short", "n"], ["orig"])
     assert pairs["short"] == ["orig"] and pairs["n"] == ["orig"]
+
+
+def test_pairs_count_only_the_segments_asked_for() -> None:
+    # Two picture-in-picture copies of different originals over one background: a pair through
+    # the background, none through the database segments.
+    footage = {
+        "a": copy_spans("x", 8.0, {"edit": "pip", "other": "bg.mp4"}, 8.0, BACKGROUNDS),
+        "b": copy_spans("y", 8.0, {"edit": "pip", "other": "bg.mp4"}, 8.0, BACKGROUNDS),
+    }
+    assert copy_pairs(footage, ["a"], segments=["x", "y"]) == {"a": []}
+    assert copy_pairs(footage, ["a"], segments=["bg"]) == {"a": ["b"]}
