@@ -168,10 +168,6 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
     kinds = [values["kind"][n] for n in evaluation.names]
     sources = [values["source"][n] for n in evaluation.names]
     groups = [values["group"][n] for n in evaluation.names]
-    column = {name: i for i, name in enumerate(evaluation.names)}
-    unjudged = np.zeros(evaluation.positives.shape, dtype=bool)
-    for row, query in enumerate(evaluation.queries):
-        unjudged[row, [column[n] for n in values.get("unjudged", {}).get(evaluation.names[query], [])]] = True
     return Dataset(
         manifest_path.parent,
         evaluation.names,
@@ -182,7 +178,7 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
         evaluation.queries,
         evaluation.positives,
         values.get("params", {}),
-        unjudged,
+        evaluation.unjudged,
     )
 
 

@@ -10,7 +10,8 @@ method yields one [videos, videos] score matrix; the benchmark's queries are its
 Metrics (model/metrics.py, ARCHITECTURE.md section 8): mAP, µAP, recall@1, overall and per
 edit kind. Per kind, two views of the same matrix:
 - "copy as query": the rows of that kind's copies, ranked over the whole database
-  (positives: their original and its other copies);
+  (positives: the videos that share footage with it: its original and the copies of it that
+  show an overlapping stretch; bench/shared_footage.py);
 - "original finds copy": the originals' rows with only that kind's copies as positives and
   the original's other copies left out of the ranking.
 µAP pools the pairs of all the rows in view, so it rewards scores that mean the same for
@@ -570,7 +571,9 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
         f"{same_group} of the {counts.get(ORIGINAL, 0)} originals share their recording with another "
         "original or a distractor (another stretch of the same fixed camera or talking head): "
         "those are the hardest negatives, and they cap µAP for every method that scores "
-        "appearance alone. Copies are made from segments at the builder's short side "
+        "appearance alone. Copies of different originals that share only a background stretch "
+        "(pip and splice copies over the same background footage, which the database does not hold) "
+        "are left out of each other's rankings. Copies are made from segments at the builder's short side "
         f"({dataset.params.get('short_side')} px), so reencode (crf 38 to 44) is harsh.",
         "",
     ]
@@ -602,7 +605,8 @@ def write_report(dataset: Dataset, runs: Sequence[MethodRun], results: Path, com
             copy_query,
             views,
             "Rows: the queries of that kind (a copy of that edit, or an original), ranked over the whole "
-            "database; positives are the original and all of its copies.",
+            "database; positives are the videos that share at least a second of footage with the query "
+            "(its original and the copies of it that show an overlapping stretch; bench/shared_footage.py).",
         ),
         (
             "Per edit kind: original finds copy",

@@ -254,13 +254,21 @@ class EvalSet:
     paths: list[Path]
     queries: list[int]  # indices into names
     positives: np.ndarray  # bool [len(queries), len(names)]
+    unjudged: np.ndarray  # bool [len(queries), len(names)]: left out of the query's ranking
+
+    def exclude(self) -> np.ndarray:
+        """bool [len(queries), len(names)]: each query's own column and its unjudged ones."""
+        out = self.unjudged.copy()
+        out[np.arange(len(self.queries)), self.queries] = True
+        return out
 
 
 def read_eval_manifest(path: str | Path) -> EvalSet:
     """JSON: {"videos": {name: path}, "positives": {query name: [names]}}; paths relative to the file.
 
-    Every video is in the database; the query is excluded from its own ranking. Relevance is
-    taken as given (list both directions for symmetric pairs).
+    Every video is in the database; the query is excluded from its own ranking, and so are the
+    names an optional "unjudged": {query name: [names]} lists for it. Relevance is taken as
+    given (list both directions for symmetric pairs).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -287,4 +295,12 @@ def read_eval_manifest(path: str | Path) -> EvalSet:
             raise DataError(f"{path}: positives name videos not in 'videos': {unknown[:3]}")
         queries.append(index[query])
         labels[row, [index[t] for t in targets]] = True
-    return EvalSet(names, paths, queries, labels)
+    unjudged = np.zeros_like(labels)
+    listed = values.get("unjudged") or {}
+    for row, query in enumerate(positives):
+        others = listed.get(query, [])
+        unknown = [t for t in others if t not in index]
+        if unknown:
+            raise DataError(f"{path}: unjudged names videos not in 'videos': {unknown[:3]}")
+        unjudged[row, [index[t] for t in others]] = True
+    return EvalSet(names, paths, queries, labels, unjudged)

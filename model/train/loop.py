@@ -199,10 +199,8 @@ def evaluate(
         for start in range(0, len(indexed), chunk):
             output = network.one_to_many(indexed[query], indexed[start : start + chunk])
             scores[row, start : start + chunk] = output.score.float().cpu().numpy()
-    exclude = np.zeros_like(eval_set.positives)
-    exclude[np.arange(len(eval_set.queries)), eval_set.queries] = True
     network.train(was_training)
-    return retrieval_metrics(scores, eval_set.positives, exclude)
+    return retrieval_metrics(scores, eval_set.positives, eval_set.exclude())
 
 
 def encode_eval_set(eval_set, bundle: ModelBundle, fps: float, cache_dir: str | Path | None) -> list[Tensor]:

@@ -159,3 +159,12 @@ def test_quality_command_writes_tables_and_plot(small: Path, tmp_path: Path) -> 
     numbers = json.loads((results / "quality.json").read_text())
     phash = numbers["overall"]["frame-phash"]
     assert 0.3 < phash["mAP"] <= 1.0 and phash["queries"] == len(json.loads(small.read_text())["positives"])
+
+
+def test_unjudged_pairs_leave_the_trainers_ranking_too(small: Path) -> None:
+    manifest = json.loads(small.read_text())
+    evaluation = read_eval_manifest(small)
+    assert manifest["unjudged"] and evaluation.unjudged.sum() == sum(len(v) for v in manifest["unjudged"].values())
+    exclude = evaluation.exclude()
+    assert (exclude >= evaluation.unjudged).all() and not (evaluation.unjudged & evaluation.positives).any()
+    assert exclude[np.arange(len(evaluation.queries)), evaluation.queries].all()
