@@ -152,3 +152,46 @@ def _line_pairs(profile: np.ndarray, size: int) -> list[tuple[int, int]]:
     # for windows touching one side of the frame.
     candidates = sorted({0, *strongest, len(profile) - 1})
     return [(a, b) for a, b in combinations(candidates, 2) if b - a >= MIN_SIDE * size]
+
+
+def border_strength(frames: np.ndarray, window: Window) -> np.ndarray:
+    """How plainly `window`'s border shows in each of frames [T, H, W, 3] uint8: float32 [T].
+
+    Per inner side, the mean gradient across the side's line (the strongest of it and the lines
+    one pixel either side: scaling spreads an edge over two rows) over the mean gradient across
+    the lines BESIDE pixels inside and outside it, plus one grey level; the median over the
+    sides. A pasted border is a step the content beside it does not have; where the window is
+    gone the line is just more content. A few hundred pixels a frame, so every frame of a
+    video can be checked.
+    """
+    height, width = frames.shape[1:3]
+    ratios = []
+    if window.top > 0:
+        ratios.append(_side_ratio(frames[:, :, window.left : window.right], window.top - 1))
+    if window.bottom < height:
+        ratios.append(_side_ratio(frames[:, :, window.left : window.right], window.bottom - 1))
+    across = frames[:, window.top : window.bottom].transpose(0, 2, 1, 3)  # columns become rows
+    if window.left > 0:
+        ratios.append(_side_ratio(across, window.left - 1))
+    if window.right < width:
+        ratios.append(_side_ratio(across, window.right - 1))
+    if not ratios:
+        return np.zeros(len(frames), np.float32)
+    return np.median(np.stack(ratios), axis=0).astype(np.float32)
+
+
+BESIDE = 3  # pixels between a border line and the lines it is compared with
+
+
+def _side_ratio(frames: np.ndarray, line: int) -> np.ndarray:
+    """Per frame: the gradient across rows at gradient row `line` (between pixel rows line and
+    line + 1) over the gradient BESIDE rows above and below it, as border_strength explains."""
+    first = max(0, line - BESIDE)
+    strip = frames[:, first : min(frames.shape[1], line + BESIDE + 2)].astype(np.float32).mean(axis=3)
+    gradient = np.abs(np.diff(strip, axis=1)).mean(axis=2)  # [T, rows of the strip - 1]
+    rows = gradient.shape[1]
+    at = line - first
+    on_line = gradient[:, max(0, at - 1) : min(rows, at + 2)].max(axis=1)
+    beside = [gradient[:, row] for row in (at - BESIDE, at + BESIDE) if 0 <= row < rows]
+    around = np.mean(beside, axis=0) if beside else np.zeros(len(frames), np.float32)
+    return on_line / (around + 1.0)
