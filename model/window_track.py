@@ -3,7 +3,7 @@
 VideoEmbedder decodes a video once, in batches (32 s at 1 fps), and keeps no batch once it is
 encoded. While no window is showing, every batch is searched for one with the same test the
 first batch has always had (model.inner_window.find_window on frames of about
-WINDOW_SEARCH_SIDE pixels, about 22 ms a batch), so a picture-in-picture that appears at 0:45 is
+WINDOW_SEARCH_SIDE pixels, 10-20 ms a batch), so a picture-in-picture that appears at 0:45 is
 found in the batch that holds it. A window found is then checked frame by frame
 (model.inner_window.border_strength, a few hundred pixels a frame): back into the previous
 batch, held for that purpose while nothing shows, so its crop starts at the first frame the
