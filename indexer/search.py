@@ -26,8 +26,9 @@ A flipped copy of the query (see VideoEmbedder.embed(flip=True)) can be passed a
 each video keeps its best score over the variants, which restores recall on mirrored copies at
 twice the query cost (section 10). The query's inner window (picture-in-picture, bars) is passed
 the same way. On the indexed side, a candidate with a stored window (indexer.variants) is
-re-ranked against both its own features and its window's, keeping the better: the window has
-the video's own frame times, so the ranges stay on the video's time axis.
+re-ranked against both its own features and its window's, keeping the better: the window's
+frames keep their own times in the video (a window may show late), so the ranges stay on the
+video's time axis.
 """
 
 from __future__ import annotations
