@@ -67,8 +67,9 @@ def track(frames: list[np.ndarray]) -> tuple[int, int, int]:
     tracker = WindowTrack()
     cropped = searched = 0
     for batch in frames:
-        searched += tracker._showing is None
+        searched += not tracker.showing
         cropped += sum(len(crop.rows) for crop in tracker.feed(batch))
+    cropped += sum(len(crop.rows) for crop in tracker.finish())
     return len(tracker.windows), cropped, searched
 
 

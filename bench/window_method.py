@@ -38,6 +38,8 @@ def encode_windows(bundle: Any, paths: Sequence[Path], log: Callable[[str], None
         for batch in embedder.frames(path):
             for crop in track.feed(batch):
                 encoded.append(embedder.encoder.encode(np.ascontiguousarray(crop.frames)).astype(np.float16))
+        for crop in track.finish():
+            encoded.append(embedder.encoder.encode(np.ascontiguousarray(crop.frames)).astype(np.float16))
         if encoded:
             out.append(np.concatenate(encoded))
             found += 1

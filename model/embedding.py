@@ -38,7 +38,7 @@ import torch
 from model.features import VideoFeatures
 from model.similarity.network import frame_vectors
 from model.video import DecodeLimits, DecodeSummary, VideoDecodeError, VideoFrames
-from model.window_track import WindowTrack
+from model.window_track import WindowCrop, WindowTrack
 
 if TYPE_CHECKING:
     from model.checkpoint import ModelBundle
@@ -172,11 +172,9 @@ class VideoEmbedder:
                 mark = time.perf_counter()
                 crops = track.feed(source)
                 window_s += time.perf_counter() - mark
-                for crop in crops:
-                    regions, vectors, encode, index = self._encode_and_index(crop.frames)
-                    window_parts.append((regions, vectors))
-                    window_rows.append(crop.rows)
-                    encode_s, index_s = encode_s + encode, index_s + index
+                encode_s, index_s = self._encode_crops(crops, window_parts, window_rows, encode_s, index_s)
+        if track is not None:
+            encode_s, index_s = self._encode_crops(track.finish(), window_parts, window_rows, encode_s, index_s)
         summary = frames.summary
         features = self._features(summary, parts)
         window = self._features(summary, window_parts, np.concatenate(window_rows)) if window_parts else None
@@ -267,6 +265,22 @@ class VideoEmbedder:
             warnings=summary.warnings,
             checkpoint=self.checkpoint,
         )
+
+    def _encode_crops(
+        self,
+        crops: list[WindowCrop],
+        parts: list[tuple[np.ndarray, np.ndarray]],
+        rows: list[np.ndarray],
+        encode_s: float,
+        index_s: float,
+    ) -> tuple[float, float]:
+        """Encode window crops onto `parts` and their frame numbers onto `rows`; the stage clocks after."""
+        for crop in crops:
+            regions, vectors, encode, index = self._encode_and_index(crop.frames)
+            parts.append((regions, vectors))
+            rows.append(crop.rows)
+            encode_s, index_s = encode_s + encode, index_s + index
+        return encode_s, index_s
 
     def _encode_and_index(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
         """One batch of uint8 frames [B, H, W, 3] -> (float16 regions [B, R, D], float32 vectors

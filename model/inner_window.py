@@ -61,24 +61,56 @@ class Window:
         return self.left, self.top, self.right - self.left, self.bottom - self.top
 
 
+@dataclass(frozen=True)
+class GradientSums:
+    """Per-pixel sums over `frames` frames of the absolute grey-level gradients (grey as the sum of
+    the three channels): across rows [H-1, W] and across columns [H, W-1]. Sums of consecutive
+    stretches of a video add up to the sums of the whole stretch, so a streamed decode computes
+    each frame's once and searches any run of stretches (model.window_track)."""
+
+    across_rows: np.ndarray
+    across_cols: np.ndarray
+    frames: int
+
+    def __add__(self, other: GradientSums) -> GradientSums:
+        return GradientSums(
+            self.across_rows + other.across_rows, self.across_cols + other.across_cols, self.frames + other.frames
+        )
+
+
+def gradient_sums(frames: np.ndarray) -> GradientSums:
+    """GradientSums of uint8 frames [T, H, W, 3].
+
+    Grey as the int16 sum of the channels and sums in float32 (exact: they are integers) give the
+    maps of a float32 mean to 1e-5 at a third of its time (10 ms instead of 28 for 32 frames at
+    128 px), which every stretch of a video pays while no window shows.
+    """
+    grey = frames[..., 0].astype(np.int16)
+    grey += frames[..., 1]
+    grey += frames[..., 2]
+    across_rows = np.abs(np.diff(grey, axis=1)).sum(axis=0, dtype=np.float32)
+    across_cols = np.abs(np.diff(grey, axis=2)).sum(axis=0, dtype=np.float32)
+    return GradientSums(across_rows, across_cols, len(frames))
+
+
 def find_window(frames: np.ndarray, max_frames: int = 64) -> Window | None:
     """The inner window of frames [T, H, W, 3] uint8, or None when there is none."""
     if len(frames) < MIN_FRAMES:
         return None
     rows = np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(np.int64)
-    sampled = frames[np.unique(rows)]
-    # Grey as the sum of the channels in int16, and gradient sums (exact in float32: integers), scaled once: the same
-    # maps as a float32 mean (to 1e-5) at a third of the time (10 ms instead of 28 for 32 frames at
-    # 128 px), which every batch of a video pays while no window shows.
-    grey = sampled[..., 0].astype(np.int16)
-    grey += sampled[..., 1]
-    grey += sampled[..., 2]
-    scale = np.float32(1 / (3 * len(sampled)))
+    return window_in(gradient_sums(frames[np.unique(rows)]))
+
+
+def window_in(sums: GradientSums) -> Window | None:
+    """The inner window the gradient sums of a stretch of frames show, or None when there is none."""
+    if sums.frames < MIN_FRAMES:
+        return None
     # Time-averaged gradients: across rows (a horizontal border) and across columns (a vertical one).
-    across_rows = np.abs(np.diff(grey, axis=1)).sum(axis=0, dtype=np.float32) * scale  # [H-1, W]
-    across_cols = np.abs(np.diff(grey, axis=2)).sum(axis=0, dtype=np.float32) * scale  # [H, W-1]
+    scale = np.float32(1 / (3 * sums.frames))
+    across_rows = sums.across_rows * scale  # [H-1, W]
+    across_cols = sums.across_cols * scale  # [H, W-1]
     typical = float(np.median(np.concatenate([across_rows.ravel(), across_cols.ravel()]))) + 1.0
-    height, width = grey.shape[1:]
+    height, width = across_cols.shape[0], across_rows.shape[1]
     # Prefix sums along each line, so the mean of any segment of a candidate line is O(1).
     row_sums = np.concatenate([np.zeros((across_rows.shape[0], 1)), np.cumsum(across_rows, axis=1)], axis=1)
     col_sums = np.concatenate([np.zeros((1, across_cols.shape[1])), np.cumsum(across_cols, axis=0)], axis=0)

@@ -1,16 +1,19 @@
 """Following inner windows through one streamed decode: where each starts, shows and ends.
 
 VideoEmbedder decodes a video once, in batches (32 s at 1 fps), and keeps no batch once it is
-encoded. While no window is showing, every batch is searched for one with the same test the
-first batch has always had (model.inner_window.find_window on frames of about
-WINDOW_SEARCH_SIDE pixels, 10-20 ms a batch), so a picture-in-picture that appears at 0:45 is
-found in the batch that holds it. A window found is then checked frame by frame
+encoded. While no window is showing, every batch is searched for one with the test the first
+batch has always had (model.inner_window, on frames of about WINDOW_SEARCH_SIDE pixels): every
+SEARCH_BLOCK frames on the last two blocks (16 s at 1 fps, across batches too), then on the
+whole batch, from gradient sums computed once per frame. So a picture-in-picture that appears
+at 0:45 is found, and so is one shown for 16 s anywhere, where a batch-sized search needs most
+of an aligned 32 s. A window found is then checked frame by frame
 (model.inner_window.border_strength, a few hundred pixels a frame): back into the previous
-batch, held for that purpose while nothing shows, so its crop starts at the first frame the
-border shows in, and on through the following batches, where a border missing from STAYS for
-END_RUN frames in a row ends it (shorter gaps, a dark scene inside the window, are bridged)
-and the batches after are searched again. Only frames where a window shows are cropped, on the
-video's own frame numbers; several windows one after another go into the one window record.
+batch, held for that purpose while nothing shows, so its crop starts where its border starts to
+show, and on through the following batches: frames without the border wait, and are cropped if
+it shows again within END_RUN frames (a dark scene inside the window) or the video ends first,
+or dropped when END_RUN of them in a row end it, after which the batches are searched again. Only frames where a window
+shows are cropped, with their own frame numbers; windows one after another all go into the
+video's one window record.
 
 Measured on the held-out benchmark's pip and letterbox copies against unedited segments under
 the same rectangles (1 fps, 128 px): a present border scores a median of 15.6 and falls under
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from model.inner_window import Window, border_strength, find_window
+from model.inner_window import GradientSums, Window, border_strength, find_window, gradient_sums, window_in
 
 # The window is looked for on frames of about this short side: the ridges it follows are lines
 # several pixels long, so half the decode size finds the same window at a quarter of the cost.
@@ -31,6 +34,7 @@ WINDOW_SEARCH_SIDE = 128
 SHOWS = 2.0  # border strength from which a frame starts a window
 STAYS = 1.5  # and below which a frame counts as one without it, once it has started
 END_RUN = 8  # frames in a row without the border that end a window
+SEARCH_BLOCK = 8  # frames: windows are looked for in the last two blocks every block, and in whole batches
 START_RUN = 8  # a start needs the border in at least half of the frames from it on (of these)
 
 
@@ -48,6 +52,7 @@ class _Showing:
     small: Window  # in the subsampled frames' pixels, where the border is checked
     step: int
     missing: int = 0  # frames in a row without the border so far
+    waiting: list[WindowCrop] = field(default_factory=list)  # those frames' crops, kept if it shows again
 
     def strength(self, frames: np.ndarray) -> np.ndarray:
         return border_strength(frames[:, :: self.step, :: self.step], self.small)
@@ -55,13 +60,14 @@ class _Showing:
 
 @dataclass
 class WindowTrack:
-    """Feed it every batch of a decode in order; it returns the window crops to embed."""
+    """Feed it every batch of a decode in order, then `finish`; each returns window crops to embed."""
 
     windows: list[Window] = field(default_factory=list)  # every window found, in order
     _next_row: int = 0  # frame number of the next batch's first frame
     _free_from: int = 0  # frames before this one are cropped already (or were passed over)
     _held: tuple[int, np.ndarray] | None = None  # the previous batch while nothing shows
     _showing: _Showing | None = None
+    _previous: GradientSums | None = None  # the last block searched, while nothing shows
 
     def feed(self, batch: np.ndarray) -> list[WindowCrop]:
         """The crops of `batch` [T, H, W, 3] (and of the held batch, when a window is found in this
@@ -69,12 +75,46 @@ class WindowTrack:
         first = self._next_row
         self._next_row += len(batch)
         if self._showing is None:
-            found = locate(batch)
+            found = self._search(batch)
             if found is None:
                 self._held = (first, batch)
                 return []
+            self._previous = None
             return self._start(found, first, batch)
         return self._follow(first, batch)
+
+    @property
+    def showing(self) -> bool:
+        """Whether a window is being followed (the next batch is then not searched)."""
+        return self._showing is not None
+
+    def finish(self) -> list[WindowCrop]:
+        """The crops still waiting at the end of the decode: fewer than END_RUN frames without the
+        border end no window, so a window showing until the last frames keeps them."""
+        if self._showing is None:
+            return []
+        waiting, self._showing.waiting = self._showing.waiting, []
+        return waiting
+
+    def _search(self, batch: np.ndarray) -> _Showing | None:
+        """A window in the batch: at every SEARCH_BLOCK frames in the last two blocks (across
+        batches too), then in the whole batch where no such span was all of it; each frame's
+        gradients are computed once. A block alone is searched only as a whole batch (a video of
+        one block): on a fixed camera's footage, 8 frames found a scene's edges a window once."""
+        step = _search_step(batch)
+        blocks = np.array_split(batch[:, ::step, ::step], -(-len(batch) // SEARCH_BLOCK))
+        alone = self._previous is None and len(blocks) == 1
+        whole = None
+        for block in blocks:
+            sums = gradient_sums(block)
+            span = None if self._previous is None else self._previous + sums
+            self._previous = sums
+            whole = sums if whole is None else whole + sums
+            if span is not None and (found := window_in(span)) is not None:
+                return _showing(found, step, batch.shape)
+        if (len(blocks) > 2 or alone) and whole is not None and (found := window_in(whole)) is not None:
+            return _showing(found, step, batch.shape)
+        return None
 
     def _start(self, found: _Showing, first: int, batch: np.ndarray) -> list[WindowCrop]:
         self._showing = found
@@ -102,31 +142,54 @@ class WindowTrack:
         return crops
 
     def _follow(self, first: int, frames: np.ndarray) -> list[WindowCrop]:
-        """Crop frames while the window shows; END_RUN frames without it end it."""
+        """Crop the frames from the last one cropped to the last one showing the window; frames
+        without it wait (as crops) until it shows again, and END_RUN of them in a row end it."""
         showing = self._showing
         assert showing is not None
-        kept = 0
-        for strength in showing.strength(frames):
-            showing.missing = showing.missing + 1 if strength < STAYS else 0
-            if showing.missing >= END_RUN:
-                break
-            kept += 1
-        crops = [WindowCrop(np.arange(first, first + kept), showing.window.crop(frames[:kept]))] if kept else []
-        self._free_from = first + kept
-        if kept < len(frames):
+        last_shown, ended = -1, False
+        for row, strength in enumerate(showing.strength(frames)):
+            if strength >= STAYS:
+                showing.missing, last_shown = 0, row
+            else:
+                showing.missing += 1
+                if showing.missing >= END_RUN:
+                    ended = True
+                    break
+        crops = []
+        if last_shown >= 0:
+            crops = [
+                *showing.waiting,
+                WindowCrop(np.arange(first, first + last_shown + 1), showing.window.crop(frames[: last_shown + 1])),
+            ]
+            showing.waiting = []
+        if ended:
             self._showing = None
             self._held = (first, frames)  # a next window may start in the rest of this batch
+        else:
+            rest = frames[last_shown + 1 :]
+            if len(rest):  # a copy, so the batch is not kept alive for a few frames
+                showing.waiting.append(
+                    WindowCrop(np.arange(first + last_shown + 1, first + len(frames)), showing.window.crop(rest).copy())
+                )
+        self._free_from = first + last_shown + 1 if ended else first + len(frames)
         return crops
 
 
 def locate(frames: np.ndarray) -> _Showing | None:
-    """A window in uint8 frames [T, H, W, 3], looked for on a subsampled copy of about
-    WINDOW_SEARCH_SIDE pixels' short side."""
-    height, width = frames.shape[1:3]
-    step = max(1, min(height, width) // WINDOW_SEARCH_SIDE)
-    small = find_window(frames[:, ::step, ::step])
-    if small is None:
-        return None
+    """A window in uint8 frames [T, H, W, 3] taken together (the rule for a video's first batch
+    before model.window_track), looked for at about WINDOW_SEARCH_SIDE pixels' short side."""
+    step = _search_step(frames)
+    found = find_window(frames[:, ::step, ::step])
+    return _showing(found, step, frames.shape) if found is not None else None
+
+
+def _search_step(frames: np.ndarray) -> int:
+    return max(1, min(frames.shape[1:3]) // WINDOW_SEARCH_SIDE)
+
+
+def _showing(small: Window, step: int, shape: tuple[int, ...]) -> _Showing:
+    """A window found on frames subsampled by `step`, in the pixels of frames of `shape`."""
+    height, width = shape[1:3]
     window = replace(
         small,
         top=small.top * step,

@@ -31,6 +31,7 @@ def _video(rng: np.random.Generator, count: int, boxes: list[tuple[int, int, Win
 def _feed(frames: np.ndarray) -> tuple[WindowTrack, np.ndarray, list[np.ndarray]]:
     track = WindowTrack()
     crops = [crop for start in range(0, len(frames), BATCH) for crop in track.feed(frames[start : start + BATCH])]
+    crops += track.finish()
     rows = np.concatenate([crop.rows for crop in crops]) if crops else np.zeros(0, np.int64)
     return track, rows, [crop.frames for crop in crops]
 
@@ -44,9 +45,9 @@ def test_windows_that_come_and_go_after_the_first_batch_crop_where_they_show() -
     track, rows, crops = _feed(frames)
     assert [w.box() for w in track.windows] == [FIRST.box(), SECOND.box()]
     # The first window starts at its first frame (found in the batch of frames 32-63, it is
-    # checked back into the frames before), ends within END_RUN frames of its last one, and
-    # the second starts at its first frame again.
-    assert rows[0] == 40 and 79 <= rows[rows < 100].max() < 88
+    # checked back into the frames before) and ends at its last one (found missing for END_RUN
+    # frames in the next batch), and the second starts at its first frame again.
+    assert rows[rows < 100].tolist() == list(range(40, 80))
     assert rows[rows >= 100].tolist() == list(range(100, 141))
     assert (np.diff(rows) > 0).all()  # each frame once, in time order
     assert crops[0].shape[1:3] == (60, 100)
@@ -71,8 +72,22 @@ def test_border_strength_tells_frames_with_the_border_from_frames_without() -> N
 
 
 def test_window_found_in_a_later_batch_starts_back_in_the_batch_before() -> None:
-    frames = _video(np.random.default_rng(4), 90, [(28, 90, SECOND)])
-    batch0 = WindowTrack()
-    assert batch0.feed(frames[:BATCH]) == []  # four frames of 32 do not make a window
-    _, rows, _ = _feed(frames)
-    assert rows.tolist() == list(range(28, 90))
+    # Coding noise on every frame, so one frame of 32 with the border does not make a window.
+    frames = _video(np.random.default_rng(4), 90, [(31, 90, SECOND)])
+    noise = np.random.default_rng(5).normal(0, 6, frames.shape)
+    frames = np.clip(frames + noise, 0, 255).astype(np.uint8)
+    assert WindowTrack().feed(frames[:BATCH]) == []
+    track, rows, _ = _feed(frames)
+    assert len(track.windows) == 1 and rows.tolist() == list(range(31, 90))
+
+
+def test_a_window_ends_after_end_run_frames_without_it_and_shorter_gaps_are_bridged() -> None:
+    # Gone for the last 5 frames (fewer than END_RUN): the video ends inside a gap, which is kept.
+    _, rows, _ = _feed(_video(np.random.default_rng(6), 70, [(0, 65, FIRST)]))
+    assert rows.tolist() == list(range(70))
+    # Gone for the last 10: the window ends at its last frame.
+    _, rows, _ = _feed(_video(np.random.default_rng(7), 70, [(0, 60, FIRST)]))
+    assert rows.tolist() == list(range(60))
+    # A 5-frame gap in the middle (a dark scene inside the window) is bridged.
+    _, rows, _ = _feed(_video(np.random.default_rng(8), 70, [(0, 30, FIRST), (35, 70, FIRST)]))
+    assert rows.tolist() == list(range(70))
