@@ -18,6 +18,8 @@ from indexer.vector_index import FaissIndex, IndexConfig
 from model.checkpoint import load_default
 from model.embedding import VideoEmbedder
 from model.features import VideoFeatures
+from model.video import VideoFrames
+from model.window_track import WindowTrack
 
 WIDTH, HEIGHT, FPS = 256, 144, 2  # small and slow, so the 56 s videos are quick to write and decode
 APPEARS, LENGTH = 36.0, 56.0
@@ -38,14 +40,16 @@ def _full_frame(clips: list[Path], seconds: float) -> np.ndarray:
     return np.concatenate(parts)[: round(seconds * FPS)]
 
 
-def _late_pip(out: Path, inner: Path, background: Path, before: list[Path]) -> Path:
-    """Full-frame footage until APPEARS, then `inner` (looped) boxed over `background`."""
-    after = LENGTH - APPEARS
-    frames = fit(read_clip(background), _like(after)).copy()
+def _late_pip(
+    out: Path, inner: Path, background: Path, before: list[Path], start: float = APPEARS, end: float = LENGTH
+) -> Path:
+    """Full-frame footage but for [start, end), where `inner` (looped) is boxed over `background`."""
+    frames = _full_frame(before, LENGTH)
+    boxed = fit(read_clip(background), _like(end - start)).copy()
     x, y, w, h = BOX
-    small = resize(fit(read_clip(inner), _like(after)), w, h)
-    frames[:, y : y + h, x : x + w] = small
-    return write_clip(Clip(np.concatenate([_full_frame(before, APPEARS), frames]), Fraction(FPS)), out)
+    boxed[:, y : y + h, x : x + w] = resize(fit(read_clip(inner), _like(end - start)), w, h)
+    frames[round(start * FPS) : round(end * FPS)] = boxed
+    return write_clip(Clip(frames, Fraction(FPS)), out)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,18 @@ def test_window_appearing_after_the_first_batch_is_cropped_from_where_it_appears
     found_x, found_y, found_w, found_h = result.window_box
     assert abs(found_x - x) <= 6 and abs(found_y - y) <= 6
     assert abs(found_w - w) <= 8 and abs(found_h - h) <= 8
+
+
+def test_window_shown_for_24_s_across_two_batches_is_cropped_where_it_shows(
+    source_clips: list[Path], tmp_path: Path
+) -> None:
+    """Neither batch holds most of it; the search over 16-frame spans finds it."""
+    path = _late_pip(tmp_path / "middle.mp4", source_clips[0], source_clips[9], source_clips[3:7], start=20, end=44)
+    track = WindowTrack()
+    crops = [crop for batch in VideoFrames(path, fps=1.0, short_side=256, batch_size=32) for crop in track.feed(batch)]
+    rows = np.concatenate([crop.rows for crop in [*crops, *track.finish()]])
+    assert len(track.windows) == 1
+    assert abs(rows[0] - 20) <= 1 and abs(rows[-1] - 43) <= 1 and len(rows) == rows[-1] - rows[0] + 1
 
 
 def test_long_unedited_footage_gets_no_window(embedder: VideoEmbedder, videos: dict[str, Path]) -> None:
