@@ -68,6 +68,7 @@ class WindowTrack:
     _held: tuple[int, np.ndarray] | None = None  # the previous batch while nothing shows
     _showing: _Showing | None = None
     _previous: GradientSums | None = None  # the last block searched, while nothing shows
+    _previous_row: int = 0  # and its first frame
 
     def feed(self, batch: np.ndarray) -> list[WindowCrop]:
         """The crops of `batch` [T, H, W, 3] (and of the held batch, when a window is found in this
@@ -75,12 +76,12 @@ class WindowTrack:
         first = self._next_row
         self._next_row += len(batch)
         if self._showing is None:
-            found = self._search(batch)
+            found = self._search(first, batch)
             if found is None:
                 self._held = (first, batch)
                 return []
             self._previous = None
-            return self._start(found, first, batch)
+            return self._start(*found, first, batch)
         return self._follow(first, batch)
 
     @property
@@ -96,27 +97,31 @@ class WindowTrack:
         waiting, self._showing.waiting = self._showing.waiting, []
         return waiting
 
-    def _search(self, batch: np.ndarray) -> _Showing | None:
+    def _search(self, first: int, batch: np.ndarray) -> tuple[_Showing, int] | None:
         """A window in the batch: at every SEARCH_BLOCK frames in the last two blocks (across
         batches too), then in the whole batch where no such span was all of it; each frame's
         gradients are computed once. A block alone is searched only as a whole batch (a video of
-        one block): on a fixed camera's footage, 8 frames found a scene's edges a window once."""
+        one block): on a fixed camera's footage, 8 frames found a scene's edges a window once.
+        Returns the window and the first frame of the stretch it was found in."""
         step = _search_step(batch)
         blocks = np.array_split(batch[:, ::step, ::step], -(-len(batch) // SEARCH_BLOCK))
         alone = self._previous is None and len(blocks) == 1
         whole = None
+        row = first
         for block in blocks:
             sums = gradient_sums(block)
             span = None if self._previous is None else self._previous + sums
-            self._previous = sums
+            span_first = self._previous_row
+            self._previous, self._previous_row = sums, row
+            row += len(block)
             whole = sums if whole is None else whole + sums
             if span is not None and (found := window_in(span)) is not None:
-                return _showing(found, step, batch.shape)
+                return _showing(found, step, batch.shape), span_first
         if (len(blocks) > 2 or alone) and whole is not None and (found := window_in(whole)) is not None:
-            return _showing(found, step, batch.shape)
+            return _showing(found, step, batch.shape), first
         return None
 
-    def _start(self, found: _Showing, first: int, batch: np.ndarray) -> list[WindowCrop]:
+    def _start(self, found: _Showing, found_from: int, first: int, batch: np.ndarray) -> list[WindowCrop]:
         self._showing = found
         self.windows.append(found.window)
         earlier: list[tuple[int, np.ndarray]] = []
@@ -127,9 +132,9 @@ class WindowTrack:
         self._held = None
         parts = [*earlier, (first, batch)]
         start = _start_of(np.concatenate([found.strength(frames) for _, frames in parts]))
-        # The window stands out over the whole batch it was found in, so a start its frames do
-        # not single out (a faint border) is that batch's first frame.
-        skip = start if start is not None else sum(len(frames) for _, frames in parts[:-1])
+        # The window stands out over the stretch it was found in, so a start its frames do not
+        # single out (a faint border) is that stretch's first frame.
+        skip = start if start is not None else max(0, found_from - parts[0][0])
         crops = []
         for part_first, frames in parts:
             take = frames[skip:]
