@@ -7,7 +7,7 @@ workspace in its dtype; the frame energies the alignment reads) for --candidates
 --frames frames of the shipped model's shape (9 regions of 512 dims), and the error of the
 4-bit codes. Three ways: float16 (format 1), 4-bit decoded to float32 regions and frame vectors
 first (what format 2 reads did before), and 4-bit decoded straight into the workspace with
-energies from the codes (indexer.search._regions_into, _frame_energy). Writes
+energies from the codes (CompactVideoFeatures.regions_into, frame_energy). Writes
 bench/results/feature_store.md.
 
     python -m bench.bench_feature_store [--candidates 100] [--frames 20] [--repeats 5]
@@ -27,9 +27,10 @@ from safetensors.numpy import save
 
 from bench.bench_search import cpu_model
 from indexer.feature_store import FORMAT_V1, FeatureStore, _checksum
-from indexer.search import _frame_energy, _regions_into, _workspace, cpu_has_bfloat16
+from indexer.search import cpu_has_bfloat16
 from indexer.synthetic import synthetic_video
 from model.features import VideoFeatures
+from model.workspace import workspace as scratch
 
 RESULTS = Path(__file__).parent / "results" / "feature_store.md"
 REGIONS, DIM = 9, 512
@@ -48,7 +49,7 @@ def read_ms(store: FeatureStore, ids: list[int], repeats: int, dtype: torch.dtyp
     """Median time to read every candidate once into the re-rank workspace, with its frame energies
     (what one search's load stage, workspace fill and alignment do with the features)."""
     frames = sum(store.get(video_id).num_frames for video_id in ids)
-    workspace = _workspace("bench", frames * REGIONS * DIM, dtype).view(-1, REGIONS, DIM)
+    workspace = scratch("bench", frames * REGIONS * DIM, dtype).view(-1, REGIONS, DIM)
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
@@ -58,8 +59,8 @@ def read_ms(store: FeatureStore, ids: list[int], repeats: int, dtype: torch.dtyp
             if decode_first:  # float32 regions and frame vectors made on reading
                 features.frame_vectors  # noqa: B018
             rows = list(range(features.num_frames))
-            _regions_into(workspace[offset : offset + len(rows)], features, rows)
-            _frame_energy(features)
+            features.regions_into(workspace[offset : offset + len(rows)], rows)
+            features.frame_energy()
             offset += len(rows)
         times.append(time.perf_counter() - started)
     return float(np.median(times[1:]) * 1000)

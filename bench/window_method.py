@@ -1,9 +1,10 @@
 """The published score with inner-window variants on both sides, as the service searches.
 
-Each benchmark video is decoded as the service's embedder decodes it; the window is looked for
-on the first batch (model.embedding.locate_window) and, when found, every batch is encoded
-cropped to it: the same frames, the same crop, the same encoder as
-`VideoEmbedder.embed_detailed(with_window=True)`. A pair's score is then the best calibrated
+Each benchmark video is decoded as the service's embedder decodes it and its windows are found
+and followed by the same model.window_track.WindowTrack: the same frames, the same crops, the
+same encoder as `VideoEmbedder.embed_detailed(with_window=True)`. The cache keeps the crops'
+encoder outputs in order, scored as frames 0, 1, ... of the video: on the benchmark's 8 s videos
+a window shows from the first frame. A pair's score is then the best calibrated
 score (ties broken by the network's) over query versions (the video, its window) against
 target versions (the video, its window), which is what SearchEngine keeps per video when the
 query's window is passed as a variant and the candidate's window record is re-ranked too.
@@ -23,8 +24,9 @@ import numpy as np
 
 def encode_windows(bundle: Any, paths: Sequence[Path], log: Callable[[str], None]) -> list[np.ndarray]:
     """Per video, the encoder output [T, R, D] float16 of its window's crop, or [0, R, D] without one."""
-    from model.embedding import VideoEmbedder, locate_window
+    from model.embedding import VideoEmbedder
     from model.settings import ModelSettings
+    from model.window_track import WindowTrack
 
     embedder = VideoEmbedder(bundle, cache_dir=ModelSettings().model_cache_dir)
     out = []
@@ -32,13 +34,12 @@ def encode_windows(bundle: Any, paths: Sequence[Path], log: Callable[[str], None
     started = time.monotonic()
     for i, path in enumerate(paths, 1):
         encoded = []
-        window = None
-        for number, batch in enumerate(embedder.frames(path)):
-            if number == 0:
-                window = locate_window(batch)
-            if window is None:
-                break  # no window: nothing more to decode for this method
-            encoded.append(embedder.encoder.encode(np.ascontiguousarray(window.crop(batch))).astype(np.float16))
+        track = WindowTrack()
+        for batch in embedder.frames(path):
+            for crop in track.feed(batch):
+                encoded.append(embedder.encoder.encode(np.ascontiguousarray(crop.frames)).astype(np.float16))
+        for crop in track.finish():
+            encoded.append(embedder.encoder.encode(np.ascontiguousarray(crop.frames)).astype(np.float16))
         if encoded:
             out.append(np.concatenate(encoded))
             found += 1

@@ -202,6 +202,22 @@ class CompactVideoFeatures(VideoFeatures):
         if value is not None:
             self._stored_vectors = value
 
+    def regions_into(self, destination: torch.Tensor, rows: list[int]) -> None:
+        """Codes not yet decoded are decoded straight into `destination` (no float32 copy, no second
+        conversion); decoded regions are copied as the float features' are."""
+        if self.decoded:
+            super().regions_into(destination, rows)
+            return
+        every = len(rows) == self.num_frames and rows == list(range(len(rows)))
+        codes, steps = (self.codes, self.steps) if every else (self.codes[rows], self.steps[rows])
+        decode_into(destination, codes, steps)
+
+    def frame_energy(self) -> np.ndarray:
+        """From the codes when not decoded: the same value, without making the float32 regions."""
+        if self.decoded:
+            return super().frame_energy()
+        return region_energy(self.codes, self.steps, self._dim).mean(axis=1)
+
     @property
     def decoded(self) -> bool:
         """Whether the float32 regions have been made (then they are what every reader uses)."""

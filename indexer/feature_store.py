@@ -19,8 +19,9 @@ carries the format tag, the video id, the decode info, the fingerprint of the ch
 made the features and a CRC-32 of the stored arrays, so a torn or bit-flipped file is reported
 instead of silently scoring garbage.
 
-Window variant: a video with an inner window (picture-in-picture, bars; model.inner_window)
-also has the features of the window's crop, same format, same times, in
+Window variant: a video with an inner window (picture-in-picture, bars; model.window_track)
+also has the features of the window's crops, same format, on the video's own times (the frames
+where a window shows, which may start late and end early), in
 ``<id>.window.safetensors`` beside its own file (metadata `variant: window`). It is written
 after the video's file and removed before it, so it never outlives it; `ids()` lists videos
 only, and a store from before windows simply has none.

@@ -26,15 +26,15 @@ A flipped copy of the query (see VideoEmbedder.embed(flip=True)) can be passed a
 each video keeps its best score over the variants, which restores recall on mirrored copies at
 twice the query cost (section 10). The query's inner window (picture-in-picture, bars) is passed
 the same way. On the indexed side, a candidate with a stored window (indexer.variants) is
-re-ranked against both its own features and its window's, keeping the better: the window has
-the video's own frame times, so the ranges stay on the video's time axis.
+re-ranked against both its own features and its window's, keeping the better: the window's
+frames keep their own times in the video (a window may show late), so the ranges stay on the
+video's time axis.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,13 +43,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from indexer.feature_codec import CompactVideoFeatures, decode_into, region_energy
 from indexer.feature_store import CorruptFeaturesError, FeatureStorage, MissingFeaturesError
 from model.features import VideoFeatures
 from model.similarity.alignment import AlignmentConfig, PairAlignment, Side, align_pairs
 from model.similarity.calibration import Calibration, Tier, shipped_calibration
 from model.similarity.network import HapVRSimilarity, stretched_frame_index
-from model.similarity.segments import Segment, cosine_scaled, frame_energy
+from model.similarity.segments import Segment, cosine_scaled
+from model.workspace import workspace
 
 if TYPE_CHECKING:
     from indexer.vector_index import VectorIndex
@@ -349,9 +349,9 @@ class Reranker:
         ids = list(reranked)
         if not ids:
             return []
-        query_energy = _frame_energy(query)
+        query_energy = query.frame_energy()
         sims = [
-            cosine_scaled(reranked[video_id][1], query_energy, _frame_energy(targets[video_id])) for video_id in ids
+            cosine_scaled(reranked[video_id][1], query_energy, targets[video_id].frame_energy()) for video_id in ids
         ]
         alignments = align_pairs(
             sims, _side(query), [_side(targets[video_id]) for video_id in ids], self.config.alignment
@@ -396,10 +396,10 @@ class Reranker:
             for chunk in _chunks(ordered, targets, budget_frames, min_frames):
                 columns = [stretched_frame_index(targets[video_id].num_frames, min_frames) for video_id in chunk]
                 lengths = [len(cols) for cols in columns]
-                stacked = _workspace("targets", sum(lengths) * regions * dim, dtype).view(-1, regions, dim)
+                stacked = workspace("targets", sum(lengths) * regions * dim, dtype).view(-1, regions, dim)
                 offset = 0
                 for video_id, cols in zip(chunk, columns):
-                    _regions_into(stacked[offset : offset + len(cols)], targets[video_id], cols)
+                    targets[video_id].regions_into(stacked[offset : offset + len(cols)], cols)
                     offset += len(cols)
                 frame_sim, reverse = self._frame_similarity(q, stacked)
                 symmetric = (frame_sim + reverse) / 2
@@ -436,7 +436,7 @@ class Reranker:
         for start in range(0, count, rows_per_tile):
             block = targets[start : start + rows_per_tile]
             size = len(block) * regions * tq * regions
-            out = _workspace("region_sim", size, query.dtype).view(len(block) * regions, tq * regions)
+            out = workspace("region_sim", size, query.dtype).view(len(block) * regions, tq * regions)
             sim = torch.mm(block.reshape(-1, dim), flat_query, out=out).view(len(block), regions, tq, regions)
             best = sim.amax(dim=1) if k == 1 else sim.topk(k, dim=1).values.float().mean(dim=1)
             frame_sim[start : start + len(block)] = best.float().mean(dim=2)  # over query regions
@@ -500,24 +500,6 @@ def cpu_has_bfloat16() -> bool:
         return False
 
 
-_local = threading.local()
-
-
-def _workspace(name: str, elements: int, dtype: torch.dtype) -> torch.Tensor:
-    """A per-thread scratch tensor of at least `elements`, reused across searches.
-
-    Fresh tens-of-MB tensors cost page faults on every search (about 10 ms per 64 MB here);
-    a reused buffer has its pages already mapped. Grows by 25% steps, never shrinks.
-    """
-    buffers = _local.__dict__.setdefault("buffers", {})
-    key = (name, dtype)
-    buffer = buffers.get(key)
-    if buffer is None or buffer.numel() < elements:
-        buffer = torch.empty(int(elements * 1.25) + 1, dtype=dtype)
-        buffers[key] = buffer
-    return buffer[:elements]
-
-
 def aggregate_votes(scores: np.ndarray, video_ids: np.ndarray, exclude: Collection[int] = ()) -> dict[int, float]:
     """FAISS results [N, k'] (rows sorted best first) -> video id -> mean over rows of max(best hit, row floor).
 
@@ -545,42 +527,6 @@ def aggregate_votes(scores: np.ndarray, video_ids: np.ndarray, exclude: Collecti
     gains = np.bincount(first_pair % len(unique_videos), weights=excess, minlength=len(unique_videos))
     base = floor.sum()
     return {int(video): float((base + gain) / count) for video, gain in zip(unique_videos, gains)}
-
-
-def _regions_into(destination: torch.Tensor, features: VideoFeatures, rows: list[int]) -> None:
-    """Write the regions of frames `rows` into the workspace `destination`, in its dtype: 4-bit
-    codes not yet decoded are decoded straight into it (no float32 copy, no second conversion)."""
-    if isinstance(features, CompactVideoFeatures) and not features.decoded:
-        every = len(rows) == features.num_frames and rows == list(range(len(rows)))
-        codes, steps = (features.codes, features.steps) if every else (features.codes[rows], features.steps[rows])
-        decode_into(destination, codes, steps)
-        return
-    source = torch.from_numpy(features.regions)
-    if len(rows) != len(source):
-        source = source[rows]
-    _convert_into(destination, source)
-
-
-def _frame_energy(features: VideoFeatures) -> np.ndarray:
-    """Mean squared norm of each frame's regions; from the 4-bit codes when not decoded (the same
-    value, without making the float32 regions)."""
-    if isinstance(features, CompactVideoFeatures) and not features.decoded:
-        return region_energy(features.codes, features.steps, features.dim).mean(axis=1)
-    return frame_energy(features.regions)
-
-
-def _convert_into(destination: torch.Tensor, source: torch.Tensor) -> None:
-    """Copy float16 regions into the workspace's dtype. float16 -> bfloat16 goes through float32
-    a frame block at a time: two vectorised casts cost 15 ms where torch's direct one takes 25 ms."""
-    if destination.dtype != torch.bfloat16:
-        destination.copy_(source)
-        return
-    step = 64
-    for start in range(0, len(source), step):
-        rows = source[start : start + step]
-        staging = _workspace("convert", rows.numel(), torch.float32).view(rows.shape)
-        staging.copy_(rows)
-        destination[start : start + len(rows)].copy_(staging)
 
 
 def _chunks(

@@ -1,7 +1,8 @@
 """A video's window variant: the features of its inner window's crop, beside its own.
 
-Picture-in-picture and boxed videos (model.inner_window) are embedded twice from one decode:
-whole, and cropped to the inner picture. The feature store keeps the crop's features as the
+Picture-in-picture and boxed videos (model.inner_window, model.window_track) are embedded twice
+from one decode: whole, and the frames where an inner picture shows cropped to it, at their own
+times. The feature store keeps the crop's features as the
 video's window record; the vector index holds both versions' frame vectors under the video's
 id (the window's frames numbered after the video's own), so candidates come from either and a
 delete by video removes both; the search re-ranks against both and keeps the better.

@@ -13,12 +13,13 @@ encoding overlap inside one video. Before streaming, overlapping across whole fi
 (four 60 s 640x360 H.264 clips at 1 fps on this 2-core box, load 6-8) took ingest from
 38-42x real time to 44-45x.
 
-Inner window. With `with_window`, the first batch of frames (the first `batch_size` seconds at
-1 fps) is searched for a picture inside the picture (model.inner_window: picture-in-picture,
-letterbox or pillarbox bars); when one is found, every batch is also encoded cropped to it, from
-the same decode, into a second VideoFeatures on the same time axis (a crop does not change
-time). The search compares both versions, so a clip shown small inside other footage is matched
-at full size.
+Inner window. With `with_window`, every batch of frames is searched for a picture inside the
+picture (model.inner_window: picture-in-picture, letterbox or pillarbox bars) while none is
+showing, and a window found is followed frame by frame until it ends (model.window_track): the
+frames where it shows are also encoded cropped to it, from the same decode, into a second
+VideoFeatures with those frames' own times (a crop does not change time). A window that appears
+at 0:45 is found as one at 0:00 is. The search compares both versions, so a clip shown small
+inside other footage is matched at full size.
 """
 
 from __future__ import annotations
@@ -35,18 +36,13 @@ import numpy as np
 import torch
 
 from model.features import VideoFeatures
-from model.inner_window import Window, find_window
 from model.similarity.network import frame_vectors
 from model.video import DecodeLimits, DecodeSummary, VideoDecodeError, VideoFrames
+from model.window_track import WindowCrop, WindowTrack
 
 if TYPE_CHECKING:
     from model.checkpoint import ModelBundle
     from model.encoders.frame_encoder import FrameEncoder
-
-
-# The window is looked for on frames of about this short side: the ridges it follows are lines
-# several pixels long, so half the decode size finds the same window at a quarter of the cost.
-WINDOW_SEARCH_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ class EmbedTimings:
     encode: float
     index: float
     frames: int
-    window: float = 0.0  # looking for the inner window (its crop's encoding counts in encode/index)
+    window: float = 0.0  # looking for and following inner windows (their crops' encoding counts in encode/index)
 
     @property
     def total(self) -> float:
@@ -68,8 +64,9 @@ class EmbedTimings:
 class Embedded:
     """One embedded file: its features (or flipped variant too) and where the time went.
 
-    `window` holds the features of the inner window's crop (same frames, same times) and
-    `window_box` its (x, y, width, height) in the decoded frames, when `with_window` found one.
+    `window` holds the features of the inner windows' crops (the frames where a window shows, at
+    their own times) and `window_box` the first window's (x, y, width, height) in the decoded
+    frames, when `with_window` found one.
     """
 
     features: VideoFeatures
@@ -83,7 +80,8 @@ class VideoEmbedder:
     """Embeds video files with one model; build once per process (the encoder warms up once).
 
     Decoding, `encode` and `index` run batch_size frames at a time, so a long video never holds
-    more than `read_ahead` + 1 batches of frames and one of backbone activations. Thread-safe for concurrent `embed` calls as far
+    more than `read_ahead` + 1 batches of frames (+ 1 with `with_window`: the previous batch, held
+    while no window shows) and one of backbone activations. Thread-safe for concurrent `embed` calls as far
     as the encoder runtime is (onnxruntime sessions and eager torch inference both are).
     `checkpoint`, the bundle's fingerprint (model.checkpoint.fingerprint), is stamped on every
     VideoFeatures it makes.
@@ -157,15 +155,12 @@ class VideoEmbedder:
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         mirror_parts: list[tuple[np.ndarray, np.ndarray]] = []
         window_parts: list[tuple[np.ndarray, np.ndarray]] = []
-        window: Window | None = None
+        window_rows: list[np.ndarray] = []
+        track = WindowTrack() if with_window else None
         encode_s = index_s = window_s = 0.0
         decode_clock = _Clock()
-        for number, batch in enumerate(_read_ahead(frames, self.read_ahead, decode_clock)):
+        for batch in _read_ahead(frames, self.read_ahead, decode_clock):
             source = batch[:, :, ::-1] if flip else batch
-            if with_window and number == 0:
-                mark = time.perf_counter()
-                window = locate_window(source)
-                window_s = time.perf_counter() - mark
             regions, vectors, encode, index = self._encode_and_index(source)
             parts.append((regions, vectors))
             encode_s, index_s = encode_s + encode, index_s + index
@@ -173,12 +168,16 @@ class VideoEmbedder:
                 regions, vectors, encode, index = self._encode_and_index(batch[:, :, ::-1])
                 mirror_parts.append((regions, vectors))
                 encode_s, index_s = encode_s + encode, index_s + index
-            if window is not None:
-                regions, vectors, encode, index = self._encode_and_index(window.crop(source))
-                window_parts.append((regions, vectors))
-                encode_s, index_s = encode_s + encode, index_s + index
+            if track is not None:
+                mark = time.perf_counter()
+                crops = track.feed(source)
+                window_s += time.perf_counter() - mark
+                encode_s, index_s = self._encode_crops(crops, window_parts, window_rows, encode_s, index_s)
+        if track is not None:
+            encode_s, index_s = self._encode_crops(track.finish(), window_parts, window_rows, encode_s, index_s)
         summary = frames.summary
         features = self._features(summary, parts)
+        window = self._features(summary, window_parts, np.concatenate(window_rows)) if window_parts else None
         flipped = self._features(summary, mirror_parts) if with_flipped else None
         timings = EmbedTimings(
             decode=decode_clock.seconds,
@@ -191,8 +190,8 @@ class VideoEmbedder:
             features=features,
             timings=timings,
             flipped=flipped,
-            window=self._features(summary, window_parts) if window is not None else None,
-            window_box=window.box() if window is not None else None,
+            window=window,
+            window_box=track.windows[0].box() if track is not None and track.windows else None,
         )
 
     def encode_file(self, path: str | Path) -> np.ndarray:
@@ -251,11 +250,14 @@ class VideoEmbedder:
                 yield Path(path), error
 
     # -- stages ----------------------------------------------------------------------------------
-    def _features(self, summary: DecodeSummary, parts: list[tuple[np.ndarray, np.ndarray]]) -> VideoFeatures:
+    def _features(
+        self, summary: DecodeSummary, parts: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray | None = None
+    ) -> VideoFeatures:
+        """Features of the decode's frames, or of frames `rows` of it (a window's crops)."""
         return VideoFeatures(
             regions=np.concatenate([regions for regions, _ in parts]),
             frame_vectors=np.concatenate([vectors for _, vectors in parts]),
-            timestamps=summary.timestamps,
+            timestamps=summary.timestamps if rows is None else summary.timestamps[rows],
             duration=summary.duration,
             fps=self.fps,
             source_fps=summary.source_fps,
@@ -263,6 +265,22 @@ class VideoEmbedder:
             warnings=summary.warnings,
             checkpoint=self.checkpoint,
         )
+
+    def _encode_crops(
+        self,
+        crops: list[WindowCrop],
+        parts: list[tuple[np.ndarray, np.ndarray]],
+        rows: list[np.ndarray],
+        encode_s: float,
+        index_s: float,
+    ) -> tuple[float, float]:
+        """Encode window crops onto `parts` and their frame numbers onto `rows`; the stage clocks after."""
+        for crop in crops:
+            regions, vectors, encode, index = self._encode_and_index(crop.frames)
+            parts.append((regions, vectors))
+            rows.append(crop.rows)
+            encode_s, index_s = encode_s + encode, index_s + index
+        return encode_s, index_s
 
     def _encode_and_index(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
         """One batch of uint8 frames [B, H, W, 3] -> (float16 regions [B, R, D], float32 vectors
@@ -276,23 +294,6 @@ class VideoEmbedder:
             vectors = frame_vectors(indexed)
         regions = indexed.numpy().astype(np.float16)
         return regions, vectors.numpy().astype(np.float32, copy=False), encode_s, time.perf_counter() - mark
-
-
-def locate_window(frames: np.ndarray) -> Window | None:
-    """The inner window of uint8 frames [T, H, W, 3], in their own pixels, looked for on a
-    subsampled copy of about WINDOW_SEARCH_SIDE pixels' short side."""
-    height, width = frames.shape[1:3]
-    step = max(1, min(height, width) // WINDOW_SEARCH_SIDE)
-    found = find_window(frames[:, ::step, ::step])
-    if found is None or step == 1:
-        return found
-    return replace(
-        found,
-        top=found.top * step,
-        bottom=min(height, found.bottom * step),
-        left=found.left * step,
-        right=min(width, found.right * step),
-    )
 
 
 @dataclass

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from model.similarity.segments import frame_energy
+from model.workspace import convert_into
 
 
 @dataclass
@@ -70,6 +74,17 @@ class VideoFeatures:
 
             self.frame_weights = frame_weights(self.regions)
         return self.frame_weights
+
+    def regions_into(self, destination: torch.Tensor, rows: list[int]) -> None:
+        """Write the regions of frames `rows` into `destination` (the re-rank's workspace), in its dtype."""
+        source = torch.from_numpy(self.regions)
+        if len(rows) != len(source):
+            source = source[rows]
+        convert_into(destination, source)
+
+    def frame_energy(self) -> np.ndarray:
+        """Mean squared norm of each frame's regions, float32 [T] (what the alignment scales F by)."""
+        return frame_energy(self.regions)
 
     def check_finite(self) -> None:
         """Raise ValueError on NaN or infinite values. Checked once on the way in, not on every read:
