@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="re-score refine_factor x k' IVF-PQ neighbours from 8-bit vectors (0: off; default: IndexConfig's)",
     )
     library.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes drawing and storing new videos ahead of the index (1: in this process)",
+    )
+    library.add_argument(
         "--data-dir", type=Path, default=None, help="library to grow and keep (default: a temp dir, removed after)"
     )
     library.add_argument(
@@ -298,6 +304,8 @@ def measure_size(library: SyntheticLibrary, videos: int, similarity: HapVRSimila
             "reused": build.reused,
             "build_s": build.build_s,
             "retrain_s": build.retrain_s,
+            "store_s": build.store_s,
+            "add_s": build.add_s,
         },
     }
 
@@ -330,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             refine = IndexConfig().refine_factor if args.refine_factor is None else args.refine_factor
-            library = SyntheticLibrary(root, spec, refine)
+            library = SyntheticLibrary(root, spec, refine, args.workers)
         except LibraryMismatch as error:
             print(f"error: {error}; pass the same library options or another --data-dir", file=sys.stderr)
             return 2

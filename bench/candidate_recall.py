@@ -11,7 +11,7 @@ best one (FAISS's names for the two).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -96,14 +96,24 @@ def exact_neighbours(
 
     Slots past the number of stored frames hold video -1 and score -inf, as FaissIndex.search.
     """
+    with tqdm(total=len(video_ids), desc="exhaustive search", unit="video", mininterval=5) as progress:
+        blocks = frame_blocks(store, video_ids, block_frames)
+        return nearest_in_blocks(blocks, queries, k, lambda owners: progress.update(len(np.unique(owners))))
+
+
+def nearest_in_blocks(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    k: int,
+    on_block: Callable[[np.ndarray], object] = lambda owners: None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """exact_neighbours over (frame vectors [n, D], the video id of each row) blocks from any source."""
     heap = faiss.ResultHeap(len(queries), k, keep_max=True)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    total = len(video_ids)
-    with tqdm(total=total, desc="exhaustive search", unit="video", mininterval=5) as progress:
-        for vectors, owners in frame_blocks(store, video_ids, block_frames):
-            scores, rows = faiss.knn(queries, vectors, min(k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
-            heap.add_result(scores, np.where(rows < 0, -1, owners[np.maximum(rows, 0)]))
-            progress.update(len(np.unique(owners)))
+    for vectors, owners in blocks:
+        scores, rows = faiss.knn(queries, vectors, min(k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(scores, np.where(rows < 0, -1, owners[np.maximum(rows, 0)]))
+        on_block(owners)
     heap.finalize()
     return np.where(heap.I < 0, -np.inf, heap.D).astype(np.float32), heap.I
 
@@ -123,7 +133,15 @@ def candidate_recall(
     if not queries:
         return []
     k = max(query.k for query in queries)
-    scores, videos = exact_neighbours(store, video_ids, np.concatenate([q.vectors for q in queries]), k)
+    return recalls_against(
+        queries, *exact_neighbours(store, video_ids, np.concatenate([q.vectors for q in queries]), k), count
+    )
+
+
+def recalls_against(
+    queries: Sequence[CandidateQuery], scores: np.ndarray, videos: np.ndarray, count: int
+) -> list[Recall]:
+    """candidate_recall given the exact neighbours (scores, video ids) of all the queries' vectors, in order."""
     recalls = []
     start = 0
     for query in queries:

@@ -445,7 +445,44 @@ def search_section(results: Path, link: Callable[[str], str]) -> Section:
     ]
     if (results / "search_latency.png").exists():
         lines += [f"![search latency against index size]({link('search_latency.png')})", ""]
-    return Section(lines, [search_target(sizes)])
+    return Section(lines + index_scale_lines(results, link), [search_target(sizes)])
+
+
+def index_scale_lines(results: Path, link: Callable[[str], str]) -> list[str]:
+    """The latest run of bench/index_scale.py at each size (the frame index alone), if any."""
+    try:
+        runs = [json.loads(line) for line in (results / "index_scale.jsonl").read_text().splitlines() if line.strip()]
+        latest = {run["videos"]: run for run in runs}
+        table = [
+            [
+                f"{run['videos']:,}",
+                f"{run['video_minutes']:,.0f}",
+                f"{run['index']} ({run['ivf_cells']} cells, nprobe {run['nprobe']})",
+                f"{run['build']['build_s']:.0f}",
+                f"{run['candidates_p50_ms']:.0f}",
+                f"{run['candidates_p95_ms']:.0f}",
+                _fmt(run["candidate_recall"]),
+                _fmt(run["best_candidate_recall"]),
+                _kb(run["bytes_per_video_minute"]["index_file"]),
+                _kb(run["bytes_per_video_minute"]["index_resident"]),
+                f"{run['load_avg']:.1f}",
+                run["date"],
+            ]
+            for _, run in sorted(latest.items())
+        ]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as error:
+        return _unreadable("The frame index alone", "index_scale.jsonl", error)[2:]
+    header = ["videos", "video min", "index", "build s", "candidates p50", "p95", "recall@C", "1-R@C"]
+    return [
+        "The frame index alone, past the sizes whose feature store this box can build (bench/index_scale.py: "
+        "the candidate stage's latency in ms, build time, memory in KB per video-minute, candidate recall; "
+        f"[index_scale.md]({link('index_scale.md')})):",
+        "",
+        *_table([*header, "index file KB/min", "index RSS KB/min", "load", "date"], table),
+        "",
+    ]
 
 
 # -- memory and load (markdown tables) ---------------------------------------------------------

@@ -9,7 +9,12 @@ it and adds the rest, reading stored features instead of generating them again.
 The index is then loaded back from its file and searched, as the service does at start-up;
 the resident memory that load adds is the index's cost in RAM. As in the service, the index is
 given the store, so an IVF index that has outgrown its training retrains (in the background,
-waited for before a save or a measurement) unless `retrain=False` keeps the saved cells.
+waited for before a save or a measurement) unless `retrain=False` keeps the cells of its first
+training, while it grows as well as once loaded.
+
+Drawing and storing videos (a durable, fsynced write per video) costs more than indexing them:
+with `workers` > 1, worker processes fill the store a chunk of videos ahead of the index, which
+reads each video back from the store as the service would.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +45,7 @@ MANIFEST = "library.json"
 # A stored frame (feature store format 2): 9 x 512 4-bit region codes, 9 float16 steps, a float64
 # timestamp (synthetic frame vectors follow the mean rule, so they are not stored).
 STORED_BYTES_PER_FRAME = 9 * 256 + 9 * 2 + 8
+FILL_CHUNK = 500  # videos a worker draws and stores per task
 
 
 class LibraryMismatch(RuntimeError):
@@ -84,14 +95,29 @@ class IndexBuild:
     file_bytes: int  # the saved index (FAISS serialisation and ids)
     resident_bytes: int | None  # RSS growth of this process when loading it; None off Linux
     retrain_s: float = 0.0  # retraining the loaded index for its size (0 when it needed none)
+    store_s: float = 0.0  # drawing and storing the generated videos, summed over the workers
+    add_s: float = 0.0  # adding frame vectors to the index (training at the IVF switch included)
+
+
+def store_drawn(root: Path, spec: LibrarySpec, video_ids: range) -> tuple[int, float]:
+    """Draw and store the videos of `video_ids` that the store at `root` lacks -> (stored, seconds)."""
+    store = FeatureStore(root, verify=False)
+    started = time.perf_counter()
+    stored = 0
+    for video_id in video_ids:
+        if video_id not in store:
+            store.put(video_id, spec.draw(video_id))
+            stored += 1
+    return stored, time.perf_counter() - started
 
 
 class SyntheticLibrary:
     """The store and the saved indexes under `root`; see the module docstring."""
 
-    def __init__(self, root: Path, spec: LibrarySpec, refine_factor: int = 0) -> None:
+    def __init__(self, root: Path, spec: LibrarySpec, refine_factor: int = 0, workers: int = 1) -> None:
         self.root = Path(root)
         self.spec = spec
+        self.workers = workers
         # How the index is searched, not how the library is drawn: not in the manifest. An index
         # saved without a refine part gets one when it is retrained (at load, past 4x its training).
         self.config = replace(spec.index_config(), refine_factor=refine_factor)
@@ -113,14 +139,6 @@ class SyntheticLibrary:
     def index_path(self, size: int) -> Path:
         return self.root / f"index-{size}.faiss"
 
-    def features(self, video_id: int) -> tuple[VideoFeatures, bool]:
-        """(features, generated): read from the store when there, else drawn and stored."""
-        if video_id in self.store:
-            return self.store.get(video_id), False
-        self.store.put(video_id, self.spec.draw(video_id))
-        # As the service indexes them: the vectors the store gives back (from its compact regions).
-        return self.store.get(video_id), True
-
     def open_index(self, size: int, *, retrain: bool = True) -> tuple[FaissIndex, IndexBuild]:
         """The index of videos 1..size, saved and loaded back (built or grown first if needed);
         with `retrain`, retrained for its size if it has outgrown its training (`retrain_s`)."""
@@ -129,7 +147,7 @@ class SyntheticLibrary:
         try:
             FaissIndex.load(path, config)  # also a warm-up: the first load in a process maps code, starts threads
         except IndexLoadError:  # never saved, or its save was interrupted
-            self._grow(size, build)
+            self._grow(size, build, retrain)
             FaissIndex.load(path, config)
         build.file_bytes = path.stat().st_size
         before = resident_bytes()
@@ -142,38 +160,55 @@ class SyntheticLibrary:
         build.retrain_s = time.perf_counter() - started
         return index, build
 
-    def _grow(self, size: int, build: IndexBuild) -> None:
+    def _grow(self, size: int, build: IndexBuild, retrain: bool) -> None:
         started = time.perf_counter()
-        start, index = self._largest_saved(size)
-        for video_id in tqdm(
-            range(start + 1, size + 1),
-            desc=f"library to {size}",
-            initial=start,
-            total=size,
-            mininterval=5,
-            unit="video",
+        start, index = self._largest_saved(size, retrain)
+        chunks = [range(first, min(first + FILL_CHUNK, size + 1)) for first in range(start + 1, size + 1, FILL_CHUNK)]
+        with (
+            self._filled(chunks) as filled,
+            tqdm(desc=f"library to {size}", initial=start, total=size, mininterval=5, unit="video") as progress,
         ):
-            features, generated = self.features(video_id)
-            index.add(video_id, features.frame_vectors)
-            if generated:
-                build.generated += 1
-            else:
-                build.reused += 1
+            for chunk, (stored, seconds) in zip(chunks, filled, strict=True):
+                build.generated += stored
+                build.reused += len(chunk) - stored
+                build.store_s += seconds
+                for video_id in chunk:
+                    # As the service indexes them: the vectors the store gives back (from its compact regions).
+                    vectors = self.store.get(video_id).frame_vectors
+                    adding = time.perf_counter()
+                    index.add(video_id, vectors)
+                    build.add_s += time.perf_counter() - adding
+                progress.update(len(chunk))
+        adding = time.perf_counter()
         index.wait_for_training()
+        build.add_s += time.perf_counter() - adding
         index.save(self.index_path(size))
         build.build_s = time.perf_counter() - started
 
-    def _largest_saved(self, size: int) -> tuple[int, FaissIndex]:
-        """(n, index of videos 1..n) for the largest readable saved index with n < size; (0, empty) if none."""
+    @contextmanager
+    def _filled(self, chunks: list[range]) -> Iterator[Iterable[tuple[int, float]]]:
+        """store_drawn over the chunks, in order: in this process, or ahead of it in `workers` processes."""
+        fill: Callable[[range], tuple[int, float]] = partial(store_drawn, self.store.root, self.spec)
+        if self.workers <= 1:
+            yield map(fill, chunks)
+            return
+        # spawn, not fork: this process already runs FAISS's and torch's thread pools.
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+            yield pool.map(fill, chunks)
+
+    def _largest_saved(self, size: int, retrain: bool) -> tuple[int, FaissIndex]:
+        """(n, index of videos 1..n) for the largest readable saved index with n < size; (0, empty) if none.
+        Without `retrain` the index gets no store, so it keeps the cells of its first training as it grows."""
+        store = self.store if retrain else None
         saved = sorted((int(p.stem.split("-", 1)[1]) for p in self.root.glob("index-*.faiss")), reverse=True)
         for count in (n for n in saved if n < size):
             try:
-                index = FaissIndex.load(self.index_path(count), self.config, self.store)
+                index = FaissIndex.load(self.index_path(count), self.config, store)
             except IndexLoadError:
                 continue  # an interrupted save: try a smaller one
             if index.video_ids() == set(range(1, count + 1)):
                 return count, index
-        return 0, FaissIndex(self.spec.index_config(), self.store)
+        return 0, FaissIndex(self.spec.index_config(), store)
 
     def disk_bytes(self, size: int) -> int:
         """Bytes the store's files of videos 1..size take on disk (allocated blocks)."""

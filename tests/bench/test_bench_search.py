@@ -160,3 +160,27 @@ def test_an_interrupted_index_save_is_rebuilt(tmp_path: Path) -> None:
     library.index_path(8).with_name("index-8.faiss.json").unlink()  # the sidecar is written last
     index, build = library.open_index(8)
     assert (build.generated, build.reused) == (0, 8) and index.video_ids() == set(range(1, 9))
+
+
+def test_worker_processes_fill_the_store_as_this_process_does(tmp_path: Path) -> None:
+    spec = LibrarySpec(threshold=100)
+    alone, _ = SyntheticLibrary(tmp_path / "alone", spec).open_index(30)
+    library = SyntheticLibrary(tmp_path / "workers", spec, workers=2)
+    index, build = library.open_index(30)
+    assert (build.generated, build.reused) == (30, 0)
+    assert build.store_s > 0 and build.add_s > 0
+    assert index.video_ids() == alone.video_ids() and index.num_frames == alone.num_frames
+    for video_id in (1, 17, 30):
+        np.testing.assert_array_equal(
+            library.store.get(video_id).frame_vectors,
+            FeatureStore(tmp_path / "alone" / "features").get(video_id).frame_vectors,
+        )
+
+
+def test_without_retraining_the_index_keeps_its_first_cells_as_it_grows(tmp_path: Path) -> None:
+    spec = LibrarySpec(threshold=100)
+    kept, _ = SyntheticLibrary(tmp_path / "kept", spec).open_index(120, retrain=False)
+    retrained, _ = SyntheticLibrary(tmp_path / "retrained", spec).open_index(120)
+    assert kept.num_frames > 4 * 100  # past retrain_growth x the frames it was first trained on
+    assert kept.ivf_cells == 16  # the cells of its training at 100 frames (FAISS's minimum count)
+    assert retrained.ivf_cells is not None and retrained.ivf_cells > kept.ivf_cells

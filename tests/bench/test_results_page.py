@@ -187,3 +187,33 @@ def test_links_are_relative_to_the_page(tmp_path: Path) -> None:
     page = build_page(results, tmp_path / "RESULTS.md")
     assert "](results/quality_per_kind.png)" in page
     assert refresh(results) == results / "RESULTS.md"  # only the project's own folder writes bench/RESULTS.md
+
+
+def index_scale_run(videos: int, p95: float) -> dict:
+    return {
+        "videos": videos,
+        "video_minutes": videos / 12,
+        "index": "ivfpq",
+        "ivf_cells": 513,
+        "nprobe": 32,
+        "build": {"build_s": 900.0},
+        "candidates_p50_ms": p95 / 2,
+        "candidates_p95_ms": p95,
+        "candidate_recall": 0.1,
+        "best_candidate_recall": 0.6,
+        "bytes_per_video_minute": {"index_file": 4500.0, "index_resident": 5500.0},
+        "load_avg": 2.0,
+        "date": "2026-01-04 10:00",
+    }
+
+
+def test_the_index_alone_shows_its_latest_run_of_each_size(tmp_path: Path, shipped_training_free: None) -> None:
+    write_search(tmp_path, search_run(100_000, 149.0))
+    runs = [index_scale_run(1_000_000, 30.0), index_scale_run(100_000, 5.0), index_scale_run(1_000_000, 40.0)]
+    (tmp_path / "index_scale.jsonl").write_text("".join(json.dumps(run) + "\n" for run in runs))
+    page = build_page(tmp_path, tmp_path / "RESULTS.md")
+    rows = [line for line in page.splitlines() if "(513 cells, nprobe 32)" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| 100,000", "| 1,000,000"]
+    assert "| 20 | 40 |" in rows[1]  # the later run of 1M replaces the earlier one
+    (tmp_path / "index_scale.jsonl").write_text("{not json\n")
+    assert "Unreadable: `index_scale.jsonl`" in build_page(tmp_path, tmp_path / "RESULTS.md")
