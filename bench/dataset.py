@@ -65,6 +65,7 @@ from bench.footage import (
 )
 from bench.shared_footage import Span, copy_pairs, copy_spans
 from model.fileio import write_text_atomic
+from model.train.data import left_out_of_ranking
 
 MANIFEST = "manifest.json"
 FORMAT = "hapvr-near-duplicate-benchmark"
@@ -141,8 +142,8 @@ class Dataset:
     groups: list[str]
     queries: list[int]  # indices into names
     positives: np.ndarray  # bool [queries, videos]
+    unjudged: np.ndarray  # bool [queries, videos]: left out of the query's ranking
     params: dict = field(default_factory=dict)
-    unjudged: np.ndarray | None = None  # bool [queries, videos]: left out of the query's ranking
 
     @property
     def edit_kinds(self) -> list[str]:
@@ -152,9 +153,7 @@ class Dataset:
 
     def exclude(self) -> np.ndarray:
         """bool [queries, videos]: each query's own column and its unjudged ones, left out of its ranking."""
-        out = np.zeros(self.positives.shape, dtype=bool) if self.unjudged is None else self.unjudged.copy()
-        out[np.arange(len(self.queries)), self.queries] = True
-        return out
+        return left_out_of_ranking(self.queries, self.unjudged)
 
 
 def load_dataset(root: str | os.PathLike[str]) -> Dataset:
@@ -177,8 +176,8 @@ def load_dataset(root: str | os.PathLike[str]) -> Dataset:
         groups,
         evaluation.queries,
         evaluation.positives,
-        values.get("params", {}),
         evaluation.unjudged,
+        values.get("params", {}),
     )
 
 

@@ -258,9 +258,14 @@ class EvalSet:
 
     def exclude(self) -> np.ndarray:
         """bool [len(queries), len(names)]: each query's own column and its unjudged ones."""
-        out = self.unjudged.copy()
-        out[np.arange(len(self.queries)), self.queries] = True
-        return out
+        return left_out_of_ranking(self.queries, self.unjudged)
+
+
+def left_out_of_ranking(queries: list[int], unjudged: np.ndarray) -> np.ndarray:
+    """bool [len(queries), videos]: `unjudged` plus each query's own column."""
+    out = unjudged.copy()
+    out[np.arange(len(queries)), queries] = True
+    return out
 
 
 def read_eval_manifest(path: str | Path) -> EvalSet:
@@ -287,20 +292,16 @@ def read_eval_manifest(path: str | Path) -> EvalSet:
     for name in names:
         video = Path(videos[name]).expanduser()
         paths.append(video if video.is_absolute() else path.parent / video)
+    listed = values.get("unjudged") or {}
     queries = []
     labels = np.zeros((len(positives), len(names)), dtype=bool)
+    unjudged = np.zeros_like(labels)
     for row, (query, targets) in enumerate(positives.items()):
-        unknown = [t for t in [query, *targets] if t not in index]
-        if unknown:
-            raise DataError(f"{path}: positives name videos not in 'videos': {unknown[:3]}")
+        for field, named in (("positives", [query, *targets]), ("unjudged", listed.get(query, []))):
+            unknown = [t for t in named if t not in index]
+            if unknown:
+                raise DataError(f"{path}: {field} name videos not in 'videos': {unknown[:3]}")
         queries.append(index[query])
         labels[row, [index[t] for t in targets]] = True
-    unjudged = np.zeros_like(labels)
-    listed = values.get("unjudged") or {}
-    for row, query in enumerate(positives):
-        others = listed.get(query, [])
-        unknown = [t for t in others if t not in index]
-        if unknown:
-            raise DataError(f"{path}: unjudged names videos not in 'videos': {unknown[:3]}")
-        unjudged[row, [index[t] for t in others]] = True
+        unjudged[row, [index[t] for t in listed.get(query, [])]] = True
     return EvalSet(names, paths, queries, labels, unjudged)

@@ -290,15 +290,9 @@ def test_switch_to_ivf_at_the_threshold_keeps_candidate_recall(kind: str) -> Non
     assert 11 not in video_ids
 
 
-def test_changes_during_training_are_kept(monkeypatch) -> None:
-    """Adds and removes made while the IVF index trains off-lock are replayed into it."""
+def _hold_training(monkeypatch) -> tuple[threading.Event, threading.Event, Callable]:
+    """Make IVF training wait for `release` once it has set `started`; returns them and the real trainer."""
     import indexer.vector_index as module
-
-    index = FaissIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
-    videos = _videos(110, frames=20, seed=9)
-    for video_id in range(1, 100):
-        index.add(video_id, videos[video_id])
-    assert index.kind == "flat"
 
     train = module._train_approximate
     started, release = threading.Event(), threading.Event()
@@ -309,6 +303,18 @@ def test_changes_during_training_are_kept(monkeypatch) -> None:
         return train(config, vectors)
 
     monkeypatch.setattr(module, "_train_approximate", slow_train)
+    return started, release, train
+
+
+def test_changes_during_training_are_kept(monkeypatch) -> None:
+    """Adds and removes made while the IVF index trains off-lock are replayed into it."""
+    index = FaissIndex(_config(approximate_threshold=2000, approximate_kind="ivfflat"))
+    videos = _videos(110, frames=20, seed=9)
+    for video_id in range(1, 100):
+        index.add(video_id, videos[video_id])
+    assert index.kind == "flat"
+
+    started, release, _ = _hold_training(monkeypatch)
     switcher = threading.Thread(target=index.add, args=(100, videos[100]))
     switcher.start()
     assert started.wait(30)
@@ -337,15 +343,7 @@ def test_a_rebuild_during_training_wins(monkeypatch, tmp_path: Path) -> None:
     videos = _videos(100, frames=20, seed=13)
     for video_id in range(1, 100):
         index.add(video_id, videos[video_id])
-    train = module._train_approximate
-    started, release = threading.Event(), threading.Event()
-
-    def slow_train(config, vectors):
-        started.set()
-        release.wait(30)
-        return train(config, vectors)
-
-    monkeypatch.setattr(module, "_train_approximate", slow_train)
+    started, release, train = _hold_training(monkeypatch)
     switcher = threading.Thread(target=index.add, args=(100, videos[100]))
     switcher.start()
     assert started.wait(30)
@@ -373,22 +371,12 @@ def _finds_itself(index: FaissIndex, store: FeatureStore, video_ids: list[int]) 
 def test_an_ivf_index_retrains_in_the_background_once_it_outgrows_its_training(monkeypatch, tmp_path: Path) -> None:
     """Past 4x its training size the index retrains from the store off-lock: searches keep working
     on the old cells meanwhile, changes made meanwhile are kept, and then the cells are more."""
-    import indexer.vector_index as module
-
     store = _stored_library(tmp_path / "features", 230, frames=40, seed=21)
     index = FaissIndex(_config(approximate_threshold=2000, retrain_growth=4.0), store)
     for video_id in range(1, 51):
         index.add(video_id, store.get(video_id).frame_vectors)
     assert index.kind == "ivfpq" and (index.ivf_cells, index.nprobe) == (51, 16)  # trained at 2,000 frames
-    train = module._train_approximate
-    started, release = threading.Event(), threading.Event()
-
-    def slow_train(config, vectors):
-        started.set()
-        release.wait(30)
-        return train(config, vectors)
-
-    monkeypatch.setattr(module, "_train_approximate", slow_train)
+    started, release, _ = _hold_training(monkeypatch)
     for video_id in range(51, 200):  # 7,960 frames: not yet 4x
         index.add(video_id, store.get(video_id).frame_vectors)
     assert not started.is_set() and index.wait_for_training(0)
